@@ -1,0 +1,53 @@
+# LiveSPT: the two commands a new user runs are `make demo` and `make test`.
+# Both create .venv and install what they need themselves.
+#
+# torch is installed first from TORCH_SPEC so that a CPU wheel is used by default;
+# with a GPU, install your own CUDA build into .venv (or override, e.g.
+# `make test TORCH_SPEC="torch==2.13.0 --index-url <your wheel index>"`).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+OUT ?= demo_out
+
+.PHONY: demo test lint typecheck bench install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+## Run the main job on an embedded default (prints a table, writes $(OUT)/).
+demo: $(VENV)/.installed
+	$(BIN)/livespt demo --out $(OUT)
+
+## Lint, type-check and run the whole test suite.
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check models server tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check models server tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+## Reproducible benchmarks; JSON results under benchmarks/results/.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_simulate.py --out benchmarks/results/simulate.json
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info
