@@ -82,7 +82,8 @@ def _row(est: Estimate, d_true: float) -> dict[str, object]:
 
 def _summarize(est: pd.DataFrame, s: DemoSettings) -> pd.DataFrame:
     out = []
-    for (d, method), g in est.groupby(["d_true_um2_s", "method"], sort=True):
+    for (d_key, method), g in est.groupby(["d_true_um2_s", "method"], sort=True):
+        d = float(d_key)  # type: ignore[arg-type]
         rel = (g["d_um2_s"] - d) / d
         covered = (g["d_low_um2_s"] <= d) & (d <= g["d_high_um2_s"])
         crlb = crlb_d_exact(
