@@ -1,0 +1,325 @@
+"""Covariance-based estimator (CVE) of the diffusion coefficient.
+
+Vestergaard, Blainey & Flyvbjerg (2014), "Optimal estimation of diffusion coefficients
+from single-particle trajectories", Phys. Rev. E 89, 022726. Per dimension, with
+``<dx^2>`` the mean squared step and ``<dx_n dx_{n+1}>`` the mean product of adjacent
+steps (both also averaged over the d dimensions):
+
+- sigma unknown: ``D = <dx^2> / (2 dt) + <dx_n dx_{n+1}> / dt`` and
+  ``sigma^2 = R <dx^2> + (2R - 1) <dx_n dx_{n+1}>``;
+- sigma known: ``D = (<dx^2> - 2 sigma^2) / (2 (1 - 2R) dt)``.
+
+Both are unbiased under the blur + noise model and need no fit. Missing frames are
+handled by the moment equations of the model (see :func:`cve`), which reduce to the
+formulas above without gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from models import _validate
+from models.estimators import _tracks
+from models.estimators._tracks import Tridiagonal
+from models.estimators.quadform import (
+    VarianceCoefficients,
+    interval_by_test_inversion,
+    tridiagonal_variance_coefficients,
+    variance,
+)
+from models.estimators.result import Estimate, EstimateBatch
+
+METHOD = "cve"
+
+
+def _cve_form(frames: NDArray[np.int64], dt: float, r: float, sigma_known: bool) -> Tridiagonal:
+    """The per-dimension matrix A with ``D_hat = s^T A s`` (plus a constant if sigma known)."""
+    k = _tracks.gaps(frames)
+    n = k.shape[0]
+    kbar = float(k.mean())
+    if sigma_known:
+        return Tridiagonal(np.full(n, 1.0 / (2.0 * dt * (kbar - 2.0 * r) * n)), np.zeros(n - 1))
+    return Tridiagonal(
+        np.full(n, 1.0 / (2.0 * dt * kbar * n)),
+        np.full(n - 1, 1.0 / (2.0 * dt * kbar * (n - 1))),
+    )
+
+
+def _cve_coefficients(
+    frames: NDArray[np.int64], dt: float, r: float, sigma_known: bool
+) -> VarianceCoefficients:
+    sig_d, sig_s = _tracks.step_covariance_basis(_tracks.gaps(frames), dt, r)
+    return tridiagonal_variance_coefficients(_cve_form(frames, dt, r, sigma_known), sig_d, sig_s)
+
+
+def cve_point_estimates(
+    pos: NDArray[np.float64],
+    frames: NDArray[np.int64],
+    dt: float,
+    r: float,
+    sigma2_known: float | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """CVE ``(D, sigma^2)`` of (M, N, d) validated positions sharing ``frames``."""
+    steps = np.diff(pos, axis=1)
+    m2 = np.mean(steps * steps, axis=(1, 2))
+    m1 = np.mean(steps[:, 1:] * steps[:, :-1], axis=(1, 2))
+    kbar = float(_tracks.gaps(frames).mean())
+    if sigma2_known is None:
+        # E[m2] = 2 D dt (kbar - 2R) + 2 sigma^2 and E[m1] = 2 R D dt - sigma^2, solved
+        # for (D, sigma^2): the gap lengths enter only through their mean kbar.
+        d_hat = (m2 + 2.0 * m1) / (2.0 * dt * kbar)
+        sigma2 = 2.0 * r * dt * d_hat - m1
+    else:
+        d_hat = (m2 - 2.0 * sigma2_known) / (2.0 * dt * (kbar - 2.0 * r))
+        sigma2 = np.full_like(d_hat, sigma2_known)
+    return d_hat, sigma2
+
+
+def _cve_arrays(
+    pos: NDArray[np.float64],
+    frames: NDArray[np.int64],
+    dt: float,
+    r: float,
+    sigma2_known: float | None,
+    confidence: float,
+) -> tuple[NDArray[np.float64], ...]:
+    """CVE for (M, N, d) positions sharing ``frames``: (d, low, high, se, sigma2)."""
+    d_hat, sigma2 = cve_point_estimates(pos, frames, dt, r, sigma2_known)
+    q = _cve_coefficients(frames, dt, r, sigma2_known is not None)
+    low, high, se = interval_by_test_inversion(d_hat, q, sigma2, pos.shape[2], confidence)
+    return d_hat, low, high, se, sigma2
+
+
+def _confidence(confidence: Any) -> float:
+    c = _validate.in_range("confidence", confidence, 0.0, 1.0)
+    if c in (0.0, 1.0):
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {c!r}")
+    return c
+
+
+def _sigma2(sigma_um: Any) -> float | None:
+    return None if sigma_um is None else _validate.non_negative("sigma_um", sigma_um) ** 2
+
+
+def cve(
+    positions_um: ArrayLike,
+    frame_interval_s: float,
+    frames: ArrayLike | None = None,
+    *,
+    exposure_s: float | None = None,
+    sigma_um: float | None = None,
+    confidence: float = 0.9,
+    blur_coefficient: float | None = None,
+    track_id: Any = None,
+) -> Estimate:
+    """Estimate D of one track with the covariance-based estimator (CVE).
+
+    Parameters
+    ----------
+    positions_um : array_like, shape (N, d) or (N,)
+        Positions in um, d = 1, 2 or 3, N >= 3.
+    frame_interval_s : float
+        Time between frames in s.
+    frames : array_like of int, shape (N,), optional
+        Frame index of each position, strictly increasing; gaps are missing frames.
+        Default ``0..N-1``.
+    exposure_s : float, optional
+        Exposure time in s (default: the frame interval, continuous exposure); sets the
+        blur coefficient ``R = exposure_s / (6 frame_interval_s)``.
+    sigma_um : float, optional
+        Known localization precision per dimension in um (>= 0). Given: the
+        "sigma-known" variant, which needs no covariance term and has a smaller
+        variance; omitted: "sigma-unknown", which estimates sigma^2 too.
+    confidence : float
+        Level of the two-sided interval, default 0.9.
+    blur_coefficient : float, optional
+        Exact R in ``[0, 1/4]``, overriding the one derived from the exposure.
+    track_id : object, optional
+        Named in error messages and copied to the result.
+
+    Returns
+    -------
+    Estimate
+        ``method="cve"``. ``d_um2_s`` is unbiased and may be <= 0 for short noisy
+        tracks (it is not clipped); the interval (by test inversion, see
+        :func:`models.estimators.quadform.interval_by_test_inversion`) is >= 0. The
+        standard error is exact for the model, evaluated at the estimated
+        (zero-clipped) D and sigma^2.
+
+    Notes
+    -----
+    With N steps ``dx_i`` spanning ``k_i`` frames, ``m2 = <dx_i^2>`` over the steps and
+    ``m1 = <dx_i dx_{i+1}>`` over adjacent step pairs (all averaged over dimensions),
+    the model gives ``E[m2] = 2 D dt (kbar - 2R) + 2 sigma^2`` and
+    ``E[m1] = 2 R D dt - sigma^2`` with ``kbar`` the mean of ``k_i``. Solving,
+
+    - sigma unknown: ``D = (m2 + 2 m1) / (2 dt kbar)``, ``sigma^2 = 2 R dt D - m1``;
+    - sigma known: ``D = (m2 - 2 sigma^2) / (2 dt (kbar - 2R))``.
+
+    Without gaps (``kbar = 1``) these are Vestergaard et al.'s formulas; with gaps they
+    stay exactly unbiased and use every step and every adjacent step pair (the
+    adjacent covariance does not depend on the gap lengths). Steps across gaps enter
+    with equal weight, which costs some efficiency when gaps are long and frequent;
+    the reported standard error accounts for it exactly.
+
+    References
+    ----------
+    Vestergaard, Blainey & Flyvbjerg, Phys. Rev. E 89, 022726 (2014).
+    Berglund, Phys. Rev. E 82, 011917 (2010).
+    """
+    pos, fr = _tracks.validate_track(positions_um, frames, track_id)
+    dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    out = _cve_arrays(pos[None], fr, dt, r, _sigma2(sigma_um), _confidence(confidence))
+    d_hat, low, high, se, sigma2 = (float(a[0]) for a in out)
+    return Estimate(
+        d_um2_s=d_hat,
+        d_low_um2_s=low,
+        d_high_um2_s=high,
+        se_um2_s=se,
+        sigma2_um2=sigma2,
+        n_positions=int(fr.shape[0]),
+        n_steps=int(fr.shape[0] - 1),
+        method=METHOD,
+        variant="sigma-unknown" if sigma_um is None else "sigma-known",
+        track_id=track_id,
+        confidence=float(confidence),
+    )
+
+
+def cve_batch(
+    positions_um: ArrayLike,
+    frame_interval_s: float,
+    frames: ArrayLike | None = None,
+    *,
+    exposure_s: float | None = None,
+    sigma_um: float | None = None,
+    confidence: float = 0.9,
+    blur_coefficient: float | None = None,
+) -> EstimateBatch:
+    """CVE of M tracks at once; same parameters and results as :func:`cve`.
+
+    Parameters
+    ----------
+    positions_um : array_like, shape (M, N, d) or (M, N)
+        Positions in um of M tracks of N positions each.
+    frame_interval_s, exposure_s, sigma_um, confidence, blur_coefficient
+        As in :func:`cve`.
+    frames : array_like of int, shape (N,), optional
+        Frames shared by all M tracks (e.g. one sliding window of a live stream).
+
+    Returns
+    -------
+    EstimateBatch
+        Arrays of shape (M,). The variance coefficients are computed once for the
+        shared frame pattern, so the cost is a few passes over the positions.
+    """
+    pos, fr = _tracks.validate_batch(positions_um, frames)
+    dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    d_hat, low, high, se, sigma2 = _cve_arrays(
+        pos, fr, dt, r, _sigma2(sigma_um), _confidence(confidence)
+    )
+    return EstimateBatch(
+        d_um2_s=d_hat,
+        d_low_um2_s=low,
+        d_high_um2_s=high,
+        se_um2_s=se,
+        sigma2_um2=sigma2,
+        n_positions=int(fr.shape[0]),
+        n_steps=int(fr.shape[0] - 1),
+        method=METHOD,
+        variant="sigma-unknown" if sigma_um is None else "sigma-known",
+        confidence=float(confidence),
+    )
+
+
+def cve_relative_variance(
+    n_steps: int,
+    d_um2_s: float,
+    sigma_um: float,
+    frame_interval_s: float,
+    exposure_s: float | None = None,
+    ndim: int = 2,
+    *,
+    blur_coefficient: float | None = None,
+) -> float:
+    """Vestergaard et al.'s relative variance ``Var(D_hat) / D^2`` of the sigma-unknown CVE.
+
+    ``[(6 + 4x + 2x^2) / N + 4 (1 + x)^2 / N^2] / d`` with ``x = sigma^2 / (D dt) - 2R``
+    (Vestergaard et al. 2014, divided by d for d independent dimensions). It is exact
+    in its two leading orders in 1/N; the exact finite-N variance of the estimator as
+    implemented (adjacent products averaged over their N - 1 pairs) is
+    :func:`cve_variance`, larger by a relative O(1/N^2): at x = 0, R = 0 the exact
+    value is ``(6/N + 4/(N(N-1))) / d``. The difference is 0.6-1.3 % at N = 10 and
+    below 0.06 % at N = 50 (checked in the tests).
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of steps N (>= 2).
+    d_um2_s : float
+        True D in um^2/s (> 0).
+    sigma_um : float
+        Localization precision per dimension in um (>= 0).
+    frame_interval_s : float
+        Frame interval in s.
+    exposure_s : float, optional
+        Exposure in s (default: the frame interval).
+    ndim : int
+        Number of dimensions d.
+    blur_coefficient : float, optional
+        Exact R, overriding the one derived from the exposure.
+
+    Returns
+    -------
+    float
+        Dimensionless relative variance; the relative standard error is its root.
+    """
+    n = _validate.positive_int("n_steps", n_steps, 2)
+    d = _validate.positive("d_um2_s", d_um2_s)
+    sigma = _validate.non_negative("sigma_um", sigma_um)
+    nd = _validate.positive_int("ndim", ndim)
+    dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    x = sigma**2 / (d * dt) - 2.0 * r
+    return ((6.0 + 4.0 * x + 2.0 * x * x) / n + 4.0 * (1.0 + x) ** 2 / n**2) / nd
+
+
+def cve_variance(
+    n_positions_or_frames: int | ArrayLike,
+    d_um2_s: float,
+    sigma_um: float,
+    frame_interval_s: float,
+    exposure_s: float | None = None,
+    ndim: int = 2,
+    sigma_known: bool = False,
+    *,
+    blur_coefficient: float | None = None,
+) -> float:
+    """Exact variance of the CVE (um^4/s^2) for a given track length or frame pattern.
+
+    Computed as ``2 tr(A Sigma A Sigma) / d`` with tridiagonal A and Sigma, in O(N); valid
+    with gaps, where :func:`cve_relative_variance` does not apply.
+
+    Parameters
+    ----------
+    n_positions_or_frames : int or array_like of int
+        Number of positions of a track without gaps, or the frames of the positions.
+    d_um2_s, sigma_um, frame_interval_s, exposure_s, ndim, blur_coefficient
+        As in :func:`cve_relative_variance`.
+    sigma_known : bool
+        Variance of the sigma-known variant instead of sigma-unknown.
+
+    Returns
+    -------
+    float
+        ``Var(D_hat)`` in (um^2/s)^2.
+    """
+    fr = _tracks.validate_frames_or_count(n_positions_or_frames)
+    d = _validate.positive("d_um2_s", d_um2_s)
+    sigma = _validate.non_negative("sigma_um", sigma_um)
+    nd = _validate.positive_int("ndim", ndim)
+    dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    q = _cve_coefficients(fr, dt, r, sigma_known)
+    return float(variance(q, d, sigma**2, nd))
