@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= demo_out
 
-.PHONY: demo test lint typecheck bench install install-dev clean
+.PHONY: demo test lint typecheck bench proto install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
 ## Reproducible benchmarks; JSON results under benchmarks/results/.
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_simulate.py --out benchmarks/results/simulate.json
+
+## Regenerate the committed gRPC stubs from proto/ (tests fail if they drift).
+proto: $(VENV)/.installed-dev
+	$(BIN)/python -m server.protogen
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info
