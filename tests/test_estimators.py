@@ -472,3 +472,21 @@ def test_degenerate_tracks_give_finite_valid_results(fit: str) -> None:
         assert all(math.isfinite(v) for v in values)
         assert 0.0 <= est.d_low_um2_s <= est.d_high_um2_s
     assert cve(still, DT).d_um2_s == 0.0 and cve(still, DT).d_high_um2_s == 0.0
+
+
+def test_cve_batch_accepts_one_known_sigma_per_track() -> None:
+    from models.estimators import cve, cve_batch
+
+    rng = np.random.default_rng(5)
+    pos = np.cumsum(rng.normal(0, 0.1, size=(4, 12, 2)), axis=1)
+    sig = np.array([0.0, 0.01, 0.02, 0.05])
+    batch = cve_batch(pos, 0.05, sigma_um=sig)
+    for i in range(4):
+        one = cve(pos[i], 0.05, sigma_um=float(sig[i]))
+        assert batch.d_um2_s[i] == pytest.approx(one.d_um2_s)
+        assert batch.d_low_um2_s[i] == pytest.approx(one.d_low_um2_s)
+        assert batch.d_high_um2_s[i] == pytest.approx(one.d_high_um2_s)
+    with pytest.raises(ValueError, match="sigma_um"):
+        cve_batch(pos, 0.05, sigma_um=np.array([0.01, 0.02]))
+    with pytest.raises(ValueError, match="sigma_um"):
+        cve_batch(pos, 0.05, sigma_um=np.array([0.01, -0.02, 0.0, 0.0]))

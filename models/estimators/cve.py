@@ -60,9 +60,12 @@ def cve_point_estimates(
     frames: NDArray[np.int64],
     dt: float,
     r: float,
-    sigma2_known: float | None = None,
+    sigma2_known: float | NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """CVE ``(D, sigma^2)`` of (M, N, d) validated positions sharing ``frames``."""
+    """CVE ``(D, sigma^2)`` of (M, N, d) validated positions sharing ``frames``.
+
+    ``sigma2_known`` is one value for all tracks or one per track, shape (M,).
+    """
     steps = np.diff(pos, axis=1)
     m2 = np.mean(steps * steps, axis=(1, 2))
     m1 = np.mean(steps[:, 1:] * steps[:, :-1], axis=(1, 2))
@@ -74,7 +77,7 @@ def cve_point_estimates(
         sigma2 = 2.0 * r * dt * d_hat - m1
     else:
         d_hat = (m2 - 2.0 * sigma2_known) / (2.0 * dt * (kbar - 2.0 * r))
-        sigma2 = np.full_like(d_hat, sigma2_known)
+        sigma2 = np.broadcast_to(np.asarray(sigma2_known, dtype=np.float64), d_hat.shape).copy()
     return d_hat, sigma2
 
 
@@ -83,7 +86,7 @@ def _cve_arrays(
     frames: NDArray[np.int64],
     dt: float,
     r: float,
-    sigma2_known: float | None,
+    sigma2_known: float | NDArray[np.float64] | None,
     confidence: float,
 ) -> tuple[NDArray[np.float64], ...]:
     """CVE for (M, N, d) positions sharing ``frames``: (d, low, high, se, sigma2)."""
@@ -102,6 +105,17 @@ def _confidence(confidence: Any) -> float:
 
 def _sigma2(sigma_um: Any) -> float | None:
     return None if sigma_um is None else _validate.non_negative("sigma_um", sigma_um) ** 2
+
+
+def _sigma2_batch(sigma_um: Any, m: int) -> float | NDArray[np.float64] | None:
+    if sigma_um is None or np.ndim(sigma_um) == 0:
+        return _sigma2(sigma_um)
+    sig = _validate.finite_array("sigma_um", sigma_um, ndim=1)
+    if sig.shape != (m,):
+        raise ValueError(f"sigma_um must be a scalar or have shape ({m},), got {sig.shape}")
+    if np.any(sig < 0):
+        raise ValueError("sigma_um must be >= 0")
+    return sig**2
 
 
 def cve(
@@ -195,7 +209,7 @@ def cve_batch(
     frames: ArrayLike | None = None,
     *,
     exposure_s: float | None = None,
-    sigma_um: float | None = None,
+    sigma_um: float | ArrayLike | None = None,
     confidence: float = 0.9,
     blur_coefficient: float | None = None,
 ) -> EstimateBatch:
@@ -205,7 +219,10 @@ def cve_batch(
     ----------
     positions_um : array_like, shape (M, N, d) or (M, N)
         Positions in um of M tracks of N positions each.
-    frame_interval_s, exposure_s, sigma_um, confidence, blur_coefficient
+    sigma_um : float or array_like of shape (M,), optional
+        Known localization precision per dimension in um, one for all tracks or one
+        per track (e.g. each window's mean fitted precision); None: sigma unknown.
+    frame_interval_s, exposure_s, confidence, blur_coefficient
         As in :func:`cve`.
     frames : array_like of int, shape (N,), optional
         Frames shared by all M tracks (e.g. one sliding window of a live stream).
@@ -219,7 +236,7 @@ def cve_batch(
     pos, fr = _tracks.validate_batch(positions_um, frames)
     dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
     d_hat, low, high, se, sigma2 = _cve_arrays(
-        pos, fr, dt, r, _sigma2(sigma_um), _confidence(confidence)
+        pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence)
     )
     return EstimateBatch(
         d_um2_s=d_hat,
