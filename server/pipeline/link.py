@@ -1,0 +1,531 @@
+"""Online particle linker: one frame of detections in, final track ids out.
+
+A live session cannot wait for the end of the movie to link, so this is a
+frame-by-frame version of the linear assignment problem (LAP) tracker of
+Jaqaman et al. (2008, Nat. Methods 5, 695), the method behind u-track and
+TrackMate's LAP tracker, kept online in the way of trackpy's streaming
+``Linker``: when frame ``t`` arrives its detections are assigned to the live
+tracks and the assignment is final; nothing is revisited later.
+
+Cost model
+----------
+A track's *head* is its last detected position (um) and the frame it was seen
+in. No velocity is predicted: particles are assumed to diffuse. For a head last
+seen ``n`` frames before the current one (``n = 1``: the previous frame;
+``n - 1`` frames missing in between), the candidate detections lie within the
+gate ``max_distance_um * sqrt(n)`` (a Brownian displacement grows like the
+square root of the elapsed time) and the cost of linking is
+
+    c = |x_det - x_head|^2 / n * gap_penalty^(n - 1)        (um^2)
+
+i.e. the squared displacement scaled back to one frame of diffusion, times the
+u-track gap penalty per extra frame. Every track may instead *end* (death cost
+``d``) and every detection may instead *start* a track (birth cost ``b``). The
+assignment minimises the total cost over the standard augmented matrix
+
+    [ C (links)        D (deaths, diag) ]
+    [ B (births, diag) A (auxiliary)    ]
+
+where ``A`` is the transposed pattern of ``C`` at cost 0, so an allowed link
+``i -> j`` is chosen exactly when it beats ``d + b`` in its competition, and a
+far detection starts a new track instead of pulling a track away from its
+nearer continuation.
+
+Alternative (birth/death) costs: following TrackMate, which sets them to 1.05
+times the largest link cost, they default to ``1.05 * max_distance_um^2 / 2``
+each, so ``d + b`` is 1.05 times the largest cost a frame-to-frame link inside
+the gate can have. We derive them from ``max_distance_um`` rather than from a
+percentile of the accepted costs (u-track's choice) because online the
+accepted costs are themselves truncated by the alternative cost; a percentile
+rule would drift towards rejecting the fast particles' steps, and its decisions
+would depend on what else happened to be in the frame.
+
+Speed: the gate is applied with a k-d tree (``scipy.spatial.cKDTree``), the
+gated bipartite graph is split into connected components, components with a
+single track or a single detection (the vast majority) are solved at once by
+their cheapest edge, and only the others go through
+``scipy.optimize.linear_sum_assignment``, one small dense matrix each.
+
+Memory: a track that has been missing for more than ``max_gap_frames`` frames
+can never be continued; :meth:`OnlineLinker.ended` reports it and forgets it,
+so the state holds only tracks seen within the last ``max_gap_frames + 1``
+frames, however long the stream. (Call it after every frame: tracks that
+expire while it is not called are dropped from the state at the next frame but
+their ids wait, as plain integers, until it is.)
+
+Not modelled: merging and splitting, velocity (directed motion), intensity or
+shape features in the cost, global gap closing over the whole movie.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from models import _validate
+
+# TrackMate's "alternative linking cost factor": the alternative cost is 5 %
+# above the largest admissible link cost, so every gated link stays possible.
+ALTERNATIVE_COST_FACTOR = 1.05
+
+# Above this many gated pairs, components are found with scipy.sparse.csgraph
+# (fixed overhead ~0.1 ms, scales well); below, by label propagation (faster
+# on small graphs, but its rounds grow with the components' diameter).
+_PROPAGATION_MAX_EDGES = 1000
+
+
+@dataclass(frozen=True)
+class LinkerConfig:
+    """Parameters of :class:`OnlineLinker`, validated on creation.
+
+    Attributes
+    ----------
+    max_distance_um : float
+        Frame-to-frame search radius in um, > 0: a detection farther than this
+        from a track's last position cannot continue a track seen in the
+        previous frame. Choose a few times the RMS step ``sqrt(4 D dt)`` plus
+        the localization error, and below the typical distance between
+        particles.
+    max_gap_frames : int
+        Gap closing: a track missing in up to this many consecutive frames can
+        still be continued, >= 0 (0 disables gap closing). The search radius
+        for a track last seen ``n`` frames ago is ``max_distance_um * sqrt(n)``.
+    gap_penalty : float
+        Multiplier, >= 1, of the cost of a link per missing frame (u-track's
+        ``gapPenalty``): a link across ``n - 1`` missing frames costs
+        ``gap_penalty^(n - 1)`` times its diffusion-scaled squared distance.
+        1 compares tracks purely by the diffusion model.
+    birth_cost_um2 : float, optional
+        Cost in um^2, > 0, of starting a track at a detection; default
+        ``1.05 * max_distance_um^2 / 2``.
+    death_cost_um2 : float, optional
+        Cost in um^2, > 0, of ending a track at this frame; default
+        ``1.05 * max_distance_um^2 / 2``.
+    max_tracks : int, optional
+        Guard, >= 1, on the number of tracks the linker keeps at once: a frame
+        that would exceed it is refused with ``ValueError`` (the linker's
+        state is left unchanged). None disables the guard.
+    """
+
+    max_distance_um: float
+    max_gap_frames: int = 2
+    gap_penalty: float = 1.0
+    birth_cost_um2: float | None = None
+    death_cost_um2: float | None = None
+    max_tracks: int | None = 100_000
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "max_distance_um", _validate.positive("max_distance_um", self.max_distance_um))
+        set_(self, "max_gap_frames",
+             _validate.positive_int("max_gap_frames", self.max_gap_frames, minimum=0))
+        set_(self, "gap_penalty",
+             _validate.in_range("gap_penalty", self.gap_penalty, 1.0, math.inf))
+        for name in ("birth_cost_um2", "death_cost_um2"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, _validate.positive(name, value))
+        if self.max_tracks is not None:
+            set_(self, "max_tracks", _validate.positive_int("max_tracks", self.max_tracks))
+
+    @property
+    def alternative_costs_um2(self) -> tuple[float, float]:
+        """``(birth, death)`` costs in um^2 in force, defaults resolved."""
+        default = ALTERNATIVE_COST_FACTOR * self.max_distance_um**2 / 2.0
+        birth = default if self.birth_cost_um2 is None else self.birth_cost_um2
+        death = default if self.death_cost_um2 is None else self.death_cost_um2
+        return birth, death
+
+
+class OnlineLinker:
+    """Streaming LAP linker with gap closing and bounded state.
+
+    Feed frames in increasing order with :meth:`link`; after each frame call
+    :meth:`ended` to collect (and make the linker forget) the tracks that can
+    no longer be continued; call :meth:`close` at the end of the stream.
+
+    Parameters
+    ----------
+    config : LinkerConfig
+        Search radius, gap closing and alternative costs.
+
+    Examples
+    --------
+    >>> linker = OnlineLinker(LinkerConfig(max_distance_um=1.0))
+    >>> linker.link(0, np.array([[1.0, 1.0], [5.0, 5.0]])).tolist()
+    [0, 1]
+    >>> linker.link(1, np.array([[5.2, 5.0], [1.1, 0.9], [9.0, 9.0]])).tolist()
+    [1, 0, 2]
+    """
+
+    def __init__(self, config: LinkerConfig) -> None:
+        if not isinstance(config, LinkerConfig):
+            raise ValueError(f"config must be a LinkerConfig, got {type(config).__name__}")
+        self.config = config
+        self._birth, self._death = config.alternative_costs_um2
+        # One row per kept track: id, head position (um), frame last seen.
+        self._ids: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._xy: NDArray[np.float64] = np.empty((0, 2), dtype=np.float64)
+        self._last: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        # Ids dropped because a later frame skipped past them, not yet reported.
+        self._pending_ended: list[int] = []
+        self._next_id = 0
+        self._frame: int | None = None
+
+    @property
+    def active_count(self) -> int:
+        """Number of tracks the linker keeps: those that can still be continued."""
+        return int(self._ids.shape[0])
+
+    @property
+    def last_frame(self) -> int | None:
+        """The latest frame linked or declared done by :meth:`ended`; None before any."""
+        return self._frame
+
+    def link(self, frame: int, positions_um: ArrayLike) -> NDArray[np.int64]:
+        """Assign one frame's detections to tracks; the assignment is final.
+
+        Parameters
+        ----------
+        frame : int
+            Frame index, >= 0 and greater than every frame passed before (to
+            :meth:`link` or :meth:`ended`). Skipped frame numbers count as
+            frames with no detection.
+        positions_um : array_like, shape (K, 2)
+            Detections ``(x, y)`` in um, finite; ``K = 0`` is an empty frame.
+
+        Returns
+        -------
+        ndarray of int64, shape (K,)
+            Track id of each detection: the id of the track it continues, or a
+            new id (counting up from 0 over the linker's life) for a birth.
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` is not increasing, ``positions_um`` is not finite of
+            shape (K, 2), or the frame would exceed ``max_tracks``.
+        """
+        f = _validate.positive_int("frame", frame, minimum=0)
+        if self._frame is not None and f <= self._frame:
+            raise ValueError(f"frame must be greater than the last frame {self._frame}, got {f}")
+        pos = _positions("positions_um", positions_um)
+        cfg = self.config
+
+        # Tracks already past the gap limit at this frame (ended() was not
+        # called for the frames in between) cannot take part; keep them aside.
+        alive = (f - self._last - 1) <= cfg.max_gap_frames
+        ids, xy, last = self._ids[alive], self._xy[alive], self._last[alive]
+
+        det_track = self._assign(f, xy, last, pos)
+        born = det_track < 0
+        n_born = int(np.count_nonzero(born))
+        n_kept = ids.shape[0] + n_born
+        if cfg.max_tracks is not None and n_kept > cfg.max_tracks:
+            raise ValueError(
+                f"positions_um: frame {f} would make the linker keep {n_kept} tracks, "
+                f"more than max_tracks={cfg.max_tracks}"
+            )
+
+        # Commit only now, so a refused frame leaves the state as it was
+        # (ids, xy and last are copies: boolean indexing copies).
+        out = np.empty(pos.shape[0], dtype=np.int64)
+        linked = ~born
+        out[linked] = ids[det_track[linked]]
+        new_ids = np.arange(self._next_id, self._next_id + n_born, dtype=np.int64)
+        out[born] = new_ids
+        xy[det_track[linked]] = pos[linked]
+        last[det_track[linked]] = f
+        self._pending_ended.extend(self._ids[~alive].tolist())
+        self._ids = np.concatenate([ids, new_ids])
+        self._xy = np.concatenate([xy, pos[born]])
+        self._last = np.concatenate([last, np.full(n_born, f, dtype=np.int64)])
+        self._next_id += n_born
+        self._frame = f
+        return out
+
+    def ended(self, frame: int) -> list[int]:
+        """Report and forget the tracks that can no longer be continued after ``frame``.
+
+        A track last seen at frame ``s`` can be continued up to frame
+        ``s + max_gap_frames + 1``; once ``frame`` reaches that, it has ended.
+
+        Parameters
+        ----------
+        frame : int
+            The frame the stream has reached, >= the last frame linked. Frames
+            up to it that were never linked count as empty, and the next
+            :meth:`link` must be for a later frame.
+
+        Returns
+        -------
+        list of int
+            Ids of the ended tracks, ascending; each id is reported once.
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` is before the last frame linked.
+        """
+        f = _validate.positive_int("frame", frame, minimum=0)
+        if self._frame is not None and f < self._frame:
+            raise ValueError(f"frame must be >= the last frame {self._frame}, got {f}")
+        done = self._last <= f - self.config.max_gap_frames - 1
+        out = self._pending_ended + self._ids[done].tolist()
+        keep = ~done
+        self._ids, self._xy, self._last = self._ids[keep], self._xy[keep], self._last[keep]
+        self._pending_ended = []
+        self._frame = f
+        return sorted(out)
+
+    def close(self) -> list[int]:
+        """End every track (end of stream) and return their ids, ascending.
+
+        The linker stays usable: later frames start new tracks with new ids.
+        """
+        out = self._pending_ended + self._ids.tolist()
+        self._ids = np.empty(0, dtype=np.int64)
+        self._xy = np.empty((0, 2), dtype=np.float64)
+        self._last = np.empty(0, dtype=np.int64)
+        self._pending_ended = []
+        return sorted(out)
+
+    def _assign(
+        self,
+        frame: int,
+        xy: NDArray[np.float64],
+        last: NDArray[np.int64],
+        pos: NDArray[np.float64],
+    ) -> NDArray[np.int64]:
+        """Index into the given heads of the track each detection continues, -1 for a birth."""
+        n, k = xy.shape[0], pos.shape[0]
+        det_track = np.full(k, -1, dtype=np.int64)
+        if n == 0 or k == 0:
+            return det_track
+        cfg = self.config
+        elapsed = frame - last  # >= 1
+        # Gate with the largest radius any head may have, then per head.
+        r_max = cfg.max_distance_um * math.sqrt(int(elapsed.max()))
+        pairs = cKDTree(xy).sparse_distance_matrix(cKDTree(pos), r_max, output_type="ndarray")
+        ti = pairs["i"].astype(np.int64)
+        dj = pairs["j"].astype(np.int64)
+        dist = pairs["v"]
+        n_el = elapsed[ti].astype(np.float64)
+        cost = dist**2 / n_el * cfg.gap_penalty ** (n_el - 1.0)
+        # A link dearer than death + birth is never chosen: drop it early so
+        # it does not glue unrelated components together.
+        ok = (dist <= cfg.max_distance_um * np.sqrt(n_el)) & (cost < self._birth + self._death)
+        ti, dj, cost = ti[ok], dj[ok], cost[ok]
+        if ti.size == 0:
+            return det_track
+        if np.bincount(ti).max() == 1 and np.bincount(dj).max() == 1:
+            # No track or detection has two candidates (common in sparse
+            # scenes): every edge is its own component, and is taken.
+            det_track[dj] = ti
+            return det_track
+
+        # Connected components of the gated bipartite graph are independent
+        # assignment problems.
+        edge_label = _components(ti, dj, n, k)
+        n_labels = int(edge_label.max()) + 1
+        first_t = np.unique(ti, return_index=True)[1]
+        first_d = np.unique(dj, return_index=True)[1]
+        tracks_in = np.bincount(edge_label[first_t], minlength=n_labels)
+        dets_in = np.bincount(edge_label[first_d], minlength=n_labels)
+        # A component with one track (or one detection) is a star: its
+        # optimum is the cheapest edge, since every edge beats death + birth.
+        # Most components are stars (usually a single edge), so take them
+        # all at once without solving anything.
+        star = (tracks_in[edge_label] == 1) | (dets_in[edge_label] == 1)
+        s = np.flatnonzero(star)
+        s = s[np.lexsort((cost[s], edge_label[s]))]
+        first = np.ones(s.size, dtype=bool)
+        first[1:] = edge_label[s[1:]] != edge_label[s[:-1]]
+        best = s[first]
+        det_track[dj[best]] = ti[best]
+
+        rest = np.flatnonzero(~star)
+        if rest.size:
+            self._solve_components(rest, ti, dj, cost, edge_label, det_track)
+        return det_track
+
+    def _solve_components(
+        self,
+        rest: NDArray[np.int64],
+        ti: NDArray[np.int64],
+        dj: NDArray[np.int64],
+        cost: NDArray[np.float64],
+        edge_label: NDArray[np.int64],
+        det_track: NDArray[np.int64],
+    ) -> None:
+        """Solve each remaining component's augmented LAP, writing links into ``det_track``."""
+        rest = rest[np.argsort(edge_label[rest], kind="stable")]
+        lab = edge_label[rest]
+        # Number each component's tracks and detections 0, 1, ... in one
+        # vectorised pass (np.unique per component costs more than the LAP).
+        tracks, t_start, t_local = _local_index(ti[rest], lab)
+        dets, d_start, d_local = _local_index(dj[rest], lab)
+        e_start = np.searchsorted(lab, np.unique(lab))
+        bounds = np.append(e_start, lab.size)
+        for c in range(e_start.size):
+            e = slice(bounds[c], bounds[c + 1])
+            ct = tracks[t_start[c]:t_start[c + 1]]
+            cd = dets[d_start[c]:d_start[c + 1]]
+            rows, cols = _augmented_lap(t_local[e], d_local[e], cost[rest[e]], ct.size, cd.size,
+                                        self._birth, self._death)
+            det_track[cd[cols]] = ct[rows]
+
+
+def _components(
+    ti: NDArray[np.int64], dj: NDArray[np.int64], n: int, k: int
+) -> NDArray[np.int64]:
+    """Connected component of each edge of the bipartite graph of ``n`` tracks and ``k`` detections.
+
+    Labels are arbitrary non-negative integers, equal for edges of one component.
+    """
+    if ti.size > _PROPAGATION_MAX_EDGES:
+        graph = coo_matrix((np.ones(ti.size), (ti, n + dj)), shape=(n + k, n + k))
+        return connected_components(graph, directed=False)[1][ti].astype(np.int64)
+    # Small graphs (the usual case): label propagation with pointer jumping,
+    # several times faster than building a scipy.sparse graph. Each track's
+    # label is the smallest track index reachable so far.
+    lab = np.arange(n)
+    while True:
+        d_lab = np.full(k, n)
+        np.minimum.at(d_lab, dj, lab[ti])
+        new = lab.copy()
+        np.minimum.at(new, ti, d_lab[dj])
+        while True:  # labels are track indices: follow them to their root
+            root = new[new]
+            if np.array_equal(root, new):
+                break
+            new = root
+        if np.array_equal(new, lab):
+            return lab[ti]
+        lab = new
+
+
+def _local_index(
+    nodes: NDArray[np.int64], lab: NDArray[np.integer[Any]]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Number the distinct ``nodes`` of each component (``lab`` sorted) from 0.
+
+    Returns the distinct nodes grouped by component, the start of each
+    component's group in that array (plus the end), and each entry's number
+    within its component.
+    """
+    base = int(nodes.max()) + 1
+    uniq, inverse = np.unique(lab.astype(np.int64) * base + nodes, return_inverse=True)
+    u_lab = uniq // base
+    starts = np.searchsorted(u_lab, np.unique(u_lab))
+    group_start = np.append(starts, uniq.size)
+    first_of = np.repeat(starts, np.diff(group_start))
+    local = (np.arange(uniq.size) - first_of)[inverse]
+    return uniq - u_lab * base, group_start, local
+
+
+def _augmented_lap(
+    ii: NDArray[np.int64],
+    jj: NDArray[np.int64],
+    cost: NDArray[np.float64],
+    n: int,
+    m: int,
+    birth: float,
+    death: float,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Solve one component's augmented LAP; return its linked (track, detection) local indices.
+
+    ``ii``, ``jj`` and ``cost`` list the allowed links between ``n`` tracks and
+    ``m`` detections.
+    """
+    big = np.full((n + m, m + n), np.inf)
+    big[ii, jj] = cost  # links
+    big[np.arange(n), m + np.arange(n)] = death  # track i ends
+    big[n + np.arange(m), np.arange(m)] = birth  # detection j starts a track
+    # Auxiliary block: the transpose of the link pattern, so that the birth
+    # row of a linked detection can fill the death column of its track. Cost
+    # 0, so a link is taken when cost < birth + death (see module docstring).
+    big[n + jj, m + ii] = 0.0
+    rows, cols = linear_sum_assignment(big)
+    is_link = (rows < n) & (cols < m)
+    return rows[is_link], cols[is_link]
+
+
+def _positions(name: str, values: Any) -> NDArray[np.float64]:
+    """Return ``values`` as a finite float64 (K, 2) array, K >= 0, or raise naming ``name``."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (K, 2), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+class LinkScores(NamedTuple):
+    """Link precision and recall of a tracking result against ground truth."""
+
+    precision: float
+    """Fraction of predicted links joining two detections of the same true particle."""
+    recall: float
+    """Fraction of true links (consecutive detections of a particle) predicted."""
+    n_predicted: int
+    """Number of predicted links."""
+    n_true: int
+    """Number of true links."""
+
+
+def link_scores(frames: ArrayLike, true_ids: ArrayLike, track_ids: ArrayLike) -> LinkScores:
+    """Score a linking result link by link.
+
+    A link joins two consecutive detections (in frame order) of one track. A
+    predicted link is correct when both detections belong to the same true
+    particle; a true link joins consecutive detections of one particle (across
+    missed detections too) and is recovered when the same pair is a predicted
+    link.
+
+    Parameters
+    ----------
+    frames : array_like of int, shape (N,)
+        Frame of each detection.
+    true_ids : array_like of int, shape (N,)
+        Ground-truth particle of each detection.
+    track_ids : array_like of int, shape (N,)
+        Track assigned to each detection by the linker under test.
+
+    Returns
+    -------
+    LinkScores
+        Precision, recall and the link counts (a score is 1.0 when it has no link to score).
+    """
+    f = np.asarray(frames, dtype=np.int64)
+    t = np.asarray(true_ids, dtype=np.int64)
+    p = np.asarray(track_ids, dtype=np.int64)
+    if not f.shape == t.shape == p.shape or f.ndim != 1:
+        raise ValueError(
+            f"frames, true_ids and track_ids must be 1-D of one length, got "
+            f"{f.shape}, {t.shape}, {p.shape}"
+        )
+    n = f.size
+
+    def pairs(groups: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        order = np.lexsort((f, groups))
+        same = groups[order][1:] == groups[order][:-1]
+        return order[:-1][same], order[1:][same]
+
+    pa, pb = pairs(p)
+    ta, tb = pairs(t)
+    n_pred, n_true = pa.size, ta.size
+    precision = float(np.mean(t[pa] == t[pb])) if n_pred else 1.0
+    recall = float(np.mean(np.isin(ta * n + tb, pa * n + pb))) if n_true else 1.0
+    return LinkScores(precision, recall, int(n_pred), int(n_true))
