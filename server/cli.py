@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from server import __version__
 
@@ -79,19 +80,81 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="simulation + estimation demo: prints a table, writes a plot",
+        help="live analysis of a simulated acquisition on an embedded server",
         description=(
-            "Simulate tracks with known D, estimate D per track with the CVE and the "
-            "optimal-points MSD fit, compare both with the truth and the Cramer-Rao bound, "
-            "follow a change of D with a sliding window, and write DIR/demo.png, "
-            "DIR/estimates.csv, DIR/summary.json and a small DIR/movie.tif with its "
-            "DIR/ground_truth.csv."
+            "Start an embedded server, simulate a movie whose particles diffuse slowly, fast, "
+            "or switch from slow to fast half way, stream it frame by frame, print updates "
+            "and changes of D as they arrive, and end with a table comparing the estimates "
+            "with the truth. Writes DIR/tracks.csv, estimates.csv, changes.csv, summary.json, "
+            "d_vs_time.png, movie.tif and ground_truth.csv."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--tracks", type=int, default=400, help="tracks per D value")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the gRPC analysis server",
+        description=(
+            "Run the LiveSPT gRPC server (livespt.v1.LiveSpt, with gRPC health checking and "
+            "reflection) until SIGINT/SIGTERM; shutdown finishes in-flight frames and flushes "
+            "every session's outputs. Each session writes tracks.csv, estimates.csv, "
+            "changes.csv and summary.json under --sessions-dir."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (remote access is opt-in: only bind beyond loopback on "
+                        "a trusted network; TLS and tokens are not implemented yet)")
+    p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="compute device")
+    p.add_argument("--tracker", default="builtin", choices=("builtin",),
+                   help="tracking backend (TrackMate is not available yet)")
+    p.add_argument("--sessions-dir", default="livespt_sessions",
+                   help="folder for the sessions' output directories")
+    p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="stream a movie to a server and save tracks, D estimates and changes",
+        description=(
+            "Stream MOVIE (TIFF or any format pims reads) frame by frame to a LiveSPT server, "
+            "show progress and changes of D live, and write DIR/tracks.csv, "
+            "DIR/estimates.csv, DIR/changes.csv, DIR/summary.json and DIR/d_vs_time.png."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("movie", help="movie file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", metavar="HOST:PORT", help="address of a running server")
+    where.add_argument("--embedded", action="store_true",
+                       help="start a server inside this process")
+    p.add_argument("--pixel-size", type=float, default=None,
+                   help="pixel size in um (default: from the TIFF's ImageJ calibration)")
+    p.add_argument("--frame-interval", type=float, default=None,
+                   help="frame interval in s (default: from the TIFF's ImageJ metadata)")
+    p.add_argument("--exposure", type=float, default=None,
+                   help="exposure in s (default: the frame interval)")
+    p.add_argument("--window", type=int, default=None, help="sliding-window length in frames "
+                   "(server default 10)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="expected spot radius in um (server default 0.15)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="LoG detection threshold (server default; see docs/pipeline.md)")
+    p.add_argument("--max-distance", type=float, default=None,
+                   help="linking search radius in um (server default 1.0)")
+    p.add_argument("--dark-spots", action="store_true",
+                   help="dark particles on a light background")
+    p.add_argument("--median-filter", action="store_true", help="median pre-filter")
+    p.add_argument("--tracker", default="builtin", choices=("builtin", "trackmate"),
+                   help="tracking backend (trackmate: not available yet)")
+    p.add_argument("--out", default="livespt_out", help="output directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,12 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="livespt",
         description=(
             "LiveSPT: single-particle tracking analysis with diffusion estimates that carry "
-            "their uncertainty. Today: a physical simulator and classical estimators; the "
-            "live gRPC server is under construction."
+            "their uncertainty: a gRPC server analyses frame streams live (detection, "
+            "tracking, sliding-window D, changes of D); a physical simulator and classical "
+            "estimators underneath."
         ),
     )
     parser.add_argument("--version", action="version", version=f"livespt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_stream(sub)
     _add_simulate(sub)
     _add_demo(sub)
     return parser
@@ -116,14 +182,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "simulate":
+        if args.command == "serve":
+            from server.app import ServerOptions, serve
+            from server.config import Limits
+
+            serve(ServerOptions(host=args.host, port=args.port, device=args.device,
+                                out_root=Path(args.sessions_dir),
+                                limits=Limits(max_sessions=args.max_sessions)))
+        elif args.command == "stream":
+            from server.stream_cmd import run_stream
+
+            run_stream(args)
+        elif args.command == "simulate":
             from server.simulate_cmd import run_simulate
 
             run_simulate(args)
         elif args.command == "demo":
             from server.demo import run_demo
 
-            run_demo(args.out, seed=args.seed, tracks_per_d=args.tracks)
+            run_demo(args.out, seed=args.seed)
     except ValueError as exc:
         # Bad parameters are the user's to fix: say which, without a traceback.
         print(f"livespt {args.command}: error: {exc}", file=sys.stderr)

@@ -1,262 +1,186 @@
-"""``livespt demo``: what the product does today, on simulated data with known truth.
+"""``livespt demo``: the main job, live, on a simulated acquisition with known truth.
 
-Until the live server lands, the demo exercises the two foundations every later
-piece stands on: the physical simulator and the classical estimators with their
-uncertainty. Localizations are simulated as the true exposure-mean positions plus
-Gaussian localization error (the detector arrives with the server), so the table
-shows what the estimators can do when localization is as good as assumed.
+Starts an embedded server, simulates a movie in which some particles diffuse
+slowly, some fast, and some switch from slow to fast (a 5x change of D) half way,
+streams it frame by frame, prints updates as they arrive, and ends with a table
+comparing the estimates with the truth. Writes the same files as ``livespt
+stream`` plus the movie and its ground truth.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linear_sum_assignment
 
-from models.estimators import Estimate, crlb_d_exact, cve, msd_fit
-from models.simulate import MovieConfig, simulate_movie, simulate_trajectories
-from server import __version__
+from models.simulate import MovieConfig, simulate_movie
+from server.app import EmbeddedServer, ServerOptions
+from server.client import LiveSptClient, StreamOptions
+from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.io.tiff import write_movie
+from server.stream_cmd import save_result
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Acquisition settings of the demo, in physical units."""
+    """The simulated acquisition, in physical units."""
 
+    shape_px: tuple[int, int] = (256, 256)
+    n_frames: int = 160
     pixel_size_um: float = 0.1
     frame_interval_s: float = 0.05
-    exposure_s: float = 0.05
-    sigma_um: float = 0.03
-    n_frames: int = 50
-    d_values_um2_s: tuple[float, ...] = (0.02, 0.1, 0.5, 2.0)
-    change_d_um2_s: tuple[float, float] = (0.1, 0.5)
-    change_frame: int = 100
-    change_n_frames: int = 200
-    window: int = 10
+    snr: float = 12.0
+    d_slow_um2_s: float = 0.04
+    d_fast_um2_s: float = 0.2
+    change_frame: int = 80
+    per_group: int = 10
 
 
-def _localize(true_um: np.ndarray, sigma_um: float, rng: np.random.Generator) -> np.ndarray:
-    """Simulated localization: the truth plus isotropic Gaussian error of ``sigma_um``."""
-    return true_um + rng.normal(0.0, sigma_um, size=true_um.shape)
+GROUPS = ("slow", "fast", "slow->fast")
 
 
-def _per_d_table(s: DemoSettings, tracks_per_d: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
+def _movie_config(s: DemoSettings) -> MovieConfig:
+    slow, fast = s.d_slow_um2_s, s.d_fast_um2_s
+    d = np.array([[slow, slow]] * s.per_group + [[fast, fast]] * s.per_group
+                 + [[slow, fast]] * s.per_group)
+    return MovieConfig(shape_px=s.shape_px, n_frames=s.n_frames, n_particles=len(d),
+                       pixel_size_um=s.pixel_size_um, frame_interval_s=s.frame_interval_s,
+                       d_um2_s=d, change_frames=(s.change_frame,), snr=s.snr)
+
+
+def _owner_of_tracks(points: pd.DataFrame, truth: pd.DataFrame, px: float) -> pd.Series:
+    """The true particle behind each track: majority of per-frame nearest matches."""
+    owners = []
+    for frame, det in points.groupby("frame"):
+        gt = truth[truth["frame"] == frame]
+        if gt.empty:
+            continue
+        cost = np.hypot(det["x_um"].to_numpy()[:, None] - gt["x_um"].to_numpy()[None],
+                        det["y_um"].to_numpy()[:, None] - gt["y_um"].to_numpy()[None]) / px
+        r, c = linear_sum_assignment(np.where(cost < 2, cost, 1e6))
+        ok = cost[r, c] < 2
+        owners.append(pd.DataFrame({"track_id": det["track_id"].to_numpy()[r[ok]],
+                                    "particle_id": gt["particle_id"].to_numpy()[c[ok]]}))
+    both = pd.concat(owners)
+    return both.groupby("track_id")["particle_id"].agg(lambda v: v.value_counts().index[0])
+
+
+def _coverage(e: pd.DataFrame, d: tuple[float, float], change_frame: int) -> float:
+    """Fraction of windows whose 90 % interval holds the true D of their regime."""
+    if e.empty:
+        return float("nan")
+    truth = np.where(e["frame_end"] < change_frame, d[0], d[1])
+    return float(np.mean((e["d_low_um2_s"] <= truth) & (truth <= e["d_high_um2_s"])))
+
+
+def _table(s: DemoSettings, points: pd.DataFrame, est: pd.DataFrame, changes: pd.DataFrame,
+           truth: pd.DataFrame) -> pd.DataFrame:
+    owner = _owner_of_tracks(points, truth, s.pixel_size_um)
+    group_of = {p: GROUPS[p // s.per_group] for p in range(3 * s.per_group)}
+    est = est[est["track_id"].isin(owner.index)].copy()
+    est["group"] = [group_of[int(owner[t])] for t in est["track_id"]]
+    truth_d = {"slow": (s.d_slow_um2_s,) * 2, "fast": (s.d_fast_um2_s,) * 2,
+               "slow->fast": (s.d_slow_um2_s, s.d_fast_um2_s)}
     rows = []
-    for k, d in enumerate(s.d_values_um2_s):
-        traj = simulate_trajectories(
-            tracks_per_d,
-            s.n_frames,
-            d_um2_s=d,
-            frame_interval_s=s.frame_interval_s,
-            exposure_s=s.exposure_s,
-            seed=seed + 1 + k,
-        )
-        xy = _localize(traj.mean_um.numpy(), s.sigma_um, rng)
-        for i in range(tracks_per_d):
-            for est in (
-                cve(xy[i], s.frame_interval_s, exposure_s=s.exposure_s, track_id=i),
-                msd_fit(
-                    xy[i], s.frame_interval_s, exposure_s=s.exposure_s, fit="optimal", track_id=i
-                ),
-            ):
-                rows.append(_row(est, d))
+    for g in GROUPS:
+        e = est[est["group"] == g]
+        before = e["frame_end"] < s.change_frame  # windows straddling the change are left out
+        after = e["frame_start"] >= s.change_frame
+        tracks = [t for t in owner.index if group_of[int(owner[t])] == g]
+        ch = changes[changes["track_id"].isin(tracks)] if len(changes) else changes
+        near = ch[(ch["frame"] - s.change_frame).abs() <= 10] if len(ch) else ch
+        lat = (near["detected_at_frame"] - s.change_frame) if len(near) else pd.Series([])
+        rows.append({
+            "particles": g,
+            "tracks": len(tracks),
+            "true D before": truth_d[g][0],
+            "median window D before": float(e.loc[before, "d_um2_s"].median()),
+            "true D after": truth_d[g][1],
+            "median window D after": float(e.loc[after, "d_um2_s"].median()),
+            "90% coverage": _coverage(e[before | after], truth_d[g], s.change_frame),
+            "change events": len(ch),
+            "near true change": len(near),
+            "median latency (frames)": float(lat.median()) if len(lat) else float("nan"),
+        })
     return pd.DataFrame(rows)
 
 
-def _row(est: Estimate, d_true: float) -> dict[str, object]:
-    return {
-        "d_true_um2_s": d_true,
-        "method": f"{est.method}-{est.variant}",
-        "track_id": est.track_id,
-        "d_um2_s": est.d_um2_s,
-        "d_low_um2_s": est.d_low_um2_s,
-        "d_high_um2_s": est.d_high_um2_s,
-    }
-
-
-def _summarize(est: pd.DataFrame, s: DemoSettings) -> pd.DataFrame:
-    out = []
-    for (d_key, method), g in est.groupby(["d_true_um2_s", "method"], sort=True):
-        d = float(d_key)  # type: ignore[arg-type]
-        rel = (g["d_um2_s"] - d) / d
-        covered = (g["d_low_um2_s"] <= d) & (d <= g["d_high_um2_s"])
-        crlb = crlb_d_exact(
-            s.n_frames,
-            d,
-            s.sigma_um,
-            s.frame_interval_s,
-            s.exposure_s,
-            ndim=2,
-        )
-        out.append(
-            {
-                "D true (um^2/s)": d,
-                "method": method,
-                "median D": float(g["d_um2_s"].median()),
-                "rel. bias": float(rel.mean()),
-                "rel. RMSE": float(np.sqrt(np.mean(rel**2))),
-                "CRLB rel. SD": float(np.sqrt(crlb) / d),
-                "90% coverage": float(covered.mean()),
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def _sliding_window(s: DemoSettings, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed + 100)
-    traj = simulate_trajectories(
-        1,
-        s.change_n_frames,
-        d_um2_s=np.array(s.change_d_um2_s),
-        change_frames=(s.change_frame,),
-        frame_interval_s=s.frame_interval_s,
-        exposure_s=s.exposure_s,
-        seed=seed + 100,
-    )
-    xy = _localize(traj.mean_um[0].numpy(), s.sigma_um, rng)
-    truth = traj.d_um2_s[0].numpy()
-    rows = []
-    for start in range(0, s.change_n_frames - s.window + 1):
-        stop = start + s.window
-        est = cve(xy[start:stop], s.frame_interval_s, exposure_s=s.exposure_s, track_id=0)
-        rows.append(
-            {
-                "frame_start": start,
-                "frame_end": stop - 1,
-                "d_um2_s": est.d_um2_s,
-                "d_low_um2_s": est.d_low_um2_s,
-                "d_high_um2_s": est.d_high_um2_s,
-                "d_true_um2_s": float(np.mean(truth[start:stop])),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _plot(est: pd.DataFrame, window: pd.DataFrame, s: DemoSettings, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method, marker in zip(sorted(est["method"].unique()), ("o", "s"), strict=False):
-        g = est[est["method"] == method]
-        jitter = np.exp(np.random.default_rng(0).normal(0, 0.06, len(g)))
-        ax1.scatter(
-            g["d_true_um2_s"] * jitter, g["d_um2_s"].clip(lower=1e-4), s=4, alpha=0.3,
-            marker=marker, label=method,
-        )
-    d = np.array(s.d_values_um2_s)
-    ax1.plot(d, d, "k-", lw=1, label="truth")
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("true D (um$^2$/s)")
-    ax1.set_ylabel("estimated D (um$^2$/s)")
-    ax1.set_title(f"{s.n_frames}-frame tracks, sigma = {s.sigma_um * 1000:.0f} nm")
-    ax1.legend(markerscale=3, fontsize=8)
-
-    t = (window["frame_start"] + window["frame_end"]) / 2 * s.frame_interval_s
-    top = 20 * max(s.change_d_um2_s)  # unbounded upper limits are drawn at the frame edge
-    ax2.fill_between(
-        t, window["d_low_um2_s"].clip(lower=1e-3), window["d_high_um2_s"].clip(upper=top),
-        alpha=0.3, label="90 % interval",
-    )
-    ax2.plot(t, window["d_um2_s"], lw=1, label=f"CVE, {s.window}-frame window")
-    ax2.plot(t, window["d_true_um2_s"], "k--", lw=1, label="truth (window mean)")
-    ax2.axvline(s.change_frame * s.frame_interval_s, color="r", lw=0.8, label="change of D")
-    ax2.set_yscale("log")
-    ax2.set_ylim(1e-2, top)
-    ax2.set_xlabel("time (s)")
-    ax2.set_ylabel("D (um$^2$/s)")
-    ax2.set_title("sliding-window D of one track")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run_demo(out_dir: str | Path, seed: int = 0, tracks_per_d: int = 400) -> pd.DataFrame:
-    """Run the demo and write its outputs.
+def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
+    """Run the live demo and write its outputs.
 
     Parameters
     ----------
     out_dir : str or Path
-        Directory for ``demo.png``, ``estimates.csv``, ``window.csv``, ``summary.json``,
-        ``movie.tif`` and ``ground_truth.csv``.
+        Directory for ``tracks.csv``, ``estimates.csv``, ``changes.csv``,
+        ``summary.json``, ``d_vs_time.png``, ``movie.tif``, ``ground_truth.csv``
+        and ``server_sessions/`` (the server's own copy).
     seed : int
-        Seed of every random draw, so the demo is reproducible.
-    tracks_per_d : int
-        Number of simulated tracks per D value.
+        Seed of the simulation.
 
     Returns
     -------
     pandas.DataFrame
-        The summary table printed to the terminal.
+        The final comparison with the truth, as printed.
     """
     t0 = time.perf_counter()
+    s = DemoSettings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = DemoSettings()
-
-    est = _per_d_table(s, tracks_per_d, seed)
-    table = _summarize(est, s)
-    window = _sliding_window(s, seed)
-    est.to_csv(out / "estimates.csv", index=False)
-    window.to_csv(out / "window.csv", index=False)
-    _plot(est, window, s, out / "demo.png")
-
-    movie_cfg = MovieConfig(
-        shape_px=(128, 128),
-        n_frames=60,
-        n_particles=15,
-        pixel_size_um=s.pixel_size_um,
-        frame_interval_s=s.frame_interval_s,
-        exposure_s=s.exposure_s,
-        d_um2_s=np.array(s.change_d_um2_s),
-        change_frames=(30,),
-        snr=10.0,
-    )
-    movie = simulate_movie(movie_cfg, seed=seed)
+    cfg = _movie_config(s)
+    print(f"Simulating {s.n_frames} frames of {s.shape_px[0]}x{s.shape_px[1]} px: "
+          f"{s.per_group} particles each at D = {s.d_slow_um2_s}, D = {s.d_fast_um2_s}, and "
+          f"switching {s.d_slow_um2_s} -> {s.d_fast_um2_s} um^2/s at frame {s.change_frame} "
+          f"(SNR {s.snr}) ...")
+    movie = simulate_movie(cfg, seed=seed)
     write_movie(out / "movie.tif", movie.frames, s.pixel_size_um, s.frame_interval_s)
     movie.ground_truth.to_csv(out / "ground_truth.csv", index=False)
+    options = StreamOptions(pixel_size_um=s.pixel_size_um, frame_interval_s=s.frame_interval_s,
+                            name="livespt demo")
+    seen_tracks: set[int] = set()
+    n_estimates = 0
 
-    summary = {
-        "livespt_version": __version__,
-        "python": platform.python_version(),
-        "seed": seed,
-        "settings": {k: v for k, v in s.__dict__.items()},
-        "tracks_per_d": tracks_per_d,
-        "localization": "simulated: true exposure-mean position + Gaussian error sigma_um",
-        "table": table.to_dict(orient="records"),
-        "elapsed_s": round(time.perf_counter() - t0, 2),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=list))
+    def on_update(upd: pb.AnalysisUpdate) -> None:
+        nonlocal n_estimates
+        kind = upd.WhichOneof("update")
+        if kind == "started":
+            print(f"session {upd.started.session_id} started on the embedded server")
+        elif kind == "frame":
+            fr = upd.frame
+            seen_tracks.update(p.track_id for p in fr.points)
+            n_estimates += len(fr.estimates)
+            for c in fr.changes:
+                print(f"  frame {fr.index:4d}: track {c.track_id} changed D "
+                      f"{c.d_before_um2_s:.3f} -> {c.d_after_um2_s:.3f} um^2/s at frame "
+                      f"{c.frame} (score {c.score:.1f})")
+            if (fr.index + 1) % 40 == 0:
+                print(f"  frame {fr.index + 1:4d}: {fr.n_spots} spots, "
+                      f"{len(seen_tracks)} tracks so far, {n_estimates} window "
+                      f"estimates, latency {fr.latency_ms:.1f} ms")
 
-    with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
-        print(
-            f"D per track from {s.n_frames}-frame tracks (dt = {s.frame_interval_s} s, "
-            f"exposure = {s.exposure_s} s, sigma = {s.sigma_um} um), "
-            f"{tracks_per_d} tracks per D:"
-        )
+    with EmbeddedServer(ServerOptions(port=0, out_root=out / "server_sessions",
+                                      device="cpu")) as srv, LiveSptClient(srv.target) as client:
+        result = client.stream(iter(movie.frames), options, on_update=on_update)
+    elapsed = time.perf_counter() - t0
+    summary = save_result(result, out, options, {"demo": True, "seed": seed,
+                                                  "elapsed_s": round(elapsed, 2)})
+    points = pd.read_csv(out / "tracks.csv")
+    est = pd.read_csv(out / "estimates.csv")
+    changes = pd.read_csv(out / "changes.csv")
+    table = _table(s, points, est, changes, movie.ground_truth)
+    summary["truth_table"] = table.to_dict(orient="records")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
+        print("\nEstimates against the truth (window estimates: 10-frame CVE; "
+              "changes: matched within 10 frames of the true change):")
         print(table.to_string(index=False))
-    before = window[window["frame_end"] < s.change_frame]
-    after = window[window["frame_start"] >= s.change_frame]
-    d0 = s.change_d_um2_s[0]
-    covered = ((before["d_low_um2_s"] <= d0) & (d0 <= before["d_high_um2_s"])).mean()
-    excluded = (after["d_low_um2_s"] > d0).mean()
-    print(
-        f"\nSliding {s.window}-frame CVE on one track, D {d0} -> {s.change_d_um2_s[1]} um^2/s "
-        f"at frame {s.change_frame}: before the change {covered:.0%} of the windows' 90 % "
-        f"intervals contain the true D; after it, {excluded:.0%} of them exclude the old D. "
-        "Single 10-frame windows cannot resolve such a change reliably (DESIGN.md); "
-        "change detection will use each track's whole step history."
-    )
-    print(f"\nWrote {out}/demo.png, estimates.csv, window.csv, summary.json, movie.tif, "
-          f"ground_truth.csv in {time.perf_counter() - t0:.1f} s")
+    lat = np.asarray(result.server_latency_ms)
+    print(f"\n{result.frames_acked} frames in {elapsed:.1f} s, server latency p50 "
+          f"{np.percentile(lat, 50):.1f} ms / p99 {np.percentile(lat, 99):.1f} ms. Wrote "
+          f"{out}/tracks.csv, estimates.csv, changes.csv, summary.json, d_vs_time.png, "
+          "movie.tif, ground_truth.csv")
     return table

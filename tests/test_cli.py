@@ -19,10 +19,12 @@ from server.io.tiff import read_calibration, read_movie, write_movie
 def test_console_script_is_installed_and_lists_only_existing_commands() -> None:
     exe = Path(sys.executable).with_name("livespt")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
-    assert "simulate" in out.stdout and "demo" in out.stdout
+    commands = out.stdout.split("COMMAND", 1)[1].split("options", 1)[0]
+    for present in ("serve", "stream", "simulate", "demo"):
+        assert f"{present} " in commands
     # --help must tell the truth: commands that do not exist yet are not offered.
-    for missing in ("serve", "stream", "localize"):
-        assert f"{missing} " not in out.stdout.split("COMMAND", 1)[1].split("options", 1)[0]
+    for missing in ("tracks", "localize", "train", "bench"):
+        assert f"    {missing} " not in commands
 
 
 def test_simulate_writes_calibrated_movie_and_ground_truth(tmp_path: Path) -> None:
@@ -103,19 +105,57 @@ def test_read_calibration_of_uncalibrated_tiff_is_none(tmp_path: Path) -> None:
     assert cal.pixel_size_um is None and cal.frame_interval_s is None
 
 
-def test_demo_runs_and_writes_its_outputs(
+def test_demo_streams_a_simulated_acquisition_and_compares_with_truth(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(["demo", "--out", str(tmp_path), "--tracks", "30"])
+    rc = main(["demo", "--out", str(tmp_path)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "cve-sigma-unknown" in printed and "msd-optimal" in printed
-    for name in ("demo.png", "estimates.csv", "window.csv", "summary.json", "movie.tif",
-                 "ground_truth.csv"):
+    assert "Estimates against the truth" in printed and "slow->fast" in printed
+    for name in ("tracks.csv", "estimates.csv", "changes.csv", "summary.json",
+                 "d_vs_time.png", "movie.tif", "ground_truth.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
     summary = json.loads((tmp_path / "summary.json").read_text())
-    table = pd.DataFrame(summary["table"])
-    assert len(table) == 8  # 4 D values x 2 methods
+    table = pd.DataFrame(summary["truth_table"]).set_index("particles")
+    assert summary["frames_acked"] == 160
+    # The switching particles' changes are found near the true change frame, and the
+    # window estimates separate slow from fast particles.
+    assert table.loc["slow->fast", "near true change"] >= 5
+    fast, slow = (table.loc[g, "median window D after"] for g in ("fast", "slow"))
+    assert fast > 2 * slow
     est = pd.read_csv(tmp_path / "estimates.csv")
     assert (est["d_low_um2_s"] >= 0).all()
     assert (est["d_low_um2_s"] <= est["d_high_um2_s"]).all()
+
+
+def test_stream_embedded_writes_results_and_reads_calibration(tmp_path: Path) -> None:
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--out", str(sim), "--frames", "30", "--width", "96",
+                 "--height", "96", "--particles", "6", "--snr", "15", "--pixel-size", "0.1",
+                 "--frame-interval", "0.04"]) == 0
+    out = tmp_path / "res"
+    # No --pixel-size/--frame-interval: taken from the TIFF's ImageJ calibration.
+    assert main(["stream", str(sim / "movie.tif"), "--embedded", "--out", str(out)]) == 0
+    for name in ("tracks.csv", "estimates.csv", "changes.csv", "summary.json",
+                 "d_vs_time.png"):
+        assert (out / name).exists(), name
+    tracks = pd.read_csv(out / "tracks.csv")
+    assert list(tracks.columns[:4]) == ["track_id", "frame", "x_um", "y_um"]
+    assert tracks["frame"].max() == 29
+    est = pd.read_csv(out / "estimates.csv")
+    assert list(est.columns) == ["track_id", "frame_start", "frame_end", "d_um2_s",
+                                 "d_low_um2_s", "d_high_um2_s", "method"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_acked"] == 30
+    assert summary["effective_config"]["pixel_size_um"] == pytest.approx(0.1)
+    assert summary["effective_config"]["frame_interval_s"] == pytest.approx(0.04)
+
+
+def test_stream_bad_arguments_are_clear(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stream", str(tmp_path / "missing.tif"), "--embedded"]) == 2
+    assert "MOVIE: no such file" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 16, 16), np.uint16))
+    assert main(["stream", str(tmp_path / "plain.tif"), "--embedded"]) == 2
+    assert "--pixel-size is required" in capsys.readouterr().err

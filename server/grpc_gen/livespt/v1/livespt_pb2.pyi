@@ -114,22 +114,16 @@ class Frame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., timestamp_s: _Optional[float] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AnalysisUpdate(_message.Message):
-    __slots__ = ("started", "ack", "points", "estimate", "change", "warning", "summary")
+    __slots__ = ("started", "frame", "warning", "summary")
     STARTED_FIELD_NUMBER: _ClassVar[int]
-    ACK_FIELD_NUMBER: _ClassVar[int]
-    POINTS_FIELD_NUMBER: _ClassVar[int]
-    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
-    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
     WARNING_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
-    ack: FrameAck
-    points: TrackPoints
-    estimate: WindowEstimate
-    change: ChangeEvent
+    frame: FrameResult
     warning: Warning
     summary: StreamSummary
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., ack: _Optional[_Union[FrameAck, _Mapping]] = ..., points: _Optional[_Union[TrackPoints, _Mapping]] = ..., estimate: _Optional[_Union[WindowEstimate, _Mapping]] = ..., change: _Optional[_Union[ChangeEvent, _Mapping]] = ..., warning: _Optional[_Union[Warning, _Mapping]] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., frame: _Optional[_Union[FrameResult, _Mapping]] = ..., warning: _Optional[_Union[Warning, _Mapping]] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
     __slots__ = ("session_id", "output_dir", "effective_config_json")
@@ -141,15 +135,21 @@ class SessionStarted(_message.Message):
     effective_config_json: str
     def __init__(self, session_id: _Optional[str] = ..., output_dir: _Optional[str] = ..., effective_config_json: _Optional[str] = ...) -> None: ...
 
-class FrameAck(_message.Message):
-    __slots__ = ("index", "latency_ms", "n_spots")
+class FrameResult(_message.Message):
+    __slots__ = ("index", "latency_ms", "n_spots", "points", "estimates", "changes")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     N_SPOTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     index: int
     latency_ms: float
     n_spots: int
-    def __init__(self, index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., n_spots: _Optional[int] = ...) -> None: ...
+    points: _containers.RepeatedCompositeFieldContainer[TrackPoint]
+    estimates: _containers.RepeatedCompositeFieldContainer[WindowEstimate]
+    changes: _containers.RepeatedCompositeFieldContainer[ChangeEvent]
+    def __init__(self, index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., n_spots: _Optional[int] = ..., points: _Optional[_Iterable[_Union[TrackPoint, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[WindowEstimate, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[ChangeEvent, _Mapping]]] = ...) -> None: ...
 
 class TrackPoint(_message.Message):
     __slots__ = ("track_id", "frame", "x_um", "y_um", "precision_um")
@@ -164,14 +164,6 @@ class TrackPoint(_message.Message):
     y_um: float
     precision_um: float
     def __init__(self, track_id: _Optional[int] = ..., frame: _Optional[int] = ..., x_um: _Optional[float] = ..., y_um: _Optional[float] = ..., precision_um: _Optional[float] = ...) -> None: ...
-
-class TrackPoints(_message.Message):
-    __slots__ = ("frame", "points")
-    FRAME_FIELD_NUMBER: _ClassVar[int]
-    POINTS_FIELD_NUMBER: _ClassVar[int]
-    frame: int
-    points: _containers.RepeatedCompositeFieldContainer[TrackPoint]
-    def __init__(self, frame: _Optional[int] = ..., points: _Optional[_Iterable[_Union[TrackPoint, _Mapping]]] = ...) -> None: ...
 
 class WindowEstimate(_message.Message):
     __slots__ = ("track_id", "frame_start", "frame_end", "d_um2_s", "d_low_um2_s", "d_high_um2_s", "method")

@@ -57,8 +57,9 @@ class LiveSptServicer:
     def StreamFrames(self, request_iterator, context):
         """Live analysis of one acquisition: the first request carries a StreamConfig,
         every later one a Frame. Updates flow back while frames arrive: a
-        SessionStarted first, then per frame an ack, track points, window estimates
-        and change events, and a StreamSummary when the client half-closes.
+        SessionStarted first, then one FrameResult per frame (ack, latency, track
+        points, window estimates, change events), and a StreamSummary when the
+        client half-closes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,181 @@
+"""Building and running the gRPC server: ``livespt serve`` and the embedded server.
+
+The server is a ``grpc.aio`` server (the documented fast path for Python gRPC)
+with standard health checking and server reflection, explicit message-size
+limits, and a graceful shutdown on SIGINT/SIGTERM that lets in-flight frames
+finish and sessions flush their outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.config import Limits
+from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from server.service import LiveSptService
+
+log = logging.getLogger("livespt.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LiveSpt"].full_name
+GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to run a server.
+
+    Attributes
+    ----------
+    host : str
+        Bind address; 127.0.0.1 by default (remote access is opt-in).
+    port : int
+        TCP port; 0 picks a free one.
+    out_root : Path
+        Parent folder of the sessions' output directories.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    limits : Limits
+        Server-side limits.
+    workers : int
+        Threads for CPU-bound frame processing.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    out_root: Path = Path("livespt_sessions")
+    device: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+    workers: int = max(2, os.cpu_count() or 2)
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when a GPU is usable, else ``cpu``; validate the name."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return device
+
+
+class RunningServer:
+    """A started ``grpc.aio`` server with its service (for tests and the embedded mode)."""
+
+    def __init__(self, server: grpc.aio.Server, service: LiveSptService, port: int,
+                 health_servicer: health.aio.HealthServicer,
+                 executor: ThreadPoolExecutor) -> None:
+        self.server = server
+        self.service = service
+        self.port = port
+        self.health = health_servicer
+        self.executor = executor
+
+    async def stop(self, grace_s: float = GRACE_S) -> None:
+        """Stop accepting calls, let running ones finish for ``grace_s``, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        self.executor.shutdown(wait=True)
+
+
+async def start_server(opts: ServerOptions) -> RunningServer:
+    """Create, bind and start a server; returns once it accepts calls."""
+    device = resolve_device(opts.device)
+    limits = opts.limits
+    executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+        ],
+    )
+    service = LiveSptService(Path(opts.out_root), limits, executor, device)
+    pb_grpc.add_LiveSptServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{opts.host}:{opts.port}")
+    if port == 0:
+        raise OSError(f"could not bind {opts.host}:{opts.port}")
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("LiveSPT serving on %s:%d (device %s)", opts.host, port, device)
+    return RunningServer(server, service, port, health_servicer, executor)
+
+
+def serve(opts: ServerOptions) -> None:
+    """Run a server in the foreground until SIGINT or SIGTERM (``livespt serve``)."""
+
+    async def main() -> None:
+        running = await start_server(opts)
+        print(f"LiveSPT {pb.DESCRIPTOR.package} listening on {opts.host}:{running.port} "
+              f"(device {running.service.device}, sessions under {opts.out_root})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("shutting down: finishing in-flight frames, flushing sessions", flush=True)
+        await running.stop()
+
+    asyncio.run(main())
+
+
+class EmbeddedServer:
+    """A server on a background thread of this process (``--embedded``, tests, the demo).
+
+    Use as a context manager; ``target`` is the address to connect to.
+    """
+
+    def __init__(self, opts: ServerOptions | None = None) -> None:
+        self.opts = opts or ServerOptions(port=0)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="livespt-embedded")
+        self.running: RunningServer | None = None
+
+    @property
+    def target(self) -> str:
+        """``host:port`` of the running server."""
+        assert self.running is not None, "server not started"
+        return f"{self.opts.host}:{self.running.port}"
+
+    def start(self) -> EmbeddedServer:
+        """Start the server and wait until it accepts calls."""
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(start_server(self.opts), self._loop)
+        self.running = fut.result(timeout=60)
+        return self
+
+    def stop(self, grace_s: float = GRACE_S) -> None:
+        """Stop gracefully and end the background thread."""
+        if self.running is not None:
+            asyncio.run_coroutine_threadsafe(self.running.stop(grace_s), self._loop).result()
+            self.running = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,307 @@
+"""The gRPC servicer: thin translation between wire messages and sessions.
+
+CPU work (decoding is cheap; detection, linking and estimation are not) runs in
+a thread pool so the asyncio event loop keeps serving other streams, health
+checks and GetServerInfo. Every error a client can cause ends only its own call,
+with INVALID_ARGUMENT / FAILED_PRECONDITION and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from models.estimators import cve
+from server import __version__
+from server.config import Limits, settings_from_proto
+from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from server.pipeline.windows import WindowConfig, WindowEstimator
+from server.records import ChangeEvent, TrackPoint, WindowEstimate
+from server.session import FrameOutput, Session
+
+log = logging.getLogger("livespt.server")
+
+MAX_ERROR_CHARS = 500  # errors are shortened before they cross the wire
+
+
+def _short(msg: str) -> str:
+    return msg if len(msg) <= MAX_ERROR_CHARS else msg[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _point(p: TrackPoint) -> pb.TrackPoint:
+    return pb.TrackPoint(track_id=p.track_id, frame=p.frame, x_um=p.x_um, y_um=p.y_um,
+                         precision_um=p.precision_um)
+
+
+def _estimate(e: WindowEstimate) -> pb.WindowEstimate:
+    return pb.WindowEstimate(track_id=e.track_id, frame_start=e.frame_start,
+                             frame_end=e.frame_end, d_um2_s=e.d_um2_s,
+                             d_low_um2_s=e.d_low_um2_s, d_high_um2_s=e.d_high_um2_s,
+                             method=e.method)
+
+
+def _change(c: ChangeEvent) -> pb.ChangeEvent:
+    return pb.ChangeEvent(track_id=c.track_id, frame=c.frame,
+                          detected_at_frame=c.detected_at_frame,
+                          d_before_um2_s=c.d_before_um2_s, d_after_um2_s=c.d_after_um2_s,
+                          score=c.score)
+
+
+def frame_result(out: FrameOutput, latency_ms: float) -> pb.AnalysisUpdate:
+    """Encode one frame's output as an update."""
+    return pb.AnalysisUpdate(frame=pb.FrameResult(
+        index=out.index,
+        latency_ms=latency_ms,
+        n_spots=out.n_spots,
+        points=[_point(p) for p in out.points],
+        estimates=[_estimate(e) for e in out.estimates],
+        changes=[_change(c) for c in out.changes],
+    ))
+
+
+class LiveSptService(pb_grpc.LiveSptServicer):
+    """Implements ``livespt.v1.LiveSpt``.
+
+    Parameters
+    ----------
+    out_root : Path
+        Each session writes to ``out_root/<session_id>/``.
+    limits : Limits
+        Server-side limits.
+    executor : ThreadPoolExecutor
+        Where CPU-bound frame processing runs.
+    device : str
+        Compute device, reported by GetServerInfo and recorded in summaries.
+    """
+
+    def __init__(
+        self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu"
+    ) -> None:
+        self.out_root = Path(out_root)
+        self.limits = limits
+        self.executor = executor
+        self.device = device
+        self.sessions: dict[str, Session] = {}
+
+    # -------------------------------------------------------------- info
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerInfo:
+        """Version, device, models, estimators, trackers and limits."""
+        return pb.ServerInfo(
+            version=__version__,
+            device=self.device,
+            models=[],
+            estimators=["cve"],
+            trackers=["builtin"],
+            limits=pb.Limits(
+                max_message_bytes=self.limits.max_message_bytes,
+                max_frame_pixels=self.limits.max_frame_pixels,
+                max_sessions=self.limits.max_sessions,
+            ),
+        )
+
+    # ------------------------------------------------------------ stream
+    async def StreamFrames(
+        self,
+        request_iterator: AsyncIterator[pb.StreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.AnalysisUpdate]:
+        """Analyse one live acquisition (see the ``.proto`` for the protocol)."""
+        if len(self.sessions) >= self.limits.max_sessions:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server is at its limit of {self.limits.max_sessions} concurrent sessions",
+            )
+        session: Session | None = None
+        status = "client disconnected"
+        reason = ""
+        loop = asyncio.get_running_loop()
+
+        async def abort(code: grpc.StatusCode, message: str) -> None:
+            nonlocal reason
+            reason = _short(message)
+            await context.abort(code, reason)
+
+        try:
+            first = await _next_or_none(request_iterator)
+            if first is None:
+                await abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    "stream ended before its config message")
+            assert first is not None
+            if first.WhichOneof("payload") != "config":
+                await abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "the first message must carry config (got "
+                    f"{first.WhichOneof('payload') or 'an empty message'})",
+                )
+            try:
+                settings = settings_from_proto(first.config, self.limits)
+            except ValueError as exc:
+                await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+            session = Session(settings, self.out_root / session_id, session_id, self.device)
+            self.sessions[session_id] = session
+            log.info("session %s started: %s", session_id, settings.to_json())
+            yield pb.AnalysisUpdate(started=pb.SessionStarted(
+                session_id=session_id,
+                output_dir=str(session.out_dir.resolve()),
+                effective_config_json=settings.to_json(),
+            ))
+            async for req in request_iterator:
+                t_arrival = time.perf_counter()
+                kind = req.WhichOneof("payload")
+                if kind != "frame":
+                    await abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        "config may be sent only once, as the first message"
+                        if kind == "config" else "empty message: expected a frame",
+                    )
+                try:
+                    frame = session.decode(req.frame.index, req.frame.data)
+                except ValueError as exc:
+                    await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                out = await loop.run_in_executor(
+                    self.executor, session.process, req.frame.index, frame
+                )
+                latency_ms = (time.perf_counter() - t_arrival) * 1e3
+                session.latency.add(latency_ms)
+                yield frame_result(out, latency_ms)
+            # The request stream ended: a half-close, or a client that vanished (both
+            # look the same here). The session counts as completed only once its
+            # summary has been sent; a vanished client cancels this handler first.
+            summary = session.summary("completed")
+            yield pb.AnalysisUpdate(summary=pb.StreamSummary(
+                frames=summary["frames"],
+                tracks=summary["tracks"],
+                track_points=summary["track_points"],
+                estimates=summary["estimates"],
+                changes=summary["changes"],
+                latency_p50_ms=_finite(summary["latency_p50_ms"]),
+                latency_p99_ms=_finite(summary["latency_p99_ms"]),
+                output_dir=str(session.out_dir.resolve()),
+            ))
+            status = "completed"
+        except grpc.aio.AbortError:
+            status = f"aborted: {reason}"
+            raise
+        except asyncio.CancelledError:
+            status = "client disconnected"
+            raise
+        finally:
+            if session is not None:
+                # Runs on cancellation too: the session's files are flushed and closed
+                # and its memory freed, whatever happened to the client.
+                # Closed before it leaves the registry: once a session is no longer
+                # listed, its summary.json is final.
+                session.close(status)
+                self.sessions.pop(session.session_id, None)
+                log.info("session %s ended: %s", session.session_id, status)
+
+    # ------------------------------------------------------------ tracks
+    async def AnalyzeTracks(
+        self, request: pb.AnalyzeTracksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnalyzeTracksResponse:
+        """Per-track and per-window D and change points of tracks sent whole."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, analyze_tracks, request)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _short(str(exc)))
+            raise  # unreachable: abort raises
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+async def _next_or_none(it: AsyncIterator[Any]) -> Any:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse:
+    """Estimate D per track and per sliding window, and find changes of D.
+
+    Raises ValueError naming the field for malformed input; tracks too short to
+    estimate (fewer than 3 positions) get a warning instead of an estimate.
+    """
+    dt = request.frame_interval_s
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"frame_interval_s must be > 0, got {dt!r}")
+    te = request.exposure_s or dt
+    if not (math.isfinite(te) and 0 < te <= dt):
+        raise ValueError(f"exposure_s must be in (0, frame_interval_s = {dt}], got {te!r}")
+    if len(request.tracks) == 0:
+        raise ValueError("tracks is empty: send at least one track")
+    length = request.window.length or 10
+    if length < 3:
+        raise ValueError(f"window.length must be >= 3, got {request.window.length}")
+    windows = WindowEstimator(WindowConfig(length=length, stride=request.window.stride or 1,
+                                           frame_interval_s=dt, exposure_s=te))
+    bank = None
+    if not request.change.disabled:
+        bank = ChangeDetectorBank(ChangeConfig(
+            frame_interval_s=dt, exposure_s=te,
+            false_alarm_per_1000=request.change.false_alarm_per_1000 or 0.5,
+        ))
+    resp = pb.AnalyzeTracksResponse()
+    seen: set[int] = set()
+    for i, tr in enumerate(request.tracks):
+        where = f"tracks[{i}] (track_id {tr.track_id})"
+        if tr.track_id in seen:
+            raise ValueError(f"{where}: track_id is not unique")
+        seen.add(tr.track_id)
+        n = len(tr.frames)
+        if len(tr.x_um) != n or len(tr.y_um) != n:
+            raise ValueError(f"{where}: frames, x_um and y_um must have the same length, "
+                             f"got {n}, {len(tr.x_um)}, {len(tr.y_um)}")
+        if len(tr.precision_um) not in (0, n):
+            raise ValueError(f"{where}: precision_um must be empty or have {n} values, "
+                             f"got {len(tr.precision_um)}")
+        frames = np.asarray(tr.frames, dtype=np.int64)
+        xy = np.column_stack([np.asarray(tr.x_um, float), np.asarray(tr.y_um, float)])
+        if n and not np.all(np.isfinite(xy)):
+            raise ValueError(f"{where}: x_um/y_um contain NaN or infinite values")
+        if n > 1 and np.any(np.diff(frames) <= 0):
+            raise ValueError(f"{where}: frames must strictly increase")
+        prec = (np.asarray(tr.precision_um, float) if len(tr.precision_um)
+                else np.full(n, np.nan))
+        if n < 3:
+            resp.warnings.append(pb.Warning(
+                code="TRACK_TOO_SHORT",
+                message=f"{where}: needs at least 3 positions to estimate D, got {n}"))
+            continue
+        est = cve(xy, dt, frames, exposure_s=te, track_id=tr.track_id)
+        resp.tracks.append(pb.TrackEstimate(
+            track_id=tr.track_id, n_spots=n, d_um2_s=est.d_um2_s,
+            d_low_um2_s=est.d_low_um2_s, d_high_um2_s=est.d_high_um2_s, method=est.method))
+        for k in range(n):
+            windows.add(tr.track_id, int(frames[k]), float(xy[k, 0]), float(xy[k, 1]),
+                        float(prec[k]))
+            if bank is not None:
+                sigma = float(prec[k]) if np.isfinite(prec[k]) else 0.0
+                ev = bank.update(tr.track_id, int(frames[k]), xy[k], sigma)
+                if ev is not None:
+                    resp.changes.append(_change(ChangeEvent(
+                        tr.track_id, ev.frame, ev.detected_at_frame, ev.d_before_um2_s,
+                        ev.d_after_um2_s, ev.score)))
+        resp.windows.extend(_estimate(e) for e in windows.flush())
+        windows.drop(tr.track_id)
+        if bank is not None:
+            bank.drop(tr.track_id)
+    return resp

@@ -1,0 +1,230 @@
+"""One live analysis session: frames in, records out, persisted as they are produced.
+
+A :class:`Session` wires the pipeline stages (detect -> link -> sliding windows
+and change detection) for one stream. It knows nothing of gRPC: the service
+decodes wire messages into arrays and settings, calls :meth:`Session.process`
+in a worker thread (CPU work stays off the event loop), and encodes the
+records it returns. Every record is also appended to the session's output
+directory before ``process`` returns, so a client that vanishes loses nothing
+already computed.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from server import __version__
+from server.config import StreamSettings
+from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from server.pipeline.detect import DetectorConfig, detect
+from server.pipeline.link import LinkerConfig, OnlineLinker
+from server.pipeline.windows import WindowConfig, WindowEstimator
+from server.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
+
+
+class LatencyHistogram:
+    """Frame latencies in log-spaced bins: percentiles over any stream in fixed memory."""
+
+    EDGES_MS = np.logspace(-2, 5, 701)  # 0.01 ms .. 100 s, 1 % wide bins
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.EDGES_MS.size + 1, dtype=np.int64)
+        self.n = 0
+
+    def add(self, ms: float) -> None:
+        """Count one latency in milliseconds."""
+        self.counts[int(np.searchsorted(self.EDGES_MS, ms))] += 1
+        self.n += 1
+
+    def percentile(self, q: float) -> float:
+        """Upper edge (ms) of the bin holding the q-th percentile; NaN when empty."""
+        if self.n == 0:
+            return float("nan")
+        k = int(np.searchsorted(np.cumsum(self.counts), q / 100 * self.n))
+        return float(self.EDGES_MS[min(k, self.EDGES_MS.size - 1)])
+
+
+@dataclass
+class FrameOutput:
+    """What one frame produced."""
+
+    index: int
+    n_spots: int
+    points: list[TrackPoint] = field(default_factory=list)
+    estimates: list[WindowEstimate] = field(default_factory=list)
+    changes: list[ChangeEvent] = field(default_factory=list)
+
+
+class Session:
+    """The state of one stream: pipeline stages, output files and counters.
+
+    Parameters
+    ----------
+    settings : StreamSettings
+        Validated stream settings.
+    out_dir : Path
+        Directory for ``tracks.csv``, ``estimates.csv``, ``changes.csv``, ``summary.json``.
+    session_id : str
+        Identifier reported to the client and recorded in the summary.
+    device : str
+        Compute device of the server, recorded in the summary.
+    """
+
+    def __init__(
+        self, settings: StreamSettings, out_dir: Path, session_id: str, device: str = "cpu"
+    ) -> None:
+        self.settings = s = settings
+        self.session_id = session_id
+        self.device = device
+        self.out_dir = Path(out_dir)
+        self.started_at = time.time()
+        self._dtype = np.dtype(s.dtype)
+        det_kwargs: dict[str, Any] = {
+            "radius_px": s.radius_um / s.pixel_size_um,
+            "median_filter": s.median_filter,
+            "invert": s.dark_spots,
+            "offset_adu": s.camera_offset_adu,
+            "gain_adu_per_e": s.camera_gain_adu_per_e,
+        }
+        if s.threshold > 0:
+            det_kwargs["threshold"] = s.threshold
+        self.detector_config = DetectorConfig(**det_kwargs)
+        self.linker = OnlineLinker(
+            LinkerConfig(max_distance_um=s.max_distance_um, max_gap_frames=s.max_gap_frames)
+        )
+        self.windows = WindowEstimator(
+            WindowConfig(
+                length=s.window_length,
+                stride=s.window_stride,
+                frame_interval_s=s.frame_interval_s,
+                exposure_s=s.exposure_s,
+            )
+        )
+        self.changes: ChangeDetectorBank | None = None
+        if s.change_enabled:
+            self.changes = ChangeDetectorBank(
+                ChangeConfig(
+                    frame_interval_s=s.frame_interval_s,
+                    exposure_s=s.exposure_s,
+                    false_alarm_per_1000=s.false_alarm_per_1000,
+                )
+            )
+        self.writer = RecordWriter(self.out_dir)
+        self.last_index: int | None = None
+        self.n_frames = 0
+        self.n_tracks = 0
+        self.latency = LatencyHistogram()
+        self.closed = False
+        self.writer.write_summary(self.summary("running"))
+
+    # ------------------------------------------------------------------ input
+    def decode(self, index: int, data: bytes) -> NDArray[Any]:
+        """Check a frame's index and byte count and view its bytes as (H, W).
+
+        Raises ValueError naming ``frame.index`` or ``frame.data``.
+        """
+        s = self.settings
+        if self.last_index is not None and index <= self.last_index:
+            raise ValueError(
+                f"frame.index {index} is not after the previous frame {self.last_index}: "
+                "indices must strictly increase"
+            )
+        if len(data) != s.frame_bytes:
+            raise ValueError(
+                f"frame.data has {len(data)} bytes, but config declares {s.height} x {s.width} "
+                f"{s.dtype} = {s.frame_bytes} bytes"
+            )
+        frame = np.frombuffer(data, dtype=self._dtype).reshape(s.height, s.width)
+        if self._dtype.kind == "f" and not np.all(np.isfinite(frame)):
+            raise ValueError(f"frame.data of frame {index} contains NaN or infinite values")
+        return frame
+
+    # ------------------------------------------------------------- processing
+    def process(self, index: int, frame: NDArray[Any]) -> FrameOutput:
+        """Run one decoded frame through the pipeline and persist its records.
+
+        Parameters
+        ----------
+        index : int
+            Frame index (strictly increasing; checked by :meth:`decode`).
+        frame : ndarray, shape (H, W)
+            The frame's pixels.
+
+        Returns
+        -------
+        FrameOutput
+            Track points, window estimates and change events produced by this frame.
+        """
+        s = self.settings
+        self.last_index = index
+        self.n_frames += 1
+        spots = detect(frame, self.detector_config)
+        xy_um = np.column_stack([spots.x_px, spots.y_px]) * s.pixel_size_um
+        prec_um = np.asarray(spots.precision_px, dtype=float) * s.pixel_size_um
+        ids = self.linker.link(index, xy_um)
+        out = FrameOutput(index=index, n_spots=len(ids))
+        for k, tid in enumerate(ids.tolist()):
+            x, y, p = float(xy_um[k, 0]), float(xy_um[k, 1]), float(prec_um[k])
+            self.n_tracks = max(self.n_tracks, tid + 1)
+            out.points.append(TrackPoint(tid, index, x, y, p))
+            self.windows.add(tid, index, x, y, p)
+            if self.changes is not None:
+                ev = self.changes.update(tid, index, np.array([x, y]), p)
+                if ev is not None:
+                    out.changes.append(
+                        ChangeEvent(tid, ev.frame, ev.detected_at_frame, ev.d_before_um2_s,
+                                    ev.d_after_um2_s, ev.score)
+                    )
+        out.estimates = self.windows.flush()
+        for tid in self.linker.ended(index):
+            self.windows.drop(tid)
+            if self.changes is not None:
+                self.changes.drop(tid)
+        self.writer.write([*out.points, *out.estimates, *out.changes])
+        return out
+
+    # ---------------------------------------------------------------- closing
+    def summary(self, status: str) -> dict[str, Any]:
+        """The session's effective configuration, provenance and totals."""
+        return {
+            "session_id": self.session_id,
+            "status": status,
+            "livespt_version": __version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "device": self.device,
+            "tracker": self.settings.tracker,
+            "estimators": {"window": "cve", "change": "glr"},
+            "models": [],
+            "config": {k: v for k, v in self.settings.__dict__.items()},
+            "frames": self.n_frames,
+            "tracks": self.n_tracks,
+            "track_points": self.writer.counts[TrackPoint.FILE],
+            "estimates": self.writer.counts[WindowEstimate.FILE],
+            "changes": self.writer.counts[ChangeEvent.FILE],
+            "latency_p50_ms": self.latency.percentile(50),
+            "latency_p99_ms": self.latency.percentile(99),
+            "started_at": self.started_at,
+            "elapsed_s": round(time.time() - self.started_at, 3),
+        }
+
+    def close(self, status: str) -> dict[str, Any]:
+        """Flush and close the output files and write ``summary.json`` (idempotent)."""
+        if self.closed:
+            return self.summary(status)
+        self.closed = True
+        for tid in self.linker.close():
+            self.windows.drop(tid)
+        records = self.windows.flush()
+        self.writer.write(records)
+        summary = self.summary(status)
+        self.writer.write_summary(summary)
+        self.writer.close()
+        return summary

@@ -1,0 +1,199 @@
+"""``livespt stream``: send a movie to a server (or an embedded one) and save the results.
+
+Writes ``DIR/tracks.csv``, ``DIR/estimates.csv``, ``DIR/changes.csv``,
+``DIR/summary.json`` and ``DIR/d_vs_time.png``. The server keeps its own copy of
+the same records in its session directory (named in ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from server import __version__
+from server.app import EmbeddedServer, ServerOptions
+from server.client import LiveSptClient, StreamOptions, StreamResult
+from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from server.io.tiff import read_calibration
+from server.records import RecordWriter
+
+
+def open_movie(path: str | Path) -> tuple[Any, float | None, float | None]:
+    """Open a movie lazily (TIFF and every format pims reads) with its calibration.
+
+    Returns
+    -------
+    frames : sequence of (H, W) arrays
+        Frames are read one at a time as the stream consumes them.
+    pixel_size_um, frame_interval_s : float or None
+        From the file's ImageJ metadata (TIFF only), None otherwise.
+    """
+    import pims
+
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"MOVIE: no such file: {p}")
+    try:
+        frames = pims.open(str(p))
+    except Exception as exc:  # pims raises many types for unreadable files
+        raise ValueError(f"MOVIE: cannot read {p}: {exc}") from None
+    px = dt = None
+    if p.suffix.lower() in (".tif", ".tiff"):
+        cal = read_calibration(p)
+        px, dt = cal.pixel_size_um, cal.frame_interval_s
+    if len(frames) == 0:
+        raise ValueError(f"MOVIE: {p} has no frames")
+    if len(frames.frame_shape) != 2:
+        raise ValueError(f"MOVIE: frames must be 2D (one channel, one plane), "
+                         f"got frame shape {frames.frame_shape}")
+    return frames, px, dt
+
+
+def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
+    for i in range(len(seq)):
+        frame = np.asarray(seq[i])
+        if frame.dtype not in (np.uint8, np.uint16, np.float32):
+            frame = frame.astype(np.float32)
+        yield frame
+        progress.update(1)
+
+
+def plot_d_vs_time(
+    estimates: pd.DataFrame, changes: pd.DataFrame, frame_interval_s: float, path: Path,
+    max_tracks: int = 8,
+) -> None:
+    """Plot sliding-window D with 90 % intervals for the longest tracks, and changes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if len(estimates):
+        longest = estimates["track_id"].value_counts().index[:max_tracks]
+        for k, tid in enumerate(longest):
+            g = estimates[estimates["track_id"] == tid]
+            t = (g["frame_start"] + g["frame_end"]) / 2 * frame_interval_s
+            color = f"C{k % 10}"
+            ax.plot(t, g["d_um2_s"].clip(lower=1e-4), color=color, lw=1,
+                    label=f"track {tid}")
+            hi = g["d_high_um2_s"].replace(np.inf, np.nan).fillna(g["d_um2_s"].max() * 10)
+            ax.fill_between(t, g["d_low_um2_s"].clip(lower=1e-4), hi, color=color, alpha=0.12)
+            for c in changes[changes["track_id"] == tid].itertuples():
+                ax.axvline(c.frame * frame_interval_s, color=color, ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no window estimates", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("D (um$^2$/s), 90 % interval")
+    ax.set_title("sliding-window D; dashed: detected changes of D")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_result(result: StreamResult, out: Path, options: StreamOptions,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    """Write the CSVs, summary.json and d_vs_time.png of a stream into ``out``."""
+    writer = RecordWriter(out)
+    writer.write([*result.points, *result.estimates, *result.changes])
+    writer.close()
+    cl = np.asarray(result.client_latency_ms)
+    summary: dict[str, Any] = {
+        "livespt_version": __version__,
+        "python": platform.python_version(),
+        "session_id": result.session_id,
+        "server_output_dir": result.server_output_dir,
+        "effective_config": json.loads(result.effective_config_json or "{}"),
+        "frames_acked": result.frames_acked,
+        "tracks": len({p.track_id for p in result.points}),
+        "track_points": len(result.points),
+        "estimates": len(result.estimates),
+        "changes": len(result.changes),
+        "client_latency_p50_ms": float(np.percentile(cl, 50)) if cl.size else None,
+        "client_latency_p99_ms": float(np.percentile(cl, 99)) if cl.size else None,
+        "warnings": result.warnings,
+        **extra,
+    }
+    if result.summary is not None:
+        summary["server_summary"] = {
+            f.name: getattr(result.summary, f.name) for f in result.summary.DESCRIPTOR.fields
+        }
+    writer.write_summary(summary)
+    est = pd.read_csv(out / "estimates.csv")
+    chg = pd.read_csv(out / "changes.csv")
+    plot_d_vs_time(est, chg, options.frame_interval_s, out / "d_vs_time.png")
+    return summary
+
+
+def run_stream(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``livespt stream`` from parsed flags; returns the summary written."""
+    from tqdm import tqdm
+
+    if args.tracker == "trackmate":
+        raise ValueError("--tracker trackmate is not available yet (only builtin)")
+    frames, px_file, dt_file = open_movie(args.movie)
+    px = args.pixel_size if args.pixel_size is not None else px_file
+    dt = args.frame_interval if args.frame_interval is not None else dt_file
+    if px is None:
+        raise ValueError("--pixel-size is required (the movie carries no calibration)")
+    if dt is None:
+        raise ValueError("--frame-interval is required (the movie carries no frame interval)")
+    options = StreamOptions(
+        pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
+        radius_um=args.radius or 0.0, threshold=args.threshold or 0.0,
+        dark_spots=args.dark_spots, median_filter=args.median_filter,
+        max_distance_um=args.max_distance or 0.0, window=args.window or 0,
+        tracker=args.tracker, name=str(args.movie),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedServer | None = None
+    if args.embedded:
+        embedded = EmbeddedServer(ServerOptions(port=0, out_root=out / "server_sessions",
+                                                device="cpu")).start()
+        target = embedded.target
+    else:
+        target = args.server
+    t0 = time.perf_counter()
+    n_changes = 0
+    try:
+        with LiveSptClient(target) as client, tqdm(total=len(frames), unit="frame",
+                                                   desc="streaming") as bar:
+            client.wait_ready(timeout_s=30)
+
+            def on_update(upd: pb.AnalysisUpdate) -> None:
+                nonlocal n_changes
+                if upd.WhichOneof("update") == "frame" and upd.frame.changes:
+                    n_changes += len(upd.frame.changes)
+                    for c in upd.frame.changes:
+                        bar.write(f"frame {upd.frame.index}: track {c.track_id} D "
+                                  f"{c.d_before_um2_s:.3g} -> {c.d_after_um2_s:.3g} um^2/s "
+                                  f"from frame {c.frame}")
+                    bar.set_postfix(changes=n_changes)
+
+            result = client.stream(_frames(frames, bar), options, on_update=on_update)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    elapsed = time.perf_counter() - t0
+    summary = save_result(result, out, options, {
+        "movie": str(args.movie),
+        "server": "embedded" if args.embedded else target,
+        "elapsed_s": round(elapsed, 3),
+        "frames_per_s": round(result.frames_acked / elapsed, 2) if elapsed > 0 else None,
+    })
+    print(f"{result.frames_acked} frames in {elapsed:.1f} s: {summary['tracks']} tracks, "
+          f"{summary['estimates']} window estimates, {summary['changes']} changes of D; "
+          f"wrote {out}/tracks.csv, estimates.csv, changes.csv, summary.json, d_vs_time.png")
+    return summary
