@@ -143,15 +143,36 @@ def serve(opts: ServerOptions) -> None:
 class EmbeddedServer:
     """A server on a background thread of this process (``--embedded``, tests, the demo).
 
+    The thread runs its own event loop through ``asyncio.run`` for the server's whole
+    life, so shutdown (graceful stop, then loop teardown) happens inside that loop.
     Use as a context manager; ``target`` is the address to connect to.
     """
 
     def __init__(self, opts: ServerOptions | None = None) -> None:
         self.opts = opts or ServerOptions(port=0)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="livespt-embedded")
         self.running: RunningServer | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._grace_s = GRACE_S
+        self._thread = threading.Thread(target=self._run, daemon=True, name="livespt-embedded")
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                self.running = await start_server(self.opts)
+            except BaseException as exc:
+                self._error = exc
+                self._started.set()
+                return
+            self._started.set()
+            await self._stop.wait()
+            await self.running.stop(self._grace_s)
+
+        asyncio.run(main())
 
     @property
     def target(self) -> str:
@@ -162,17 +183,19 @@ class EmbeddedServer:
     def start(self) -> EmbeddedServer:
         """Start the server and wait until it accepts calls."""
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(start_server(self.opts), self._loop)
-        self.running = fut.result(timeout=60)
+        if not self._started.wait(timeout=60):
+            raise TimeoutError("embedded server did not start within 60 s")
+        if self._error is not None:
+            raise self._error
         return self
 
     def stop(self, grace_s: float = GRACE_S) -> None:
-        """Stop gracefully and end the background thread."""
-        if self.running is not None:
-            asyncio.run_coroutine_threadsafe(self.running.stop(grace_s), self._loop).result()
-            self.running = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        """Stop gracefully (in-flight calls get ``grace_s``) and end the thread."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._grace_s = grace_s
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=grace_s + 30)
+        self.running = None
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

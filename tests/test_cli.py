@@ -156,6 +156,7 @@ def test_stream_bad_arguments_are_clear(
 ) -> None:
     assert main(["stream", str(tmp_path / "missing.tif"), "--embedded"]) == 2
     assert "MOVIE: no such file" in capsys.readouterr().err
-    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 16, 16), np.uint16))
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((5, 16, 16), np.uint16),
+                     photometric="minisblack")
     assert main(["stream", str(tmp_path / "plain.tif"), "--embedded"]) == 2
     assert "--pixel-size is required" in capsys.readouterr().err
