@@ -52,6 +52,10 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 ## Reproducible benchmarks; JSON results under benchmarks/results/.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_simulate.py --out benchmarks/results/simulate.json
+	$(BIN)/python benchmarks/bench_detect.py
+	$(BIN)/python benchmarks/bench_link.py
+	$(BIN)/python benchmarks/bench_changepoint.py
+	$(BIN)/python benchmarks/bench_stream.py
 
 ## Regenerate the committed gRPC stubs from proto/ (tests fail if they drift).
 proto: $(VENV)/.installed-dev
