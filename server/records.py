@@ -12,7 +12,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -97,6 +97,7 @@ class RecordWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._files: dict[type, IO[str]] = {}
         self._writers: dict[type, Any] = {}
+        self._columns: dict[type, list[str]] = {}
         self.counts: dict[str, int] = {}
         for rt in RECORD_TYPES:
             f = open(self.out_dir / rt.FILE, "w", newline="")  # kept open: appended per frame
@@ -105,6 +106,7 @@ class RecordWriter:
             f.flush()
             self._files[rt] = f
             self._writers[rt] = w
+            self._columns[rt] = columns(rt)
             self.counts[rt.FILE] = 0
 
     def write(self, records: Sequence[Record]) -> None:
@@ -112,7 +114,8 @@ class RecordWriter:
         touched = set()
         for r in records:
             rt = type(r)
-            self._writers[rt].writerow([_cell(v) for v in astuple(r)])
+            # Plain attribute access: dataclasses.astuple deep-copies every value.
+            self._writers[rt].writerow([_cell(getattr(r, c)) for c in self._columns[rt]])
             self.counts[rt.FILE] += 1
             touched.add(rt)
         for rt in touched:

@@ -16,6 +16,8 @@ formulas above without gaps.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,18 @@ def _cve_form(frames: NDArray[np.int64], dt: float, r: float, sigma_known: bool)
 def _cve_coefficients(
     frames: NDArray[np.int64], dt: float, r: float, sigma_known: bool
 ) -> VarianceCoefficients:
+    # The coefficients depend on the frames only through their gaps, and a live
+    # stream asks for the same few patterns (gap-free windows, one missed frame...)
+    # thousands of times a second: cache them.
+    gaps = tuple(np.diff(frames).tolist())
+    return _cve_coefficients_cached(gaps, float(dt), float(r), bool(sigma_known))
+
+
+@lru_cache(maxsize=4096)
+def _cve_coefficients_cached(
+    gaps: tuple[int, ...], dt: float, r: float, sigma_known: bool
+) -> VarianceCoefficients:
+    frames = np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
     sig_d, sig_s = _tracks.step_covariance_basis(_tracks.gaps(frames), dt, r)
     return tridiagonal_variance_coefficients(_cve_form(frames, dt, r, sigma_known), sig_d, sig_s)
 
