@@ -50,6 +50,9 @@ class ServerOptions:
         Server-side limits.
     workers : int
         Threads for CPU-bound frame processing.
+    shutdown_grace_s : float
+        On SIGINT/SIGTERM, how long running streams may continue before they are cut
+        (their sessions are closed and flushed either way).
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +61,7 @@ class ServerOptions:
     device: str = "auto"
     limits: Limits = field(default_factory=Limits)
     workers: int = max(2, os.cpu_count() or 2)
+    shutdown_grace_s: float = GRACE_S
 
 
 def resolve_device(device: str) -> str:
@@ -87,6 +91,7 @@ class RunningServer:
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
         """Stop accepting calls, let running ones finish for ``grace_s``, then close."""
+        self.service.shutting_down = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
@@ -135,7 +140,8 @@ def serve(opts: ServerOptions) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         print("shutting down: finishing in-flight frames, flushing sessions", flush=True)
-        await running.stop()
+        await running.stop(opts.shutdown_grace_s)
+        print("stopped", flush=True)
 
     asyncio.run(main())
 

@@ -117,6 +117,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
+    p.add_argument("--shutdown-grace", type=float, default=10.0,
+                   help="seconds running streams may continue after SIGINT/SIGTERM")
 
 
 def _add_stream(sub: argparse._SubParsersAction) -> None:
@@ -188,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(ServerOptions(host=args.host, port=args.port, device=args.device,
                                 out_root=Path(args.sessions_dir),
-                                limits=Limits(max_sessions=args.max_sessions)))
+                                limits=Limits(max_sessions=args.max_sessions),
+                                shutdown_grace_s=args.shutdown_grace))
         elif args.command == "stream":
             from server.stream_cmd import run_stream
 

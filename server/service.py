@@ -94,6 +94,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         self.executor = executor
         self.device = device
         self.sessions: dict[str, Session] = {}
+        self.shutting_down = False
 
     # -------------------------------------------------------------- info
     async def GetServerInfo(
@@ -197,10 +198,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         except grpc.aio.AbortError:
             status = f"aborted: {reason}"
             raise
-        except asyncio.CancelledError:
-            status = "client disconnected"
-            raise
         finally:
+            if status == "client disconnected" and self.shutting_down:
+                status = "server shutdown"  # cut by the server's grace period, not the client
             if session is not None:
                 # Runs on cancellation too: the session's files are flushed and closed
                 # and its memory freed, whatever happened to the client.
@@ -287,6 +287,7 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
                 message=f"{where}: needs at least 3 positions to estimate D, got {n}"))
             continue
         est = cve(xy, dt, frames, exposure_s=te, track_id=tr.track_id)
+        sigma_track = float(np.sqrt(max(est.sigma2_um2, 0.0)))
         resp.tracks.append(pb.TrackEstimate(
             track_id=tr.track_id, n_spots=n, d_um2_s=est.d_um2_s,
             d_low_um2_s=est.d_low_um2_s, d_high_um2_s=est.d_high_um2_s, method=est.method))
@@ -294,7 +295,9 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
             windows.add(tr.track_id, int(frames[k]), float(xy[k, 0]), float(xy[k, 1]),
                         float(prec[k]))
             if bank is not None:
-                sigma = float(prec[k]) if np.isfinite(prec[k]) else 0.0
+                # Without a per-point precision, the track's own CVE estimate of the
+                # localization noise stands in (0 would make noisy tracks alarm).
+                sigma = float(prec[k]) if np.isfinite(prec[k]) else sigma_track
                 ev = bank.update(tr.track_id, int(frames[k]), xy[k], sigma)
                 if ev is not None:
                     resp.changes.append(_change(ChangeEvent(

@@ -1,0 +1,72 @@
+"""``livespt serve`` as a real process: it listens on loopback and shuts down gracefully."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from server.client import LiveSptClient, StreamOptions
+
+
+def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--device", "cpu",
+         "--sessions-dir", str(tmp_path), "--shutdown-grace", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (127\.0\.0\.1):(\d+)", line)
+        assert m, line
+        target = f"{m.group(1)}:{m.group(2)}"
+
+        acked = threading.Event()
+        hold = threading.Event()
+        results: dict = {}
+
+        def frames():
+            rng = np.random.default_rng(0)
+            for _ in range(20):
+                yield (100 + rng.poisson(10, (64, 64))).astype(np.uint16)
+            hold.wait(30)  # the acquisition pauses: the stream stays open
+
+        def on_update(u) -> None:
+            if u.WhichOneof("update") == "frame" and u.frame.index == 19:
+                acked.set()
+
+        def client() -> None:
+            with LiveSptClient(target) as c:
+                try:
+                    c.stream(frames(), StreamOptions(0.1, 0.05), on_update=on_update)
+                except Exception as exc:  # the server cuts the stream after its grace
+                    results["error"] = exc
+
+        th = threading.Thread(target=client)
+        th.start()
+        assert acked.wait(60), "frames were not acknowledged"
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        out = proc.stdout.read()
+        hold.set()
+        th.join(timeout=30)
+        assert rc == 0, out
+        assert "stopped" in out
+        assert time.time() - t0 < 30
+        (session,) = list(tmp_path.iterdir())
+        summary = json.loads((session / "summary.json").read_text())
+        assert summary["status"] == "server shutdown"
+        assert summary["frames"] == 20
+        tracks = pd.read_csv(session / "tracks.csv")
+        assert len(tracks) == summary["track_points"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
