@@ -17,7 +17,6 @@ formulas above without gaps.
 from __future__ import annotations
 
 from functools import lru_cache
-
 from typing import Any
 
 import numpy as np
