@@ -23,7 +23,7 @@ from server.app import EmbeddedServer, ServerOptions
 from server.client import LiveSptClient, StreamOptions
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.io.tiff import write_movie
-from server.stream_cmd import save_result
+from server.stream_cmd import save_result, server_info_dict
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,11 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
 
     with EmbeddedServer(ServerOptions(port=0, out_root=out / "server_sessions",
                                       device="cpu")) as srv, LiveSptClient(srv.target) as client:
+        info = server_info_dict(client.info())
         result = client.stream(iter(movie.frames), options, on_update=on_update)
     elapsed = time.perf_counter() - t0
     summary = save_result(result, out, options, {"demo": True, "seed": seed,
+                                                  "server_info": info,
                                                   "elapsed_s": round(elapsed, 2)})
     points = pd.read_csv(out / "tracks.csv")
     est = pd.read_csv(out / "estimates.csv")

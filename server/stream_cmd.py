@@ -102,6 +102,18 @@ def plot_d_vs_time(
     plt.close(fig)
 
 
+def server_info_dict(info: pb.ServerInfo) -> dict[str, Any]:
+    """GetServerInfo as plain data, recorded in summaries so results can be traced."""
+    return {
+        "version": info.version,
+        "device": info.device,
+        "estimators": list(info.estimators),
+        "trackers": list(info.trackers),
+        "models": [{"name": m.name, "kind": m.kind, "sha256": m.sha256, "device": m.device}
+                   for m in info.models],
+    }
+
+
 def save_result(result: StreamResult, out: Path, options: StreamOptions,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Write the CSVs, summary.json and d_vs_time.png of a stream into ``out``."""
@@ -171,6 +183,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         with LiveSptClient(target) as client, tqdm(total=len(frames), unit="frame",
                                                    desc="streaming") as bar:
             client.wait_ready(timeout_s=30)
+            info = server_info_dict(client.info())
 
             def on_update(upd: pb.AnalysisUpdate) -> None:
                 nonlocal n_changes
@@ -190,6 +203,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     summary = save_result(result, out, options, {
         "movie": str(args.movie),
         "server": "embedded" if args.embedded else target,
+        "server_info": info,
         "elapsed_s": round(elapsed, 3),
         "frames_per_s": round(result.frames_acked / elapsed, 2) if elapsed > 0 else None,
     })

@@ -149,6 +149,10 @@ def test_stream_embedded_writes_results_and_reads_calibration(tmp_path: Path) ->
     assert summary["frames_acked"] == 30
     assert summary["effective_config"]["pixel_size_um"] == pytest.approx(0.1)
     assert summary["effective_config"]["frame_interval_s"] == pytest.approx(0.04)
+    assert summary["effective_config"]["tracker"] == "builtin"
+    assert summary["server_info"]["device"] == "cpu"
+    assert summary["server_info"]["estimators"] == ["cve"]
+    assert summary["livespt_version"] and summary["server_summary"]["frames"] == 30
 
 
 def test_stream_bad_arguments_are_clear(
