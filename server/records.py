@@ -62,6 +62,12 @@ class ChangeEvent:
 
     FILE: ClassVar[str] = "changes.csv"
 
+    @classmethod
+    def from_detector(cls, track_id: int, ev: Any) -> ChangeEvent:
+        """The record of a change detector's event (``server.pipeline.changepoint``)."""
+        return cls(track_id, ev.frame, ev.detected_at_frame, ev.d_before_um2_s,
+                   ev.d_after_um2_s, ev.score)
+
 
 Record = TrackPoint | WindowEstimate | ChangeEvent
 RECORD_TYPES: tuple[type[TrackPoint] | type[WindowEstimate] | type[ChangeEvent], ...] = (

@@ -300,9 +300,7 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
                 sigma = float(prec[k]) if np.isfinite(prec[k]) else sigma_track
                 ev = bank.update(tr.track_id, int(frames[k]), xy[k], sigma)
                 if ev is not None:
-                    resp.changes.append(_change(ChangeEvent(
-                        tr.track_id, ev.frame, ev.detected_at_frame, ev.d_before_um2_s,
-                        ev.d_after_um2_s, ev.score)))
+                    resp.changes.append(_change(ChangeEvent.from_detector(tr.track_id, ev)))
         resp.windows.extend(_estimate(e) for e in windows.flush())
         windows.drop(tr.track_id)
         if bank is not None:

@@ -178,10 +178,7 @@ class Session:
             if self.changes is not None:
                 ev = self.changes.update(tid, index, np.array([x, y]), p)
                 if ev is not None:
-                    out.changes.append(
-                        ChangeEvent(tid, ev.frame, ev.detected_at_frame, ev.d_before_um2_s,
-                                    ev.d_after_um2_s, ev.score)
-                    )
+                    out.changes.append(ChangeEvent.from_detector(tid, ev))
         out.estimates = self.windows.flush()
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
