@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -79,12 +79,6 @@ def columns(record_type: type) -> list[str]:
     return [f.name for f in fields(record_type)]
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return value
-
-
 class RecordWriter:
     """Appends records to ``tracks.csv``, ``estimates.csv`` and ``changes.csv`` in a folder.
 
@@ -103,7 +97,7 @@ class RecordWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._files: dict[type, IO[str]] = {}
         self._writers: dict[type, Any] = {}
-        self._columns: dict[type, list[str]] = {}
+        self._getters: dict[type, Any] = {}
         self.counts: dict[str, int] = {}
         for rt in RECORD_TYPES:
             f = open(self.out_dir / rt.FILE, "w", newline="")  # kept open: appended per frame
@@ -112,19 +106,19 @@ class RecordWriter:
             f.flush()
             self._files[rt] = f
             self._writers[rt] = w
-            self._columns[rt] = columns(rt)
+            self._getters[rt] = attrgetter(*columns(rt))
             self.counts[rt.FILE] = 0
 
     def write(self, records: Sequence[Record]) -> None:
         """Append records of any of the three types, then flush the touched files."""
-        touched = set()
+        by_type: dict[type, list[Record]] = {}
         for r in records:
-            rt = type(r)
-            # Plain attribute access: dataclasses.astuple deep-copies every value.
-            self._writers[rt].writerow([_cell(getattr(r, c)) for c in self._columns[rt]])
-            self.counts[rt.FILE] += 1
-            touched.add(rt)
-        for rt in touched:
+            by_type.setdefault(type(r), []).append(r)
+        for rt, rs in by_type.items():
+            # attrgetter, not dataclasses.astuple (which deep-copies every value);
+            # csv writes floats with repr: infinite bounds appear as "inf".
+            self._writers[rt].writerows(map(self._getters[rt], rs))
+            self.counts[rs[0].FILE] += len(rs)
             self._files[rt].flush()
 
     def write_summary(self, summary: dict[str, Any]) -> Path:

@@ -9,10 +9,12 @@ with INVALID_ARGUMENT / FAILED_PRECONDITION and a message naming the field.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +29,7 @@ from server.config import Limits, settings_from_proto
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.windows import WindowConfig, WindowEstimator
+from server.pipeline.windows import WindowConfig, track_windows
 from server.records import ChangeEvent, TrackPoint, WindowEstimate
 from server.session import FrameOutput, Session
 
@@ -96,6 +98,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         self.sessions: dict[str, Session] = {}
         self.shutting_down = False
 
+    PIPELINE_DEPTH = 2
+    """Frames of one stream in flight at once: one being tracked, one being detected."""
+
     # -------------------------------------------------------------- info
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
@@ -129,7 +134,6 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         session: Session | None = None
         status = "client disconnected"
         reason = ""
-        loop = asyncio.get_running_loop()
 
         async def abort(code: grpc.StatusCode, message: str) -> None:
             nonlocal reason
@@ -161,25 +165,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 output_dir=str(session.out_dir.resolve()),
                 effective_config_json=settings.to_json(),
             ))
-            async for req in request_iterator:
-                t_arrival = time.perf_counter()
-                kind = req.WhichOneof("payload")
-                if kind != "frame":
-                    await abort(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        "config may be sent only once, as the first message"
-                        if kind == "config" else "empty message: expected a frame",
-                    )
-                try:
-                    frame = session.decode(req.frame.index, req.frame.data)
-                except ValueError as exc:
-                    await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                out = await loop.run_in_executor(
-                    self.executor, session.process, req.frame.index, frame
-                )
-                latency_ms = (time.perf_counter() - t_arrival) * 1e3
-                session.latency.add(latency_ms)
-                yield frame_result(out, latency_ms)
+            async for update in self._pipeline(session, request_iterator, abort):
+                yield update
             # The request stream ended: a half-close, or a client that vanished (both
             # look the same here). The session counts as completed only once its
             # summary has been sent; a vanished client cancels this handler first.
@@ -209,6 +196,84 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 session.close(status)
                 self.sessions.pop(session.session_id, None)
                 log.info("session %s ended: %s", session.session_id, status)
+
+    async def _pipeline(
+        self,
+        session: Session,
+        requests: AsyncIterator[pb.StreamRequest],
+        abort: Any,
+    ) -> AsyncIterator[pb.AnalysisUpdate]:
+        """Frames in, frame results out, with detection overlapped with tracking.
+
+        Two stages: detection (:meth:`Session.detect_frame`, independent per frame)
+        starts in the thread pool as soon as a frame is received and decoded;
+        tracking (:meth:`Session.track`: linking, windows, change detection,
+        persistence) runs strictly in frame order, one frame at a time. At most
+        :attr:`PIPELINE_DEPTH` frames are in flight, so a fast client meets
+        back-pressure instead of filling memory. A bad frame ends the stream only
+        after the results of every frame received before it have been sent.
+        """
+        loop = asyncio.get_running_loop()
+        it = requests.__aiter__()
+        read: asyncio.Future[Any] | None = asyncio.ensure_future(it.__anext__())
+        pending: deque[tuple[int, float, asyncio.Future[Any]]] = deque()
+        tracking: asyncio.Future[FrameOutput] | None = None
+        error: tuple[grpc.StatusCode, str] | None = None
+        try:
+            while True:
+                if tracking is None and pending and pending[0][2].done():
+                    index, _, detected = pending[0]
+                    tracking = loop.run_in_executor(
+                        self.executor, session.track, index, detected.result())
+                waits: set[asyncio.Future[Any]] = set()
+                if read is not None and len(pending) < self.PIPELINE_DEPTH:
+                    waits.add(read)
+                if tracking is not None:
+                    waits.add(tracking)
+                elif pending:
+                    waits.add(pending[0][2])  # the next frame's detection
+                if not waits:
+                    break
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if tracking is not None and tracking in done:
+                    out = tracking.result()
+                    tracking = None
+                    _, t_arrival, _ = pending.popleft()
+                    latency_ms = (time.perf_counter() - t_arrival) * 1e3
+                    session.latency.add(latency_ms)
+                    yield frame_result(out, latency_ms)
+                if read is not None and read in done:
+                    try:
+                        req = read.result()
+                    except StopAsyncIteration:
+                        read = None
+                        continue
+                    t_arrival = time.perf_counter()
+                    read = None
+                    kind = req.WhichOneof("payload")
+                    if kind != "frame":
+                        error = (grpc.StatusCode.FAILED_PRECONDITION,
+                                 "config may be sent only once, as the first message"
+                                 if kind == "config" else "empty message: expected a frame")
+                        continue
+                    try:
+                        frame = session.decode(req.frame.index, req.frame.data)
+                    except ValueError as exc:
+                        error = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                        continue
+                    detected = loop.run_in_executor(self.executor, session.detect_frame, frame)
+                    pending.append((req.frame.index, t_arrival, detected))
+                    read = asyncio.ensure_future(it.__anext__())
+            if error is not None:
+                await abort(*error)
+        finally:
+            if read is not None:
+                read.cancel()
+            if tracking is not None and not tracking.done():
+                # A frame being tracked when the client vanished: let it finish (its
+                # records reach the files) before the session is closed.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(tracking)
 
     # ------------------------------------------------------------ tracks
     async def AnalyzeTracks(
@@ -251,8 +316,8 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
     length = request.window.length or 10
     if length < 3:
         raise ValueError(f"window.length must be >= 3, got {request.window.length}")
-    windows = WindowEstimator(WindowConfig(length=length, stride=request.window.stride or 1,
-                                           frame_interval_s=dt, exposure_s=te))
+    wconfig = WindowConfig(length=length, stride=request.window.stride or 1,
+                           frame_interval_s=dt, exposure_s=te)
     bank = None
     if not request.change.disabled:
         bank = ChangeDetectorBank(ChangeConfig(
@@ -291,18 +356,15 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
         resp.tracks.append(pb.TrackEstimate(
             track_id=tr.track_id, n_spots=n, d_um2_s=est.d_um2_s,
             d_low_um2_s=est.d_low_um2_s, d_high_um2_s=est.d_high_um2_s, method=est.method))
-        for k in range(n):
-            windows.add(tr.track_id, int(frames[k]), float(xy[k, 0]), float(xy[k, 1]),
-                        float(prec[k]))
-            if bank is not None:
-                # Without a per-point precision, the track's own CVE estimate of the
-                # localization noise stands in (0 would make noisy tracks alarm).
-                sigma = float(prec[k]) if np.isfinite(prec[k]) else sigma_track
-                ev = bank.update(tr.track_id, int(frames[k]), xy[k], sigma)
+        resp.windows.extend(_estimate(e) for e in track_windows(wconfig, tr.track_id, frames,
+                                                                xy, prec))
+        if bank is not None:
+            # Without a per-point precision, the track's own CVE estimate of the
+            # localization noise stands in (0 would make noisy tracks alarm).
+            sigma = np.where(np.isfinite(prec), prec, sigma_track)
+            for k in range(n):
+                ev = bank.update(tr.track_id, int(frames[k]), xy[k], float(sigma[k]))
                 if ev is not None:
                     resp.changes.append(_change(ChangeEvent.from_detector(tr.track_id, ev)))
-        resp.windows.extend(_estimate(e) for e in windows.flush())
-        windows.drop(tr.track_id)
-        if bank is not None:
             bank.drop(tr.track_id)
     return resp

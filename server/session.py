@@ -12,6 +12,7 @@ already computed.
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from server import __version__
 from server.config import StreamSettings
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.detect import DetectorConfig, detect
+from server.pipeline.detect import DetectorConfig, Spots, detect
 from server.pipeline.link import LinkerConfig, OnlineLinker
 from server.pipeline.windows import WindowConfig, WindowEstimator
 from server.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
@@ -122,11 +123,16 @@ class Session:
         self.n_tracks = 0
         self.latency = LatencyHistogram()
         self.closed = False
+        # track() and close() never interleave (close may come from the event loop
+        # while a frame is being tracked in a worker thread).
+        self._lock = threading.Lock()
         self.writer.write_summary(self.summary("running"))
 
     # ------------------------------------------------------------------ input
     def decode(self, index: int, data: bytes) -> NDArray[Any]:
         """Check a frame's index and byte count and view its bytes as (H, W).
+
+        Frames are decoded in arrival order, possibly ahead of :meth:`track`.
 
         Raises ValueError naming ``frame.index`` or ``frame.data``.
         """
@@ -144,11 +150,70 @@ class Session:
         frame = np.frombuffer(data, dtype=self._dtype).reshape(s.height, s.width)
         if self._dtype.kind == "f" and not np.all(np.isfinite(frame)):
             raise ValueError(f"frame.data of frame {index} contains NaN or infinite values")
+        self.last_index = index  # accepted: the next frame must come after it
         return frame
 
     # ------------------------------------------------------------- processing
+    def detect_frame(self, frame: NDArray[Any]) -> Spots:
+        """Detect and localize the spots of one decoded frame (no session state touched).
+
+        Safe to run for frame N+1 in another thread while :meth:`track` handles
+        frame N: this is how the service overlaps the two stages.
+        """
+        return detect(frame, self.detector_config)
+
+    def track(self, index: int, spots: Spots) -> FrameOutput:
+        """Link one frame's spots, update windows and change detectors, persist the records.
+
+        Frames must be passed in index order (the service guarantees it).
+
+        Parameters
+        ----------
+        index : int
+            Frame index (strictly increasing; checked by :meth:`decode`).
+        spots : Spots
+            The frame's detections, from :meth:`detect_frame`.
+
+        Returns
+        -------
+        FrameOutput
+            Track points, window estimates and change events produced by this frame.
+        """
+        with self._lock:
+            if self.closed:
+                raise RuntimeError(f"session {self.session_id} is closed")
+            return self._track(index, spots)
+
+    def _track(self, index: int, spots: Spots) -> FrameOutput:
+        s = self.settings
+        self.n_frames += 1
+        xy_um = np.column_stack([spots.x_px, spots.y_px]) * s.pixel_size_um
+        prec_um = np.asarray(spots.precision_px, dtype=float) * s.pixel_size_um
+        ids = self.linker.link(index, xy_um)
+        out = FrameOutput(index=index, n_spots=len(ids))
+        if len(ids):
+            self.n_tracks = max(self.n_tracks, int(ids.max()) + 1)
+        out.points = [
+            TrackPoint(t, index, x, y, p)
+            for t, x, y, p in zip(ids.tolist(), xy_um[:, 0].tolist(), xy_um[:, 1].tolist(),
+                                  prec_um.tolist(), strict=True)
+        ]
+        self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um)
+        if self.changes is not None:
+            for k, tid in enumerate(ids.tolist()):
+                ev = self.changes.update(tid, index, xy_um[k], float(prec_um[k]))
+                if ev is not None:
+                    out.changes.append(ChangeEvent.from_detector(tid, ev))
+        out.estimates = self.windows.flush()
+        for tid in self.linker.ended(index):
+            self.windows.drop(tid)
+            if self.changes is not None:
+                self.changes.drop(tid)
+        self.writer.write([*out.points, *out.estimates, *out.changes])
+        return out
+
     def process(self, index: int, frame: NDArray[Any]) -> FrameOutput:
-        """Run one decoded frame through the pipeline and persist its records.
+        """Run one decoded frame through the whole pipeline (:meth:`detect_frame` + :meth:`track`).
 
         Parameters
         ----------
@@ -162,30 +227,7 @@ class Session:
         FrameOutput
             Track points, window estimates and change events produced by this frame.
         """
-        s = self.settings
-        self.last_index = index
-        self.n_frames += 1
-        spots = detect(frame, self.detector_config)
-        xy_um = np.column_stack([spots.x_px, spots.y_px]) * s.pixel_size_um
-        prec_um = np.asarray(spots.precision_px, dtype=float) * s.pixel_size_um
-        ids = self.linker.link(index, xy_um)
-        out = FrameOutput(index=index, n_spots=len(ids))
-        for k, tid in enumerate(ids.tolist()):
-            x, y, p = float(xy_um[k, 0]), float(xy_um[k, 1]), float(prec_um[k])
-            self.n_tracks = max(self.n_tracks, tid + 1)
-            out.points.append(TrackPoint(tid, index, x, y, p))
-            self.windows.add(tid, index, x, y, p)
-            if self.changes is not None:
-                ev = self.changes.update(tid, index, np.array([x, y]), p)
-                if ev is not None:
-                    out.changes.append(ChangeEvent.from_detector(tid, ev))
-        out.estimates = self.windows.flush()
-        for tid in self.linker.ended(index):
-            self.windows.drop(tid)
-            if self.changes is not None:
-                self.changes.drop(tid)
-        self.writer.write([*out.points, *out.estimates, *out.changes])
-        return out
+        return self.track(index, self.detect_frame(frame))
 
     # ---------------------------------------------------------------- closing
     def summary(self, status: str) -> dict[str, Any]:
@@ -214,6 +256,10 @@ class Session:
 
     def close(self, status: str) -> dict[str, Any]:
         """Flush and close the output files and write ``summary.json`` (idempotent)."""
+        with self._lock:
+            return self._close(status)
+
+    def _close(self, status: str) -> dict[str, Any]:
         if self.closed:
             return self.summary(status)
         self.closed = True

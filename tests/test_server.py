@@ -320,6 +320,24 @@ def test_abort_is_recorded_in_the_session_summary(
     assert summary["frames"] == 1
 
 
+def test_a_bad_frame_ends_the_stream_after_every_earlier_frame_is_answered(
+    stub: pb_grpc.LiveSptStub,
+) -> None:
+    # Frames are detected ahead of tracking (two-stage pipeline): the frames received
+    # before the bad one must still be tracked, answered and persisted.
+    good = list(background_frames(6, seed=4))
+    reqs = [pb.StreamRequest(config=config())]
+    reqs += [frame_msg(i, f) for i, f in enumerate(good)]
+    reqs.append(frame_msg(6, np.zeros((32, 30), np.uint16)))
+    updates = []
+    with pytest.raises(grpc.RpcError) as err:
+        for u in stub.StreamFrames(iter(reqs), timeout=30):
+            updates.append(u)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frame.data" in err.value.details()
+    assert [u.frame.index for u in updates if u.WhichOneof("update") == "frame"] == list(range(6))
+
+
 def test_client_vanishing_mid_stream_frees_the_session_and_keeps_outputs(
     server: EmbeddedServer,
 ) -> None:

@@ -1,19 +1,21 @@
 """Per-track ring buffers and sliding-window D estimates.
 
 Each track keeps only its last ``length`` points (bounded memory however long
-the stream). When a window is due (every ``stride`` points once ``length`` are
-there), it is queued; :meth:`WindowEstimator.flush` estimates all windows queued
-during one frame in as few vectorized calls as there are distinct frame patterns
-(windows without gaps all share one), with the CVE and, per window, the mean
-fitted localization precision as the known sigma.
+the stream), in ring buffers held as arrays so a whole frame of points is added
+in a few numpy operations. When a window is due (every ``stride`` points once
+``length`` are there), it is queued; :meth:`WindowEstimator.flush` estimates all
+windows queued during one frame in as few vectorized calls as there are distinct
+frame patterns (windows without gaps all share one), with the CVE and, per
+window, the mean fitted localization precision as the known sigma.
+:func:`track_windows` does the same for a whole track at once (``AnalyzeTracks``).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from models import _validate
 from models.estimators import cve_batch
@@ -52,7 +54,12 @@ class WindowConfig:
 
 
 class WindowEstimator:
-    """Sliding-window CVE estimates for many tracks, fed one point at a time.
+    """Sliding-window CVE estimates for many tracks, fed one frame at a time.
+
+    Per-track ring buffers live in preallocated arrays (one row per live track,
+    rows reused after :meth:`drop`), so feeding a frame of K points and finding
+    the windows it completes are a handful of numpy operations, not K Python
+    calls. Memory is bounded by the number of live tracks times ``length``.
 
     Parameters
     ----------
@@ -62,68 +69,207 @@ class WindowEstimator:
 
     def __init__(self, config: WindowConfig) -> None:
         self.config = config
-        self._buffers: dict[int, deque[tuple[int, float, float, float]]] = {}
-        self._since_last: dict[int, int] = {}
-        self._due: list[tuple[int, tuple[tuple[int, float, float, float], ...]]] = []
+        self._slot: dict[int, int] = {}
+        cap = 64
+        L = config.length
+        self._free: list[int] = list(range(cap - 1, -1, -1))
+        self._track = np.zeros(cap, dtype=np.int64)  # track id of each row
+        self._frames = np.zeros((cap, L), dtype=np.int64)
+        self._vals = np.zeros((cap, L, 3), dtype=np.float64)  # x um, y um, sigma um
+        self._count = np.zeros(cap, dtype=np.int64)  # points received per row
+        self._since = np.zeros(cap, dtype=np.int64)  # points since the row's last window
+        # Windows queued until flush, copied out when due (dropping the track before
+        # the flush loses nothing): track ids (M,), frames (M, L), values (M, L, 3).
+        self._due: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
 
     @property
     def n_tracks(self) -> int:
         """Tracks currently buffered."""
-        return len(self._buffers)
+        return len(self._slot)
+
+    def _grow(self) -> None:
+        old = self._count.size
+        self._track = np.concatenate([self._track, np.zeros_like(self._track)])
+        self._frames = np.concatenate([self._frames, np.zeros_like(self._frames)])
+        self._vals = np.concatenate([self._vals, np.zeros_like(self._vals)])
+        self._count = np.concatenate([self._count, np.zeros_like(self._count)])
+        self._since = np.concatenate([self._since, np.zeros_like(self._since)])
+        self._free.extend(range(2 * old - 1, old - 1, -1))
+
+    def _rows(self, track_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Rows of the given tracks, allocating rows for tracks not seen before."""
+        out = np.empty(track_ids.size, dtype=np.int64)
+        get = self._slot.get
+        for k, tid in enumerate(track_ids.tolist()):
+            r = get(tid)
+            if r is None:
+                if not self._free:
+                    self._grow()
+                r = self._free.pop()
+                self._slot[tid] = r
+                self._track[r] = tid
+                self._count[r] = 0
+                self._since[r] = self.config.stride - 1  # the first full window is due
+            out[k] = r
+        return out
+
+    def add_many(
+        self,
+        track_ids: ArrayLike,
+        frame: int,
+        x_um: ArrayLike,
+        y_um: ArrayLike,
+        sigma_um: ArrayLike,
+    ) -> None:
+        """Append one point to each of several distinct tracks, all in ``frame``.
+
+        Parameters
+        ----------
+        track_ids : array_like of int, shape (K,)
+            Distinct track ids.
+        frame : int
+            Frame index of the points (increasing along each track).
+        x_um, y_um : array_like, shape (K,)
+            Positions in um.
+        sigma_um : array_like, shape (K,)
+            Localization precision per dimension in um; NaN when unknown.
+        """
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            return
+        L, stride = self.config.length, self.config.stride
+        rows = self._rows(ids)
+        pos = self._count[rows] % L
+        self._frames[rows, pos] = frame
+        self._vals[rows, pos, 0] = x_um
+        self._vals[rows, pos, 1] = y_um
+        self._vals[rows, pos, 2] = sigma_um
+        self._count[rows] += 1
+        full = rows[self._count[rows] >= L]
+        if full.size == 0:
+            return
+        self._since[full] += 1
+        due = full[self._since[full] >= stride]
+        if due.size == 0:
+            return
+        self._since[due] = 0
+        order = (self._count[due, None] + np.arange(L)) % L  # oldest point first
+        self._due.append(
+            (self._track[due], self._frames[due[:, None], order], self._vals[due[:, None], order])
+        )
 
     def add(self, track_id: int, frame: int, x_um: float, y_um: float, sigma_um: float) -> None:
-        """Append a point to a track's buffer and queue a window if one is due."""
-        buf = self._buffers.get(track_id)
-        if buf is None:
-            buf = self._buffers[track_id] = deque(maxlen=self.config.length)
-            self._since_last[track_id] = self.config.stride - 1  # first full window is due
-        buf.append((frame, x_um, y_um, sigma_um))
-        if len(buf) < self.config.length:
-            return
-        self._since_last[track_id] += 1
-        if self._since_last[track_id] >= self.config.stride:
-            self._since_last[track_id] = 0
-            self._due.append((track_id, tuple(buf)))
+        """Append one point to one track (see :meth:`add_many`)."""
+        self.add_many([track_id], frame, [x_um], [y_um], [sigma_um])
 
     def drop(self, track_id: int) -> None:
         """Forget a track that ended (its queued windows are still estimated)."""
-        self._buffers.pop(track_id, None)
-        self._since_last.pop(track_id, None)
+        r = self._slot.pop(track_id, None)
+        if r is not None:
+            self._free.append(r)
 
     def flush(self) -> list[WindowEstimate]:
         """Estimate every queued window; return them in queue order."""
         if not self._due:
             return []
         due, self._due = self._due, []
-        # Windows whose frames have the same shape (relative to their first frame)
-        # share the CVE's variance coefficients: estimate each group in one call.
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for k, (_, pts) in enumerate(due):
-            f0 = pts[0][0]
-            groups[tuple(p[0] - f0 for p in pts)].append(k)
-        out: list[WindowEstimate | None] = [None] * len(due)
-        c = self.config
-        for pattern, members in groups.items():
-            arr = np.array([[p[1:] for p in due[k][1]] for k in members])  # (M, L, 3)
-            sigma = arr[:, :, 2].mean(axis=1) if c.use_fitted_sigma else None
-            if sigma is not None and not np.all(np.isfinite(sigma)):
-                sigma = None  # a point without a fitted precision: fall back to sigma unknown
-            est = cve_batch(
-                arr[:, :, :2],
-                c.frame_interval_s,
-                np.asarray(pattern),
-                exposure_s=c.exposure_s,
-                sigma_um=sigma,
-            )
-            for j, k in enumerate(members):
-                track_id, pts = due[k]
-                out[k] = WindowEstimate(
-                    track_id=track_id,
-                    frame_start=pts[0][0],
-                    frame_end=pts[-1][0],
-                    d_um2_s=float(est.d_um2_s[j]),
-                    d_low_um2_s=float(est.d_low_um2_s[j]),
-                    d_high_um2_s=float(est.d_high_um2_s[j]),
-                    method=est.method,
-                )
-        return [w for w in out if w is not None]
+        ids = np.concatenate([d[0] for d in due])
+        frames = np.concatenate([d[1] for d in due])
+        vals = np.concatenate([d[2] for d in due])
+        return estimate_windows(self.config, ids, frames, vals)
+
+
+def estimate_windows(
+    config: WindowConfig,
+    track_ids: NDArray[np.int64],
+    frames: NDArray[np.int64],
+    values: NDArray[np.float64],
+) -> list[WindowEstimate]:
+    """CVE estimates of M windows, grouped by frame pattern for vectorized calls.
+
+    Parameters
+    ----------
+    config : WindowConfig
+        Timing and sigma policy.
+    track_ids : ndarray of int, shape (M,)
+        Track of each window.
+    frames : ndarray of int, shape (M, L)
+        Frame indices of each window's points, increasing.
+    values : ndarray, shape (M, L, 3)
+        x (um), y (um) and localization precision (um, NaN when unknown) per point.
+
+    Returns
+    -------
+    list of WindowEstimate
+        One per window, in input order.
+    """
+    m = len(track_ids)
+    if m == 0:
+        return []
+    # Windows whose frames have the same shape (relative to their first frame)
+    # share the CVE's variance coefficients: estimate each group in one call.
+    patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    d = np.empty(m)
+    lo = np.empty(m)
+    hi = np.empty(m)
+    method = ""
+    for g, pattern in enumerate(patterns):
+        members = np.flatnonzero(group == g)
+        arr = values[members]
+        sigma = arr[:, :, 2].mean(axis=1) if config.use_fitted_sigma else None
+        if sigma is not None and not np.all(np.isfinite(sigma)):
+            sigma = None  # a point without a fitted precision: fall back to sigma unknown
+        est = cve_batch(
+            arr[:, :, :2],
+            config.frame_interval_s,
+            pattern,
+            exposure_s=config.exposure_s,
+            sigma_um=sigma,
+        )
+        d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
+        method = est.method
+    starts, ends = frames[:, 0].tolist(), frames[:, -1].tolist()
+    return [
+        WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=x, d_low_um2_s=y,
+                       d_high_um2_s=z, method=method)
+        for t, a, b, x, y, z in zip(track_ids.tolist(), starts, ends, d.tolist(), lo.tolist(),
+                                    hi.tolist(), strict=True)
+    ]
+
+
+def track_windows(
+    config: WindowConfig,
+    track_id: int,
+    frames: NDArray[np.int64],
+    xy_um: NDArray[np.float64],
+    sigma_um: NDArray[np.float64],
+) -> list[WindowEstimate]:
+    """Every sliding window of one whole track (same windows as feeding it point by point).
+
+    Parameters
+    ----------
+    config : WindowConfig
+        Window length, stride and timing.
+    track_id : int
+        The track's id, copied into the estimates.
+    frames : ndarray of int, shape (N,)
+        Frame indices, strictly increasing.
+    xy_um : ndarray, shape (N, 2)
+        Positions in um.
+    sigma_um : ndarray, shape (N,)
+        Localization precision per point in um; NaN when unknown.
+
+    Returns
+    -------
+    list of WindowEstimate
+        Windows ending at points ``L-1, L-1+stride, ...``, in order.
+    """
+    L, n = config.length, len(frames)
+    if n < L:
+        return []
+    starts = np.arange(0, n - L + 1, config.stride)
+    idx = starts[:, None] + np.arange(L)
+    vals = np.concatenate([xy_um, np.asarray(sigma_um, float)[:, None]], axis=1)
+    return estimate_windows(config, np.full(len(starts), track_id, dtype=np.int64),
+                            np.asarray(frames, np.int64)[idx], vals[idx])
