@@ -25,15 +25,28 @@ track-frames on the stationary tracks, median latency (frames from the true chan
 ``detected_at_frame``, ours only: PELT sees the whole track), median |frame error|
 of the TPs, and wall time per track-frame (one CPU core).
 
+Throughput (``"throughput"`` in the JSON): ``ChangeDetectorBank`` fed as a live
+session feeds it, N = 50 and 500 tracks alive at once, one position per track and
+frame, with ``bank.update`` per track, with one ``bank.update_many`` per frame, and
+with one ``TrackChangeDetector`` per track (what ``bank.update`` cost before
+``update_many``); microseconds per track-update inside the calls, the fastest of 3
+interleaved repeats from the same warmed-up state (the three must give the same
+events). Two scenarios: tracks of 100-200 frames as above, played back to back
+(histories of all lengths, as in a session); and long stationary tracks whose
+history windows are full (400 steps: the most work per update).
+
 Writes JSON to ``benchmarks/results/changepoint.json`` (or ``--out``) and prints it.
 
     python benchmarks/bench_changepoint.py [--tracks 300] [--seed 0] [--out PATH]
+    python benchmarks/bench_changepoint.py --throughput-only  # only the throughput entry
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import time
 import warnings
@@ -46,7 +59,12 @@ import numpy as np
 import ruptures as rpt
 
 from models.simulate import simulate_trajectories
-from server.pipeline.changepoint import ChangeConfig, TrackChangeDetector, match_change_points
+from server.pipeline.changepoint import (
+    ChangeConfig,
+    ChangeDetectorBank,
+    TrackChangeDetector,
+    match_change_points,
+)
 
 T = TypeVar("T")
 DT = 0.05
@@ -165,6 +183,162 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - t0
 
 
+# --------------------------------------------------------------------------- throughput
+# ChangeDetectorBank fed as a live session feeds it: every frame, one position for
+# each of N tracks alive at once, per call (bank.update per track) or batched
+# (bank.update_many per frame).
+THROUGHPUT_TRACKS = (50, 500)
+THROUGHPUT_REPEATS = 3
+
+Frame = tuple[list[int], np.ndarray, np.ndarray, list[int]]  # ids, xy, sigma, ended ids
+
+
+def mixed_schedule(n_live: int, n_frames: int, seed: int) -> list[Frame]:
+    """``n_live`` lanes, each playing tracks of :func:`make_tracks` back to back.
+
+    A lane's first track is entered at a random frame of it and each track gets a
+    new id, so that the live tracks have histories of every length up to 200
+    frames, as in a session; ended tracks are listed for ``bank.drop``.
+    """
+    rng = np.random.default_rng(seed)
+    pool = make_tracks(n_live * (n_frames // 100 + 2), seed)
+    # Per lane: the track playing, its next frame, its id.
+    track = [pool.pop() for _ in range(n_live)]
+    index = [int(rng.integers(0, 100)) for _ in range(n_live)]
+    ids = list(range(n_live))
+    frames: list[Frame] = []
+    for _ in range(n_frames):
+        ended = []
+        xy = np.array([tr.pos_um[k] for tr, k in zip(track, index, strict=True)])
+        sig = np.array([tr.sigma_um for tr in track])
+        frame_ids = list(ids)
+        for lane in range(n_live):
+            index[lane] += 1
+            if index[lane] == track[lane].pos_um.shape[0]:
+                ended.append(ids[lane])
+                track[lane], index[lane] = pool.pop(), 0
+                ids[lane] = max(ids) + 1
+        frames.append((frame_ids, xy, sig, ended))
+    return frames
+
+
+def long_schedule(n_live: int, n_frames: int, seed: int) -> list[Frame]:
+    """``n_live`` stationary tracks alive throughout (free diffusion plus noise)."""
+    rng = np.random.default_rng(seed)
+    d = np.exp(rng.uniform(np.log(0.05), np.log(0.5), n_live))
+    sigma = rng.uniform(0.02, 0.03, n_live)
+    steps = rng.normal(size=(n_frames, n_live, 2)) * np.sqrt(2 * d * DT)[:, None]
+    pos = np.cumsum(steps, axis=0) + rng.normal(size=steps.shape) * sigma[:, None]
+    ids = list(range(n_live))
+    return [(ids, pos[f], sigma, []) for f in range(n_frames)]
+
+
+def feed(state: Any, frames: list[Frame], start: int, method: str) -> tuple[float, list[Any]]:
+    """Feed ``frames`` (the first at frame index ``start``); seconds in the updates, events.
+
+    ``method``: ``update_many`` (one call per frame), ``bank_update`` (one
+    ``bank.update`` per track) or ``track_detector`` (one TrackChangeDetector per
+    track in a dict, ``state``: (config, dict); what ``bank.update`` cost before
+    ``update_many``).
+    """
+    seconds = 0.0
+    events: list[Any] = []
+    for f, (ids, xy, sig, ended) in enumerate(frames, start):
+        t0 = time.perf_counter()
+        if method == "update_many":
+            ev = state.update_many(ids, f, xy, sig)
+        elif method == "bank_update":
+            ev = [e for k, tid in enumerate(ids)
+                  if (e := state.update(tid, f, xy[k], float(sig[k]))) is not None]
+        else:
+            cfg, dets = state
+            ev = []
+            for k, tid in enumerate(ids):
+                det = dets.get(tid)
+                if det is None:
+                    det = dets[tid] = TrackChangeDetector(cfg, track_id=tid)
+                if (e := det.update(f, xy[k], float(sig[k]))) is not None:
+                    ev.append(e)
+        seconds += time.perf_counter() - t0
+        events.extend((e.track_id, e.frame, e.detected_at_frame) for e in ev)
+        for tid in ended:
+            if method == "track_detector":
+                state[1].pop(tid, None)
+            else:
+                state.drop(tid)
+    return seconds, events
+
+
+def throughput(seed: int, frames_timed: int) -> dict[str, Any]:
+    """us per track-update of the three ways to feed the detector, at 50 and 500 tracks."""
+    cfg = ChangeConfig(frame_interval_s=DT, exposure_s=DT)
+    scenarios = {
+        # Warm-up: until the mix of history lengths is steady (tracks of <= 200 frames).
+        "mixed_100_200_frame_tracks": (mixed_schedule, 200),
+        # Warm-up: until every window holds max_history_steps = 400 steps.
+        "long_tracks_full_400_step_windows": (long_schedule, 400),
+    }
+    load_before = os.getloadavg()[0]
+    out: dict[str, Any] = {}
+    for name, (make, warm) in scenarios.items():
+        out[name] = {}
+        for n_live in THROUGHPUT_TRACKS:
+            frames = make(n_live, warm + frames_timed, seed)
+            bank = ChangeDetectorBank(cfg)
+            feed(bank, frames[:warm], 0, "update_many")
+            dets: tuple[ChangeConfig, dict[int, TrackChangeDetector]] = (cfg, {})
+            feed(dets, frames[:warm], 0, "track_detector")
+            windows = [min(bank._hi[s] - bank._restart[s], cfg.max_history_steps)
+                       for s in bank._slot_of.values()]
+            best: dict[str, float] = {}
+            found: dict[str, list[Any]] = {}
+            # Interleaved repeats from copies of the warmed-up state; the fastest counts.
+            for _ in range(THROUGHPUT_REPEATS):
+                for method in ("bank_update", "update_many", "track_detector"):
+                    state = copy.deepcopy(dets if method == "track_detector" else bank)
+                    sec, found[method] = feed(state, frames[warm:], warm, method)
+                    best[method] = min(best.get(method, np.inf), sec)
+            if not found["bank_update"] == found["update_many"] == found["track_detector"]:
+                raise RuntimeError(f"{name}, {n_live} tracks: the three ways disagree")
+            updates = sum(len(fr[0]) for fr in frames[warm:])
+            us = {m: 1e6 * s / updates for m, s in best.items()}
+            out[name][f"tracks_{n_live}"] = {
+                "per_call_bank_update_us_per_track_update": us["bank_update"],
+                "update_many_us_per_track_update": us["update_many"],
+                "per_call_track_detector_us_per_track_update": us["track_detector"],
+                "speedup_update_many_vs_bank_update": us["bank_update"] / us["update_many"],
+                "update_many_ms_per_frame": 1e-3 * us["update_many"] * n_live,
+                "track_updates_timed": updates,
+                "mean_history_steps_after_warm_up": float(np.mean(windows)),
+                "events_timed": len(found["update_many"]),
+            }
+    out["setup"] = {
+        "frames_timed": frames_timed, "repeats": THROUGHPUT_REPEATS, "seed": seed,
+        "timing": "wall time inside the update calls, fastest of the interleaved repeats, "
+                  "one Python thread",
+        "config": "ChangeConfig(frame_interval_s=0.05), default window 400 steps",
+        "python": platform.python_version(), "numpy": np.__version__,
+        "machine": platform.machine(), "cpus": os.cpu_count(),
+        # Other work on the machine slows all three ways (the per-call ones most).
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
+    }
+    return out
+
+
+def print_throughput(tp: dict[str, Any]) -> None:
+    print("\nscenario, tracks | bank.update | TrackChangeDetector | update_many "
+          "(us per track-update) | speedup | update_many ms/frame")
+    for name, rows in tp.items():
+        if name == "setup":
+            continue
+        for key, r in rows.items():
+            print(f"{name}, {key} | {r['per_call_bank_update_us_per_track_update']:.1f} | "
+                  f"{r['per_call_track_detector_us_per_track_update']:.1f} | "
+                  f"{r['update_many_us_per_track_update']:.1f} | "
+                  f"{r['speedup_update_many_vs_bank_update']:.1f}x | "
+                  f"{r['update_many_ms_per_frame']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tracks", type=int, default=300)
@@ -172,7 +346,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "changepoint.json")
+    ap.add_argument("--throughput-frames", type=int, default=200,
+                    help="frames timed per throughput run (after the warm-up)")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only time bank.update against update_many; replace the "
+                         "'throughput' entry of --out, keep the rest")
     args = ap.parse_args()
+
+    if args.throughput_only:
+        tp = throughput(args.seed, args.throughput_frames)
+        prev = json.loads(args.out.read_text()) if args.out.exists() else {}
+        prev["throughput"] = tp
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(prev, indent=1))
+        print(json.dumps(tp, indent=1))
+        print_throughput(tp)
+        return
 
     tracks = make_tracks(args.tracks, args.seed)
     tune = make_tracks(args.tune_tracks, args.seed + 1, stationary_only=True)
@@ -247,6 +436,7 @@ def main() -> None:
         "results": results,
         "pelt_tuning_curves": {m: {"penalty": PENALTIES[m].tolist(), "false_alarms_per_1000": c}
                                for m, c in curves.items()},
+        "throughput": throughput(args.seed, args.throughput_frames),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
@@ -259,6 +449,7 @@ def main() -> None:
                   f"{r['false_alarms_per_1000_frames']:.2f} | "
                   f"{'offline' if lat is None else f'{lat:.1f}'} | "
                   f"{1e6 * r['seconds_per_track_frame']:.0f}")
+    print_throughput(out["throughput"])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ numbers are printed (``pytest -s``) and quoted in docs/pipeline.md.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -372,6 +373,208 @@ def test_bank_routes_tracks_and_is_bounded() -> None:
     for f, tid in enumerate(("a", "b", "a", "c")):  # "b" is least recently used at "c"
         small.update(tid, f, (0.0, 0.0), 0.02)
     assert "b" not in small and "a" in small and "c" in small and small.evicted == 1
+
+
+# --------------------------------------------------------------------------- batched bank
+
+
+class _ReferenceBank:
+    """The bank as it was before ``update_many``: one TrackChangeDetector per track, LRU."""
+
+    def __init__(self, config: ChangeConfig, max_tracks: int) -> None:
+        self.config, self.max_tracks, self.evicted = config, max_tracks, 0
+        self.detectors: OrderedDict[Any, TrackChangeDetector] = OrderedDict()
+
+    def update(self, tid: Any, frame: int, xy: Any, sigma: float) -> ChangeEvent | None:
+        det = self.detectors.get(tid)
+        if det is None:
+            det = self.detectors[tid] = TrackChangeDetector(self.config, track_id=tid)
+            while len(self.detectors) > self.max_tracks:
+                self.detectors.popitem(last=False)
+                self.evicted += 1
+        else:
+            self.detectors.move_to_end(tid)
+        return det.update(frame, xy, sigma)
+
+    def drop(self, tid: Any) -> None:
+        self.detectors.pop(tid, None)
+
+
+def _assert_same_events(got: Sequence[ChangeEvent], want: Sequence[ChangeEvent]) -> None:
+    """Same events in the same order: integers and ids equal, floats to 1e-9 relative."""
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want, strict=True):
+        a, b = g.to_dict(), w.to_dict()
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (key, g, w)
+            else:
+                assert a[key] == value and type(a[key]) is type(value), (key, g, w)
+
+
+@pytest.mark.parametrize(
+    ("window", "min_segment", "max_tracks", "id_kind"),
+    [
+        (400, 5, 100_000, "array"),  # full default window, no eviction, numpy int ids
+        (40, 6, 100_000, "list"),  # short window: compactions every ~40 steps
+        (60, 5, 110, "str"),  # fewer slots than live tracks: evictions, re-created tracks
+    ],
+)
+def test_update_many_matches_per_call_updates(
+    window: int, min_segment: int, max_tracks: int, id_kind: str
+) -> None:
+    # 300 tracks over 360 frames: each starts at its own frame, lives 8-300 frames
+    # (some too short to be tested), misses 15 % of its frames, and has 5x changes
+    # of D at frames 120 and 240 (if alive then). Ended tracks are dropped (70 %) or
+    # left to linger; 10 tracks are dropped mid-life and come back as new tracks.
+    # Each frame is fed in a random order to update_many, to update in a loop, and
+    # to the bank as it was (one TrackChangeDetector per track).
+    n, t = 300, 360
+    rng = np.random.default_rng(13)
+    d0 = np.exp(rng.uniform(np.log(0.05), np.log(0.5), n))
+    up = rng.random(n) < 0.5
+    d = np.column_stack([d0, np.where(up, 5 * d0, d0 / 5), d0])
+    pos, blur = simulate(n, t, d, 0.025, [120, 240], seed=14)
+    first = rng.integers(0, t - 8, n)
+    last = np.minimum(first + rng.integers(8, 301, n), t)  # exclusive
+    seen = rng.random((n, t)) < 0.85
+    sig = rng.uniform(0.0, 0.04, (n, t))
+    cut = dict(zip(rng.choice(n, 10, replace=False).tolist(),
+                   rng.integers(0, t, 10).tolist(), strict=True))
+    names: list[Any] = [f"t{p}" for p in range(n)] if id_kind == "str" else list(range(n))
+    cfg = config(blur, max_history_steps=window, min_segment_steps=min_segment,
+                 false_alarm_per_1000=5.0)
+    many = ChangeDetectorBank(cfg, max_tracks=max_tracks)
+    loop = ChangeDetectorBank(cfg, max_tracks=max_tracks)
+    ref = _ReferenceBank(cfg, max_tracks)
+    n_events = n_compared = 0
+    for f in range(t):
+        live = np.flatnonzero((first <= f) & (f < last) & seen[:, f])
+        live = rng.permutation(live)
+        ids = [names[p] for p in live.tolist()]
+        track_ids: Any = np.array(ids, dtype=np.int64) if id_kind == "array" else ids
+        got = many.update_many(track_ids, f, pos[live, f], sig[live, f])
+        one = [e for p, tid in zip(live.tolist(), ids, strict=True)
+               if (e := loop.update(tid, f, pos[p, f], float(sig[p, f]))) is not None]
+        want = [e for p, tid in zip(live.tolist(), ids, strict=True)
+                if (e := ref.update(tid, f, pos[p, f], float(sig[p, f]))) is not None]
+        _assert_same_events(got, want)
+        _assert_same_events(one, want)
+        n_events += len(want)
+        for tid in ids:
+            if tid in ref.detectors:
+                score = ref.detectors[tid].last_score
+                assert many.last_score(tid) == pytest.approx(score, rel=1e-9, abs=1e-12)
+                assert loop.last_score(tid) == pytest.approx(score, rel=1e-9, abs=1e-12)
+                n_compared += 1
+        ended = np.flatnonzero(last == f + 1).tolist()
+        gone = [names[p] for p in ended if rng.random() < 0.7]
+        gone += [names[p] for p, c in cut.items() if c == f]
+        for tid in gone:
+            for bank in (many, loop, ref):
+                bank.drop(tid)
+        assert len(many) == len(loop) == len(ref.detectors)
+        assert many.evicted == loop.evicted == ref.evicted
+        assert all(tid in many for tid in ref.detectors)
+    print(f"\nwindow {window}, max_tracks {max_tracks}: {n_events} events, "
+          f"{n_compared} scores compared, {ref.evicted} evictions")
+    assert n_events >= 40
+    if max_tracks < n:
+        assert ref.evicted >= 50
+
+
+def test_update_many_evicts_within_a_call_as_per_call_updates() -> None:
+    pos, blur = simulate(2, 200, [0.5, 0.05], 0.02, [100], seed=15)
+    cfg = config(blur)
+    # A track updated early in a call and evicted later in it: its event is reported.
+    solo = TrackChangeDetector(cfg, track_id="a")
+    fire = next(f for f in range(200) if solo.update(f, pos[0, f], 0.02) is not None)
+    bank = ChangeDetectorBank(cfg, max_tracks=1)
+    for f in range(fire):
+        bank.update("a", f, pos[0, f], 0.02)
+    events = bank.update_many(["a", "b"], fire, pos[:, fire], np.full(2, 0.02))
+    assert [e.track_id for e in events] == ["a"]
+    assert "a" not in bank and "b" in bank and bank.evicted == 1
+    # A track evicted earlier in the call by a new one comes back as a new track.
+    many, ref = ChangeDetectorBank(cfg, max_tracks=2), _ReferenceBank(cfg, 2)
+    batches = [["a", "b"], ["c", "a"], ["a", "b", "c"], ["b"], ["c", "a"]]
+    for f, ids in enumerate(batches * 40):
+        xy = pos[0, f] + 0.1 * np.arange(len(ids))[:, None]
+        got = many.update_many(ids, f, xy, np.full(len(ids), 0.02))
+        want = [e for i, tid in enumerate(ids) if (e := ref.update(tid, f, xy[i], 0.02))]
+        _assert_same_events(got, want)
+        assert list(many._slot_of) == list(ref.detectors)  # same tracks, same LRU order
+        for tid in ref.detectors:
+            assert many.last_score(tid) == pytest.approx(ref.detectors[tid].last_score,
+                                                         rel=1e-9, abs=1e-12)
+        assert many.evicted == ref.evicted
+    assert ref.evicted > 100
+
+
+def test_update_many_reuses_slots_and_shrinks() -> None:
+    # White box: the slot arrays grow with the live tracks, are reused after drops
+    # and repacked when few tracks are left, without changing any track's state.
+    pos, blur = simulate(1000, 60, 0.2, 0.02, seed=16)
+    cfg = config(blur, max_history_steps=20)
+    bank, ref = ChangeDetectorBank(cfg), _ReferenceBank(cfg, 100_000)
+    ids = np.arange(1000)
+    for f in range(30):
+        bank.update_many(ids, f, pos[:, f], np.full(1000, 0.02))
+    assert len(bank) == 1000 and bank._hi.shape[0] == 1024
+    for tid in range(10, 1000):
+        bank.drop(tid)
+    assert len(bank) == 10 and bank._hi.shape[0] <= 32
+    for p in range(10):
+        for f in range(30):
+            ref.update(p, f, pos[p, f], 0.02)
+    for f in range(30, 60):
+        got = bank.update_many(ids[:10], f, pos[:10, f], np.full(10, 0.02))
+        want = [e for p in range(10) if (e := ref.update(p, f, pos[p, f], 0.02))]
+        _assert_same_events(got, want)
+        for p in range(10):
+            assert bank.last_score(p) == pytest.approx(ref.detectors[p].last_score, rel=1e-9)
+    # Tracks coming and going: the slots of dropped tracks are reused.
+    churn = ChangeDetectorBank(cfg)
+    live = list(range(50))
+    for f in range(60):
+        churn.update_many(live, f, pos[[tid % 1000 for tid in live], f], np.full(50, 0.02))
+        for tid in live[:5]:
+            churn.drop(tid)
+        live = live[5:] + [live[-1] + k for k in range(1, 6)]
+    assert len(churn) == 45 and churn._hi.shape[0] <= 64
+
+
+def test_update_many_rejects_bad_input_and_changes_nothing() -> None:
+    cfg = ChangeConfig(frame_interval_s=0.05)
+    bank = ChangeDetectorBank(cfg)
+    assert bank.update_many([], 0, np.zeros((0, 2)), np.zeros(0)) == []
+    xy, sig = np.zeros((3, 2)), np.full(3, 0.02)
+    bank.update_many([1, 2, 3], 5, xy, sig)
+    bad: list[tuple[tuple[Any, ...], str]] = [
+        (([1, 2, 2], 6, xy, sig), "distinct"),
+        (([1, [2], 3], 6, xy, sig), "hashable"),
+        ((np.array([[1, 2, 3]]), 6, xy, sig), "track_ids"),
+        ((np.array([1.0, 2.0, 3.0]), 6, xy, sig), "track_ids"),
+        (([1, 2, 3], 5, xy, sig), "frame"),  # not after the tracks' last frame
+        (([4, 3], 5, xy[:2], sig[:2]), "frame"),
+        (([1, 2, 3], 6.0, xy, sig), "frame"),
+        (([1, 2, 3], -1, xy, sig), "frame"),
+        (([1, 2, 3], 6, xy[:2], sig), "xy_um"),
+        (([1, 2, 3], 6, np.zeros((3, 3)), sig), "xy_um"),
+        (([1, 2, 3], 6, np.array([[0, 0], [0, np.nan], [0, 0]]), sig), "xy_um"),
+        (([1, 2, 3], 6, xy, sig[:2]), "sigma_um"),
+        (([1, 2, 3], 6, xy, np.array([0.02, -0.01, 0.02])), "sigma_um"),
+        (([1, 2, 3], 6, xy, np.array([0.02, np.inf, 0.02])), "sigma_um"),
+    ]
+    for args, name in bad:
+        with pytest.raises(ValueError, match=name):
+            bank.update_many(*args)
+    # Nothing was changed: the tracks continue from frame 5, and no new track exists.
+    assert len(bank) == 3 and 4 not in bank
+    bank.update_many(np.array([3, 1, 2]), 6, xy + 0.01, 0.02)  # a scalar sigma is allowed
+    with pytest.raises(KeyError):
+        bank.last_score(4)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,11 @@
 One :class:`TrackChangeDetector` per track is fed one localized position at a time
 (:meth:`TrackChangeDetector.update`) and returns a :class:`ChangeEvent` as soon as
 the track's step history since its last accepted change supports a single change of
-D strongly enough. :class:`ChangeDetectorBank` keeps one detector per track id.
+D strongly enough. :class:`ChangeDetectorBank` runs the same detector for every track
+of a session, keyed by track id: per position (:meth:`ChangeDetectorBank.update`) or,
+much faster, for all the tracks of a frame at once
+(:meth:`ChangeDetectorBank.update_many`, numpy passes over the tracks' histories
+laid end to end), with identical results.
 
 Why not thresholds on window estimates: a 10-frame window estimates D to 50-60 % at
 best (DESIGN.md, "Classical limits"), so a 2x change between two adjacent windows is
@@ -80,7 +84,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +120,11 @@ MAX_HISTORY_STEPS_LIMIT = CALIBRATION_MAX_HISTORY_STEPS
 _TINY_UM2_S = 1e-300
 # Steps a new track's buffers hold before they first grow.
 _INITIAL_CAPACITY_STEPS = 64
+# Track slots a ChangeDetectorBank allocates first; it doubles them when all are used.
+_INITIAL_SLOTS = 16
+# Candidate splits a ChangeDetectorBank scans per numpy pass: its work arrays
+# (6 x 8 bytes per candidate) then stay in the CPU's cache.
+_SCAN_CHUNK = 16384
 
 
 def calibrated_threshold(false_alarm_per_1000: float, min_segment_steps: int) -> float:
@@ -408,6 +417,91 @@ def match_change_points(
     return tp, int(p.size) - tp, int(t.size) - tp
 
 
+def _append_step_at(
+    start: NDArray[np.int64], py: NDArray[np.float64], pc: NDArray[np.float64],
+    pa: NDArray[np.float64], ps: NDArray[np.float64], i: int, start_frame: int, k: int,
+    q: float, s: float, dt: float, blur: float,
+) -> None:
+    """Store step ``i`` of a history: its start frame and the prefix sums through it.
+
+    ``k`` is the step's length in frames, ``q`` its squared length (um^2), ``s`` the
+    sum of the sigma^2 of its ends (um^2); the prefix sums are of ``y = q / (2 a)``,
+    ``c = s / a`` (um^2/s), ``a = 2 dt (k - 2R)`` (s) and ``s``.
+    """
+    a = 2.0 * dt * (k - 2.0 * blur)
+    start[i] = start_frame
+    py[i + 1] = py[i] + q / (2.0 * a)
+    pc[i + 1] = pc[i] + s / a
+    pa[i + 1] = pa[i] + a
+    ps[i + 1] = ps[i] + s
+
+
+def _compact_at(
+    start: NDArray[np.int64], prefixes: tuple[NDArray[np.float64], ...], lo: int, hi: int
+) -> None:
+    """Move steps ``lo .. hi-1`` of a history to ``0 .. hi-lo-1``.
+
+    Rebuilding the prefix sums from their differences also stops rounding errors
+    from accumulating along long tracks.
+    """
+    n = hi - lo
+    start[:n] = start[lo:hi]
+    for p in prefixes:
+        steps = np.diff(p[lo : hi + 1])
+        p[0] = 0.0
+        np.cumsum(steps, out=p[1 : n + 1])
+
+
+def _scan_window(
+    py: NDArray[np.float64], pc: NDArray[np.float64], pa: NDArray[np.float64],
+    ps: NDArray[np.float64], counts: NDArray[np.float64], lo: int, hi: int, m: int,
+    blur: float, dt: float,
+) -> tuple[int, float, float]:
+    """Best change step, score and dispersion factor of the window ``[lo, hi)`` (>= 2 m steps)."""
+    n = hi - lo
+    # Left-segment sums for every candidate j = lo + m .. hi - m, from slices of
+    # the prefix sums (views, no gathers); right sums are the totals minus them.
+    y_all, c_all = py[hi] - py[lo], pc[hi] - pc[lo]
+    y_left = py[lo + m : hi - m + 1] - py[lo]
+    c_left = pc[lo + m : hi - m + 1] - pc[lo]
+    n_left = counts[m : n - m + 1]
+    llr = (
+        _profile_ll(n_left, y_left, c_left)
+        + _profile_ll(n - n_left, y_all - y_left, c_all - c_left)
+        - _profile_ll(float(n), y_all, c_all)
+    )
+    best = int(np.argmax(llr))
+    d0 = max(0.0, (y_all - c_all) / n)
+    f = dispersion_factor(d0, (pa[hi] - pa[lo]) / n, (ps[hi] - ps[lo]) / n, blur, dt)
+    return lo + m + best, float(llr[best]) / f, f
+
+
+def _change_event(
+    py: NDArray[np.float64], pc: NDArray[np.float64], start: NDArray[np.int64], lo: int,
+    hi: int, jb: int, score: float, f: float, frame: int, confidence: float, track_id: Any,
+) -> ChangeEvent:
+    """The event of a change at step ``jb`` of the window ``[lo, hi)`` found at ``frame``."""
+    n1, n2 = jb - lo, hi - jb
+    y1, c1 = py[jb] - py[lo], pc[jb] - pc[lo]
+    y2, c2 = py[hi] - py[jb], pc[hi] - pc[jb]
+    b_lo, b_hi = _rate_interval(n1, y1, c1, f, confidence)
+    a_lo, a_hi = _rate_interval(n2, y2, c2, f, confidence)
+    return ChangeEvent(
+        frame=int(start[jb]),
+        detected_at_frame=frame,
+        d_before_um2_s=max(0.0, (y1 - c1) / n1),
+        d_after_um2_s=max(0.0, (y2 - c2) / n2),
+        score=score,
+        d_before_low_um2_s=b_lo,
+        d_before_high_um2_s=b_hi,
+        d_after_low_um2_s=a_lo,
+        d_after_high_um2_s=a_hi,
+        steps_before=n1,
+        steps_after=n2,
+        track_id=track_id,
+    )
+
+
 class TrackChangeDetector:
     """Online GLR detector of a change of D on one track, fed one position at a time.
 
@@ -526,14 +620,9 @@ class TrackChangeDetector:
                 self._grow()
             else:
                 self._compact()
-        a = 2.0 * self._dt * (k - 2.0 * self._blur)
-        i = self._hi
-        self._start[i] = start
-        self._py[i + 1] = self._py[i] + q / (2.0 * a)
-        self._pc[i + 1] = self._pc[i] + s / a
-        self._pa[i + 1] = self._pa[i] + a
-        self._ps[i + 1] = self._ps[i] + s
-        self._hi = i + 1
+        _append_step_at(self._start, self._py, self._pc, self._pa, self._ps, self._hi, start,
+                        k, q, s, self._dt, self._blur)
+        self._hi += 1
 
     def _grow(self) -> None:
         cap = min(2 * self._cap, self._max_cap)
@@ -545,80 +634,66 @@ class TrackChangeDetector:
         self._cap = cap
 
     def _compact(self) -> None:
-        # Keep the window; rebuilding the prefix sums from their differences also
-        # stops rounding errors from accumulating along long tracks.
-        lo, hi = self._lo(), self._hi
-        n = hi - lo
-        self._start[:n] = self._start[lo:hi]
-        for p in (self._py, self._pc, self._pa, self._ps):
-            steps = np.diff(p[lo : hi + 1])
-            p[0] = 0.0
-            np.cumsum(steps, out=p[1 : n + 1])
+        lo = self._lo()
+        _compact_at(self._start, (self._py, self._pc, self._pa, self._ps), lo, self._hi)
         self._restart -= lo
-        self._hi = n
+        self._hi -= lo
 
     def _test(self, frame: int) -> ChangeEvent | None:
         lo, hi, m = self._lo(), self._hi, self._m
-        n = hi - lo
         self.last_score = 0.0
-        if n < 2 * m:
+        if hi - lo < 2 * m:
             return None
-        # Left-segment sums for every candidate j = lo + m .. hi - m, from slices of
-        # the prefix sums (views, no gathers); right sums are the totals minus them.
-        y_all, c_all = self._py[hi] - self._py[lo], self._pc[hi] - self._pc[lo]
-        y_left = self._py[lo + m : hi - m + 1] - self._py[lo]
-        c_left = self._pc[lo + m : hi - m + 1] - self._pc[lo]
-        n_left = self._counts[m : n - m + 1]
-        llr = (
-            _profile_ll(n_left, y_left, c_left)
-            + _profile_ll(n - n_left, y_all - y_left, c_all - c_left)
-            - _profile_ll(float(n), y_all, c_all)
-        )
-        best = int(np.argmax(llr))
-        d0 = max(0.0, (y_all - c_all) / n)
-        f = dispersion_factor(
-            d0, (self._pa[hi] - self._pa[lo]) / n, (self._ps[hi] - self._ps[lo]) / n,
-            self._blur, self._dt,
-        )
-        score = float(llr[best]) / f
+        jb, score, f = _scan_window(self._py, self._pc, self._pa, self._ps, self._counts,
+                                    lo, hi, m, self._blur, self._dt)
         self.last_score = score
         if not score > self._threshold:
             return None
-        jb = lo + m + best
-        n1, n2 = jb - lo, hi - jb
-        y1, c1 = self._py[jb] - self._py[lo], self._pc[jb] - self._pc[lo]
-        y2, c2 = self._py[hi] - self._py[jb], self._pc[hi] - self._pc[jb]
-        conf = self.config.confidence
-        b_lo, b_hi = _rate_interval(n1, y1, c1, f, conf)
-        a_lo, a_hi = _rate_interval(n2, y2, c2, f, conf)
-        event = ChangeEvent(
-            frame=int(self._start[jb]),
-            detected_at_frame=frame,
-            d_before_um2_s=max(0.0, (y1 - c1) / n1),
-            d_after_um2_s=max(0.0, (y2 - c2) / n2),
-            score=score,
-            d_before_low_um2_s=b_lo,
-            d_before_high_um2_s=b_hi,
-            d_after_low_um2_s=a_lo,
-            d_after_high_um2_s=a_hi,
-            steps_before=n1,
-            steps_after=n2,
-            track_id=self.track_id,
-        )
+        event = _change_event(self._py, self._pc, self._start, lo, hi, jb, score, f, frame,
+                              self.config.confidence, self.track_id)
         self._restart = jb
         return event
 
 
 class ChangeDetectorBank:
-    """One :class:`TrackChangeDetector` per track id, with a bound on live tracks.
+    """Online change detectors for many tracks, one per track id, with a bound on live tracks.
+
+    Each track is tested exactly as by its own :class:`TrackChangeDetector` (same
+    statistic, history window and buffer compaction, same floating-point
+    operations: the same events and scores), but the states of all tracks are kept
+    together in arrays, one row ("slot") per track, so that :meth:`update_many`
+    advances all the tracks of a frame in a few numpy passes instead of one Python
+    call per track.
 
     Parameters
     ----------
     config : ChangeConfig
         Settings shared by all tracks.
     max_tracks : int
-        Most detectors kept; beyond it the least recently updated track is dropped
+        Most tracks kept; beyond it the least recently updated track is dropped
         (a linker that forgets to report ended tracks cannot exhaust memory).
+
+    Attributes
+    ----------
+    evicted : int
+        Tracks dropped so far because ``max_tracks`` was exceeded.
+
+    Notes
+    -----
+    Memory: 40 bytes per stored step and slot (start frame and four prefix sums).
+    Rows start 64 steps long and double, up to ``2 max_history_steps + 2`` steps
+    (32 kB per slot at the default 400-step window), when a track's history first
+    reaches their length; a history at that length is compacted to its window, as
+    in :class:`TrackChangeDetector`. Slots of dropped or evicted tracks are reused;
+    the slot arrays double when every slot is in use and are repacked to twice the
+    live tracks when fewer than a quarter are live, so memory stays proportional to
+    the live tracks, at most ``max_tracks``.
+
+    Time: :meth:`update_many` does the O(window) numpy work of :meth:`update` for
+    each track, but pays the Python and numpy call overhead (~25 us per update) once
+    per frame instead of once per track: 4-14x faster per track-update at 50-500
+    tracks (``benchmarks/bench_changepoint.py``, results in
+    ``benchmarks/results/changepoint.json``, key ``throughput``).
     """
 
     def __init__(self, config: ChangeConfig, max_tracks: int = 100_000) -> None:
@@ -626,9 +701,40 @@ class ChangeDetectorBank:
             raise ValueError(f"config must be a ChangeConfig, got {type(config).__name__}")
         self.config = config
         self.max_tracks = _validate.positive_int("max_tracks", max_tracks)
-        self._detectors: OrderedDict[Hashable, TrackChangeDetector] = OrderedDict()
         self.evicted = 0
+        self._dt = config.frame_interval_s
+        self._blur = config.blur
+        self._threshold = config.threshold
+        self._m = config.min_segment_steps
+        self._w = config.max_history_steps
+        self._max_cap = 2 * self._w + 2  # as TrackChangeDetector: compacted at this length
+        self._counts = np.arange(self._w + 1, dtype=np.float64)  # segment lengths
+        self._slot_of: OrderedDict[Hashable, int] = OrderedDict()  # least recent first
+        self._free: list[int] = []
+        self._ids: list[Hashable] = []
+        # Per slot: steps stored, first step of the current regime, last frame (-1:
+        # none yet), last position (um) and sigma^2 (um^2), last score.
+        self._hi = np.zeros(0, dtype=np.int64)
+        self._restart = np.zeros(0, dtype=np.int64)
+        self._last_frame = np.zeros(0, dtype=np.int64)
+        self._last_xy = np.zeros((0, 2))
+        self._last_s2 = np.zeros(0)
+        self._last_score = np.zeros(0)
+        # Per slot and step: start frame; prefix sums (column 0 = 0) of y, c, a, s.
+        self._width = min(_INITIAL_CAPACITY_STEPS, self._max_cap)
+        self._start = np.zeros((0, self._width), dtype=np.int64)
+        self._py = np.zeros((0, self._width + 1))
+        self._pc = np.zeros((0, self._width + 1))
+        self._pa = np.zeros((0, self._width + 1))
+        self._ps = np.zeros((0, self._width + 1))
+        self._relayout(np.zeros(0, dtype=np.intp), _INITIAL_SLOTS)
+        # Work arrays of the batched scan (candidates of a chunk of windows), made
+        # on first use.
+        self._pos = np.zeros(0, dtype=np.int64)
+        self._pos_f = np.zeros(0)
+        self._work = np.zeros((4, 0))
 
+    # ------------------------------------------------------------------ public API
     def update(
         self, track_id: Hashable, frame: int, xy_um: Any, sigma_um: float
     ) -> ChangeEvent | None:
@@ -649,27 +755,455 @@ class ChangeDetectorBank:
         -------
         ChangeEvent or None
         """
-        try:
-            hash(track_id)
-        except TypeError:
-            raise ValueError(f"track_id must be hashable, got {track_id!r}") from None
-        det = self._detectors.get(track_id)
-        if det is None:
-            det = TrackChangeDetector(self.config, track_id=track_id)
-            self._detectors[track_id] = det
-            while len(self._detectors) > self.max_tracks:
-                self._detectors.popitem(last=False)
+        if not _hashable(track_id):
+            raise ValueError(f"track_id must be hashable, got {track_id!r}")
+        f = _validate.positive_int("frame", frame, minimum=0)
+        xy = _validate.finite_array("xy_um", xy_um, ndim=1)
+        if xy.shape != (2,):
+            raise ValueError(f"xy_um must have shape (2,), got {xy.shape}")
+        s2 = _validate.non_negative("sigma_um", sigma_um) ** 2
+        slot_of = self._slot_of
+        slot = slot_of.get(track_id)
+        if slot is None:  # as _route, for one track
+            slot = slot_of[track_id] = self._take_slot(track_id)
+            evicted = []
+            while len(slot_of) > self.max_tracks:
+                evicted.append(slot_of.popitem(last=False)[1])
                 self.evicted += 1
+            self._advance_one(slot, f, xy, s2)  # a first position: no event
+            for s in evicted:
+                self._release(s)
+            return None
+        prev = self._last_frame.item(slot)
+        if f <= prev:
+            raise ValueError(f"frame must increase along a track: got {f} after {prev}")
+        slot_of.move_to_end(track_id)
+        return self._advance_one(slot, f, xy, s2)
+
+    def update_many(
+        self,
+        track_ids: Sequence[Hashable] | NDArray[np.int64],
+        frame: int,
+        xy_um: NDArray[np.float64],
+        sigma_um: NDArray[np.float64] | float,
+    ) -> list[ChangeEvent]:
+        """Feed one position for each of ``n`` distinct tracks, all at the same frame.
+
+        Equivalent to ``bank.update(track_ids[i], frame, xy_um[i], sigma_um[i])`` for
+        ``i = 0 .. n-1`` in order, keeping the events that are not None: the same
+        events in the same order, with the same fields, and the same
+        least-recently-used order and evictions; but the steps and the
+        likelihood-ratio scans of all the tracks are computed together, in a few
+        numpy passes.
+
+        Parameters
+        ----------
+        track_ids : sequence of hashable, or ndarray of int, shape (n,)
+            Distinct track identifiers; each event's ``track_id`` is the one given
+            (an integer array gives Python ints).
+        frame : int
+            Frame index of all the positions, >= 0, greater than the last frame of
+            each of these tracks already in the bank.
+        xy_um : array_like, shape (n, 2)
+            Positions (x, y) in um.
+        sigma_um : array_like, shape (n,)
+            Localization precisions per dimension in um, >= 0 (a scalar applies to
+            all).
+
+        Returns
+        -------
+        list of ChangeEvent
+            The changes found with these positions, at most one per track, in the
+            order of ``track_ids``; each names its track in
+            :attr:`ChangeEvent.track_id`.
+
+        Raises
+        ------
+        ValueError
+            On repeated or unhashable track ids, a non-integer or negative ``frame``
+            or one not after a track's last frame (checked against the bank as the
+            call starts), a non-finite or wrongly-shaped ``xy_um``, or a negative,
+            non-finite or wrongly-shaped ``sigma_um``. The whole call is rejected
+            then: no track is changed.
+        """
+        if isinstance(track_ids, np.ndarray):
+            if track_ids.ndim != 1 or not np.issubdtype(track_ids.dtype, np.integer):
+                raise ValueError(
+                    f"track_ids must be a sequence or a 1-D integer array, got an array of "
+                    f"dtype {track_ids.dtype} and shape {track_ids.shape}"
+                )
+            ids: list[Hashable] = track_ids.tolist()
         else:
-            self._detectors.move_to_end(track_id)
-        return det.update(frame, xy_um, sigma_um)
+            ids = list(track_ids)
+        n = len(ids)
+        try:
+            distinct = len(set(ids)) == n
+        except TypeError:
+            bad = next(t for t in ids if not _hashable(t))
+            raise ValueError(f"track_ids must be hashable, got {bad!r}") from None
+        if not distinct:
+            raise ValueError("track_ids must be distinct (one position per track and frame)")
+        f = _validate.positive_int("frame", frame, minimum=0)
+        if n == 0:
+            return []
+        xy = _validate.finite_array("xy_um", xy_um, ndim=2)
+        if xy.shape != (n, 2):
+            raise ValueError(f"xy_um must have shape ({n}, 2), got {xy.shape}")
+        sig = _validate.finite_array("sigma_um", sigma_um)
+        if sig.ndim == 0:
+            sig = np.full(n, float(sig))
+        if sig.shape != (n,):
+            raise ValueError(f"sigma_um must have shape ({n},), got {sig.shape}")
+        if not np.all(sig >= 0.0):
+            raise ValueError(f"sigma_um must be >= 0, got {float(np.min(sig))!r}")
+        known = [s for t in ids if (s := self._slot_of.get(t)) is not None]
+        if known:
+            old = np.asarray(known, dtype=np.intp)
+            last = self._last_frame[old]
+            if np.any(last >= f):
+                i = int(np.argmax(last >= f))
+                raise ValueError(
+                    f"frame must increase along a track: got {f} after {int(last[i])} "
+                    f"(track {self._ids[int(old[i])]!r})"
+                )
+        # Python's float power, as update: numpy's square differs in the last bit of
+        # ~0.1 % of the values.
+        s2 = np.array([v**2 for v in sig.tolist()])
+        slots, evicted = self._route(ids)
+        events = self._advance(slots, f, xy, s2)
+        for s in evicted:
+            self._release(s)
+        return events
 
     def drop(self, track_id: Hashable) -> None:
         """Forget an ended track (no error if it is unknown)."""
-        self._detectors.pop(track_id, None)
+        slot = self._slot_of.pop(track_id, None)
+        if slot is None:
+            return
+        self._release(slot)
+        n_slots = self._hi.shape[0]
+        if n_slots > _INITIAL_SLOTS and 4 * len(self._slot_of) <= n_slots:
+            live = np.fromiter(self._slot_of.values(), dtype=np.intp, count=len(self._slot_of))
+            self._relayout(live, max(_INITIAL_SLOTS, 2 * live.size))
+
+    def last_score(self, track_id: Hashable) -> float:
+        """Score of the track's last update, as :attr:`TrackChangeDetector.last_score`.
+
+        Parameters
+        ----------
+        track_id : hashable
+            A track in the bank.
+
+        Returns
+        -------
+        float
+            Dispersion-corrected max LLR (natural log) of the track's last update;
+            0 while its window holds fewer than ``2 min_segment_steps`` steps.
+
+        Raises
+        ------
+        KeyError
+            If the track is not in the bank.
+        """
+        return float(self._last_score[self._slot_of[track_id]])
 
     def __len__(self) -> int:
-        return len(self._detectors)
+        return len(self._slot_of)
 
     def __contains__(self, track_id: object) -> bool:
-        return track_id in self._detectors
+        return track_id in self._slot_of
+
+    # ------------------------------------------------------------------ slots
+    def _route(self, ids: list[Hashable]) -> tuple[NDArray[np.intp], list[int]]:
+        """Slots of ``ids`` in turn (fresh ones for new tracks), moving them to most recent.
+
+        Evicts as many calls to :meth:`update` would, and returns the slots evicted:
+        they are released only once the positions are processed, since a track
+        updated early in a call may be evicted later in it (its event is still
+        reported) and its slot must not be reused within the call.
+        """
+        slot_of = self._slot_of
+        slots: list[int] = []
+        evicted: list[int] = []
+        for tid in ids:
+            s = slot_of.get(tid)
+            if s is None:
+                s = slot_of[tid] = self._take_slot(tid)
+                while len(slot_of) > self.max_tracks:
+                    evicted.append(slot_of.popitem(last=False)[1])
+                    self.evicted += 1
+            else:
+                slot_of.move_to_end(tid)
+            slots.append(s)
+        return np.array(slots, dtype=np.intp), evicted
+
+    def _take_slot(self, track_id: Hashable) -> int:
+        if not self._free:
+            n_slots = self._hi.shape[0]
+            self._relayout(np.arange(n_slots, dtype=np.intp), 2 * n_slots)
+        s = self._free.pop()
+        self._ids[s] = track_id
+        self._hi[s] = 0
+        self._restart[s] = 0
+        self._last_frame[s] = -1
+        self._last_score[s] = 0.0
+        for p in (self._py, self._pc, self._pa, self._ps):
+            p[s, 0] = 0.0
+        return s
+
+    def _release(self, slot: int) -> None:
+        self._ids[slot] = None
+        self._free.append(slot)
+
+    def _relayout(self, keep: NDArray[np.intp], n_slots: int) -> None:
+        """Reallocate ``n_slots`` slots: slot ``keep[i]`` becomes slot ``i``, the rest are free."""
+        k = keep.size
+        for name in ("_hi", "_restart", "_last_frame", "_last_xy", "_last_s2", "_last_score",
+                     "_start", "_py", "_pc", "_pa", "_ps"):
+            old = getattr(self, name)
+            new = np.zeros((n_slots, *old.shape[1:]), dtype=old.dtype)
+            new[:k] = old[keep]
+            setattr(self, name, new)
+        self._last_frame[k:] = -1
+        ids = [self._ids[s] for s in keep.tolist()]
+        if not np.array_equal(keep, np.arange(k)):  # repacked: renumber the live tracks
+            for i, tid in enumerate(ids):
+                self._slot_of[tid] = i
+        self._ids = ids + [None] * (n_slots - k)
+        self._free = list(range(n_slots - 1, k - 1, -1))  # lowest slot first
+
+    def _make_room(self, hi: int, slot: int) -> None:
+        """Before appending a step to a slot whose ``hi`` steps fill its row: widen, or compact."""
+        if self._width < self._max_cap:
+            width = min(2 * self._width, self._max_cap)
+            start = np.zeros((self._hi.shape[0], width), dtype=np.int64)
+            start[:, : self._width] = self._start
+            self._start = start
+            for name in ("_py", "_pc", "_pa", "_ps"):
+                p = np.zeros((self._hi.shape[0], width + 1))
+                p[:, : self._width + 1] = getattr(self, name)
+                setattr(self, name, p)
+            self._width = width
+        else:
+            lo = max(int(self._restart[slot]), hi - self._w)
+            _compact_at(self._start[slot], (self._py[slot], self._pc[slot], self._pa[slot],
+                                            self._ps[slot]), lo, hi)
+            self._restart[slot] -= lo
+            self._hi[slot] = hi - lo
+
+    # ------------------------------------------------------------------ one track
+    def _advance_one(self, slot: int, frame: int, xy: NDArray[np.float64],
+                     s2: float) -> ChangeEvent | None:
+        """TrackChangeDetector.update (after its checks) on one slot."""
+        prev = self._last_frame.item(slot)
+        self._last_frame[slot] = frame
+        last_xy = self._last_xy[slot]
+        q = float(np.sum((xy - last_xy) ** 2))
+        last_xy[:] = xy
+        s = self._last_s2.item(slot) + s2
+        self._last_s2[slot] = s2
+        if prev < 0:
+            return None
+        hi = self._hi.item(slot)
+        if hi == self._width:
+            self._make_room(hi, slot)
+            hi = self._hi.item(slot)
+        py, pc, pa, ps = self._py[slot], self._pc[slot], self._pa[slot], self._ps[slot]
+        start = self._start[slot]
+        _append_step_at(start, py, pc, pa, ps, hi, prev, frame - prev, q, s, self._dt,
+                        self._blur)
+        hi += 1
+        self._hi[slot] = hi
+        lo = max(self._restart.item(slot), hi - self._w)
+        if hi - lo < 2 * self._m:
+            self._last_score[slot] = 0.0
+            return None
+        jb, score, f = _scan_window(py, pc, pa, ps, self._counts, lo, hi, self._m, self._blur,
+                                    self._dt)
+        self._last_score[slot] = score
+        if not score > self._threshold:
+            return None
+        self._restart[slot] = jb
+        return _change_event(py, pc, start, lo, hi, jb, score, f, frame,
+                             self.config.confidence, self._ids[slot])
+
+    # ------------------------------------------------------------------ many tracks
+    def _advance(
+        self, slots: NDArray[np.intp], frame: int, xy: NDArray[np.float64],
+        s2: NDArray[np.float64],
+    ) -> list[ChangeEvent]:
+        """:meth:`_advance_one` on distinct slots at once, with the same floating-point ops."""
+        prev = self._last_frame[slots]
+        last_xy = self._last_xy[slots]
+        last_s2 = self._last_s2[slots]
+        self._last_frame[slots] = frame
+        self._last_xy[slots] = xy
+        self._last_s2[slots] = s2
+        old = prev >= 0  # tracks with a previous position: one new step each
+        if not old.all():
+            slots, prev = slots[old], prev[old]
+            xy, last_xy, s2, last_s2 = xy[old], last_xy[old], s2[old], last_s2[old]
+        if slots.size == 0:
+            return []
+
+        # One step per slot (_append_step_at).
+        for slot in slots[self._hi[slots] == self._width].tolist():
+            if self._hi.item(slot) == self._width:  # (one widening serves them all)
+                self._make_room(self._width, slot)
+        hi = self._hi[slots]
+        d = xy - last_xy
+        d *= d
+        q = d[:, 0] + d[:, 1]  # np.sum of two squares
+        s = last_s2 + s2
+        a = 2.0 * self._dt * ((frame - prev) - 2.0 * self._blur)
+        self._start[slots, hi] = prev
+        for p, inc in ((self._py, q / (2.0 * a)), (self._pc, s / a), (self._pa, a),
+                       (self._ps, s)):
+            p[slots, hi + 1] = p[slots, hi] + inc
+        hi += 1
+        self._hi[slots] = hi
+
+        # Scan the windows with at least 2 m steps (_scan_window).
+        lo = np.maximum(self._restart[slots], hi - self._w)
+        self._last_score[slots] = 0.0
+        full = hi - lo >= 2 * self._m
+        if not full.any():
+            return []
+        slots, lo, hi = slots[full], lo[full], hi[full]
+        jb, score, f = self._scan_many(slots, lo, hi)
+        self._last_score[slots] = score
+        events = []
+        for i in np.flatnonzero(score > self._threshold).tolist():
+            slot, j = int(slots[i]), int(jb[i])
+            events.append(_change_event(
+                self._py[slot], self._pc[slot], self._start[slot], int(lo[i]), int(hi[i]), j,
+                float(score[i]), float(f[i]), frame, self.config.confidence, self._ids[slot],
+            ))
+            self._restart[slot] = j
+        return events
+
+    def _scan_many(
+        self, slots: NDArray[np.intp], lo: NDArray[np.int64], hi: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+        """:func:`_scan_window` of the windows ``[lo, hi)`` of ``slots`` (all >= 2 m steps).
+
+        The candidate splits of all windows are laid end to end in flat arrays,
+        processed in chunks of whole windows that fit the work arrays (which stay in
+        cache). Exactly as in :func:`_scan_window`, element by element, except that
+        the negated log-likelihoods ``A = n log(u) + y / u`` are summed (negation is
+        exact, so ``-LLR`` is obtained bit for bit) and minimized.
+        """
+        m = self._m
+        n = hi - lo
+        row = slots * (self._width + 1)
+        py, pc = self._py.reshape(-1), self._pc.reshape(-1)
+        pa, ps = self._pa.reshape(-1), self._ps.reshape(-1)
+        py_lo, pc_lo = py[row + lo], pc[row + lo]
+        y_all, c_all = py[row + hi] - py_lo, pc[row + hi] - pc_lo
+        nf = n.astype(np.float64)
+        a_all = _neg_profile_ll(nf, y_all, c_all)
+        counts = n - (2 * m - 1)  # candidates j = lo + m .. hi - m
+        ends = np.cumsum(counts)
+        first = ends - counts
+        src0 = row + lo + m - first  # flat index of candidate position p: src0 + p
+        best = np.empty(n.size, dtype=np.int64)
+        low = np.empty(n.size)
+        if self._pos.size == 0:
+            size = max(_SCAN_CHUNK, self._w)
+            self._pos = np.arange(size, dtype=np.int64)
+            self._pos_f = np.arange(size, dtype=np.float64)
+            self._work = np.empty((4, size))
+        chunk = self._pos.size
+        b0 = 0
+        while b0 < n.size:
+            b1 = max(b0 + 1, int(np.searchsorted(ends, first[b0] + chunk, side="right")))
+            base = int(first[b0])
+            size = int(ends[b1 - 1]) - base
+            cnt = counts[b0:b1]
+            off = first[b0:b1] - base
+            pos, pos_f = self._pos[:size], self._pos_f[:size]
+            y_l, c_l, a_l, tmp = (w[:size] for w in self._work)
+            index = (src0[b0:b1] + base).repeat(cnt)
+            index += pos
+            n_l = ((m + base) - first[b0:b1]).astype(np.float64).repeat(cnt)
+            n_l += pos_f
+            np.take(py, index, out=y_l, mode="clip")
+            y_l -= py_lo[b0:b1].repeat(cnt)
+            np.take(pc, index, out=c_l, mode="clip")
+            c_l -= pc_lo[b0:b1].repeat(cnt)
+            _neg_profile_ll(n_l, y_l, c_l, out=a_l, tmp=tmp)
+            n_r = nf[b0:b1].repeat(cnt)
+            n_r -= n_l
+            y_r = y_all[b0:b1].repeat(cnt)
+            y_r -= y_l
+            c_r = c_all[b0:b1].repeat(cnt)
+            c_r -= c_l
+            _neg_profile_ll(n_r, y_r, c_r, out=y_l, tmp=tmp)
+            a_l += y_l
+            a_l -= a_all[b0:b1].repeat(cnt)  # -LLR
+            best[b0:b1], low[b0:b1] = _segment_argmin(a_l, off, cnt)
+            b0 = b1
+        diff = (y_all - c_all) / n
+        d0 = np.where(diff > 0.0, diff, 0.0)  # max(0.0, diff)
+        f = _dispersion_factors(d0, (pa[row + hi] - pa[row + lo]) / n,
+                                (ps[row + hi] - ps[row + lo]) / n, self._blur, self._dt)
+        return lo + m + best, -low / f, f
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _neg_profile_ll(
+    n: NDArray[np.float64], y: NDArray[np.float64], c: NDArray[np.float64],
+    out: NDArray[np.float64] | None = None, tmp: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """``-_profile_ll(n, y, c)`` bit for bit, into ``out`` (``tmp``: work array, same size)."""
+    if out is None:
+        out = np.empty(np.shape(y))
+    if tmp is None:
+        tmp = np.empty(np.shape(y))
+    np.maximum(y, c, out=tmp)
+    tmp /= n
+    np.maximum(tmp, _TINY_UM2_S, out=tmp)  # u
+    np.log(tmp, out=out)
+    out *= n
+    np.divide(y, tmp, out=tmp)
+    out += tmp  # n log(u) + y / u
+    return out
+
+
+def _segment_argmin(
+    values: NDArray[np.float64], first: NDArray[np.int64], counts: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """``np.argmin`` and ``np.min`` of each segment ``values[first[i] : first[i] + counts[i]]``.
+
+    Segments are consecutive and not empty; as np.argmin, the first minimum, or
+    the first NaN, is taken.
+    """
+    low = np.minimum.reduceat(values, first)  # NaN where a segment holds one
+    at_low = np.flatnonzero(values == low.repeat(counts))
+    # A segment without NaN holds its minimum: the first one at or after its start.
+    k = np.minimum(np.searchsorted(at_low, first), max(at_low.size - 1, 0))
+    best = at_low[k] - first if at_low.size else np.zeros_like(first)
+    for i in np.flatnonzero(np.isnan(low)).tolist():
+        best[i] = np.argmin(values[first[i] : first[i] + counts[i]])
+    return best, low
+
+
+def _dispersion_factors(
+    d_um2_s: NDArray[np.float64], a_mean_s: NDArray[np.float64],
+    s_mean_um2: NDArray[np.float64], blur: float, frame_interval_s: float,
+) -> NDArray[np.float64]:
+    """:func:`dispersion_factor` of arrays of windows, with the same floating-point operations."""
+    var = a_mean_s * d_um2_s + s_mean_um2
+    cov = 2.0 * blur * d_um2_s * frame_interval_s - 0.5 * s_mean_um2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cov / var
+    r = np.where(-0.5 > r, -0.5, r)  # max(r, -0.5)
+    r = np.where(0.5 < r, 0.5, r)  # min(r, 0.5)
+    return np.where(var > 0, 1.0 + 2.0 * r * r, 1.0)
