@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from server.config import Limits
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from server.resident import BatchingOptions, ModelRegistry
 from server.service import LiveSptService
 
 log = logging.getLogger("livespt.server")
@@ -53,6 +54,11 @@ class ServerOptions:
     shutdown_grace_s : float
         On SIGINT/SIGTERM, how long running streams may continue before they are cut
         (their sessions are closed and flushed either way).
+    models : tuple of Path, optional
+        Weight files to keep resident; None: every shipped file under
+        ``models/weights/``; an empty tuple: none (CVE estimates only).
+    batching : BatchingOptions
+        Dynamic batching of model calls across sessions.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +68,8 @@ class ServerOptions:
     limits: Limits = field(default_factory=Limits)
     workers: int = max(2, os.cpu_count() or 2)
     shutdown_grace_s: float = GRACE_S
+    models: tuple[Path, ...] | None = None
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
 
 
 def resolve_device(device: str) -> str:
@@ -95,12 +103,17 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.executor.shutdown(wait=True)
+        if self.service.registry is not None:
+            self.service.registry.close()
 
 
 async def start_server(opts: ServerOptions) -> RunningServer:
     """Create, bind and start a server; returns once it accepts calls."""
     device = resolve_device(opts.device)
     limits = opts.limits
+    # Loaded before binding: a missing or corrupt weight file fails start-up.
+    registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
+                             opts.batching)
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     server = grpc.aio.server(
         options=[
@@ -108,7 +121,7 @@ async def start_server(opts: ServerOptions) -> RunningServer:
             ("grpc.max_send_message_length", limits.max_message_bytes),
         ],
     )
-    service = LiveSptService(Path(opts.out_root), limits, executor, device)
+    service = LiveSptService(Path(opts.out_root), limits, executor, device, registry)
     pb_grpc.add_LiveSptServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -123,7 +136,8 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("LiveSPT serving on %s:%d (device %s)", opts.host, port, device)
+    log.info("LiveSPT serving on %s:%d (device %s, models: %s)", opts.host, port, device,
+             ", ".join(m.estimator.name for m in registry.models) or "none")
     return RunningServer(server, service, port, health_servicer, executor)
 
 
@@ -132,8 +146,11 @@ def serve(opts: ServerOptions) -> None:
 
     async def main() -> None:
         running = await start_server(opts)
+        reg = running.service.registry
+        names = ", ".join(f"{m.estimator.name} ({m.variant})" for m in reg.models) if reg else ""
         print(f"LiveSPT {pb.DESCRIPTOR.package} listening on {opts.host}:{running.port} "
-              f"(device {running.service.device}, sessions under {opts.out_root})", flush=True)
+              f"(device {running.service.device}, models: {names or 'none, CVE only'}, "
+              f"sessions under {opts.out_root})", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -29,11 +30,21 @@ from server.config import Limits, settings_from_proto
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.windows import WindowConfig, track_windows
+from server.pipeline.windows import (
+    DueWindows,
+    WindowConfig,
+    estimate_windows,
+    track_window_arrays,
+)
 from server.records import ChangeEvent, TrackPoint, WindowEstimate
-from server.session import FrameOutput, Session
+from server.resident import ModelRegistry, ResidentModel
+from server.session import MIN_MODEL_WINDOW, FrameOutput, Session
 
 log = logging.getLogger("livespt.server")
+
+NOMINAL_PIXEL_UM = 0.1
+NOMINAL_PSF_SIGMA_PX = 1.15
+"""Units for a features model when AnalyzeTracks has no pixel size (tracks carry no images)."""
 
 MAX_ERROR_CHARS = 500  # errors are shortened before they cross the wire
 
@@ -86,15 +97,19 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         Where CPU-bound frame processing runs.
     device : str
         Compute device, reported by GetServerInfo and recorded in summaries.
+    registry : ModelRegistry, optional
+        Resident models (none: every estimate is a CVE).
     """
 
     def __init__(
-        self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu"
+        self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.out_root = Path(out_root)
         self.limits = limits
         self.executor = executor
         self.device = device
+        self.registry = registry
         self.sessions: dict[str, Session] = {}
         self.shutting_down = False
 
@@ -106,16 +121,24 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerInfo:
         """Version, device, models, estimators, trackers and limits."""
+        reg = self.registry
+        models = reg.info() if reg is not None else []
         return pb.ServerInfo(
             version=__version__,
             device=self.device,
-            models=[],
-            estimators=["cve"],
+            models=[pb.ModelInfo(
+                name=m["name"], kind="estimator", sha256=m["sha256"] or "", device=m["device"],
+                variant=m["variant"], used_for=m["used_for"], parameters=m["parameters"] or 0,
+                card_json=json.dumps({k: v for k, v in m.items() if k != "used_for"}))
+                for m in models],
+            estimators=["cve", *(f"vit:{m['name']}" for m in models)],
             trackers=["builtin"],
             limits=pb.Limits(
                 max_message_bytes=self.limits.max_message_bytes,
                 max_frame_pixels=self.limits.max_frame_pixels,
                 max_sessions=self.limits.max_sessions,
+                max_batch_windows=reg.batching.max_batch if reg else 0,
+                max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0,
             ),
         )
 
@@ -157,7 +180,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             except ValueError as exc:
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-            session = Session(settings, self.out_root / session_id, session_id, self.device)
+            session = Session(settings, self.out_root / session_id, session_id, self.device,
+                              model=self.registry.window_model if self.registry else None)
             self.sessions[session_id] = session
             log.info("session %s started: %s", session_id, settings.to_json())
             yield pb.AnalysisUpdate(started=pb.SessionStarted(
@@ -165,6 +189,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 output_dir=str(session.out_dir.resolve()),
                 effective_config_json=settings.to_json(),
             ))
+            for w in session.warnings:
+                yield pb.AnalysisUpdate(warning=pb.Warning(code="MODEL_NOT_USED", message=w))
             async for update in self._pipeline(session, request_iterator, abort):
                 yield update
             # The request stream ended: a half-close, or a client that vanished (both
@@ -282,7 +308,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         """Per-track and per-window D and change points of tracks sent whole."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.executor, analyze_tracks, request)
+            model = self.registry.track_model if self.registry else None
+            return await loop.run_in_executor(self.executor, analyze_tracks, request, model)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _short(str(exc)))
             raise  # unreachable: abort raises
@@ -299,8 +326,15 @@ async def _next_or_none(it: AsyncIterator[Any]) -> Any:
         return None
 
 
-def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse:
+def analyze_tracks(
+    request: pb.AnalyzeTracksRequest, model: ResidentModel | None = None
+) -> pb.AnalyzeTracksResponse:
     """Estimate D per track and per sliding window, and find changes of D.
+
+    Whole tracks are estimated with the CVE (near the Cramer-Rao bound for long
+    tracks). Windows use ``model`` (a resident ``features`` transformer: tracks
+    carry positions, not images) when given and the window length is one it
+    takes, else the CVE; each estimate names its method.
 
     Raises ValueError naming the field for malformed input; tracks too short to
     estimate (fewer than 3 positions) get a warning instead of an estimate.
@@ -311,6 +345,9 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
     te = request.exposure_s or dt
     if not (math.isfinite(te) and 0 < te <= dt):
         raise ValueError(f"exposure_s must be in (0, frame_interval_s = {dt}], got {te!r}")
+    px = request.pixel_size_um or NOMINAL_PIXEL_UM
+    if not (math.isfinite(px) and px > 0):
+        raise ValueError(f"pixel_size_um must be > 0 (or 0: unknown), got {px!r}")
     if len(request.tracks) == 0:
         raise ValueError("tracks is empty: send at least one track")
     length = request.window.length or 10
@@ -324,7 +361,10 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
             frame_interval_s=dt, exposure_s=te,
             false_alarm_per_1000=request.change.false_alarm_per_1000 or 0.5,
         ))
+    if model is not None and not (MIN_MODEL_WINDOW <= length <= model.max_frames):
+        model = None
     resp = pb.AnalyzeTracksResponse()
+    window_parts: list[DueWindows] = []
     seen: set[int] = set()
     for i, tr in enumerate(request.tracks):
         where = f"tracks[{i}] (track_id {tr.track_id})"
@@ -356,8 +396,7 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
         resp.tracks.append(pb.TrackEstimate(
             track_id=tr.track_id, n_spots=n, d_um2_s=est.d_um2_s,
             d_low_um2_s=est.d_low_um2_s, d_high_um2_s=est.d_high_um2_s, method=est.method))
-        resp.windows.extend(_estimate(e) for e in track_windows(wconfig, tr.track_id, frames,
-                                                                xy, prec))
+        window_parts.append(track_window_arrays(wconfig, tr.track_id, frames, xy, prec))
         if bank is not None:
             # Without a per-point precision, the track's own CVE estimate of the
             # localization noise stands in (0 would make noisy tracks alarm).
@@ -367,4 +406,20 @@ def analyze_tracks(request: pb.AnalyzeTracksRequest) -> pb.AnalyzeTracksResponse
                 if ev is not None:
                     resp.changes.append(_change(ChangeEvent.from_detector(tr.track_id, ev)))
             bank.drop(tr.track_id)
+    due = DueWindows.concat(window_parts, length, None)
+    if model is None or len(due) == 0:
+        estimates = estimate_windows(wconfig, due.track_ids, due.frames, due.values)
+    else:
+        # Unknown precision (NaN) is filled by prepare() with the window's median, or a
+        # default when the whole window lacks it.
+        pred = model.estimate_windows(due.frames, due.values, px, dt, te,
+                                      NOMINAL_PSF_SIGMA_PX * px)
+        estimates = [
+            WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=d, d_low_um2_s=lo,
+                           d_high_um2_s=hi, method=model.method)
+            for t, a, b, d, lo, hi in zip(
+                due.track_ids.tolist(), due.frames[:, 0].tolist(), due.frames[:, -1].tolist(),
+                pred.d_um2_s.tolist(), pred.d_low_um2_s.tolist(), pred.d_high_um2_s.tolist(),
+                strict=True)]
+    resp.windows.extend(_estimate(e) for e in estimates)
     return resp

@@ -11,6 +11,7 @@ already computed.
 
 from __future__ import annotations
 
+import math
 import platform
 import threading
 import time
@@ -26,8 +27,17 @@ from server.config import StreamSettings
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
 from server.pipeline.detect import DetectorConfig, Spots, detect
 from server.pipeline.link import LinkerConfig, OnlineLinker
-from server.pipeline.windows import WindowConfig, WindowEstimator
+from server.pipeline.windows import (
+    DueWindows,
+    WindowConfig,
+    WindowEstimator,
+    estimate_windows,
+)
 from server.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
+from server.resident import ResidentModel
+
+MIN_MODEL_WINDOW = 5
+"""Shortest window (points) given to a model; shorter ones use the CVE."""
 
 
 class LatencyHistogram:
@@ -50,6 +60,41 @@ class LatencyHistogram:
             return float("nan")
         k = int(np.searchsorted(np.cumsum(self.counts), q / 100 * self.n))
         return float(self.EDGES_MS[min(k, self.EDGES_MS.size - 1)])
+
+
+@dataclass(frozen=True)
+class Detected:
+    """One frame's detections and, when a model reads images, a patch around each."""
+
+    spots: Spots
+    patches: NDArray[np.float32] | None = None  # (K, P, P), centred on each spot's pixel
+
+
+def crop_patches(frame: NDArray[Any], x_px: NDArray[np.float64], y_px: NDArray[np.float64],
+                 size: int) -> NDArray[np.float32]:
+    """Patches of ``size`` x ``size`` pixels centred on the pixel containing each position.
+
+    Parameters
+    ----------
+    frame : ndarray, shape (H, W)
+        The frame (bright spots; invert dark ones first).
+    x_px, y_px : ndarray, shape (K,)
+        Positions in pixels (pixel ``(i, j)`` has its centre at ``x = j, y = i``).
+    size : int
+        Patch side in pixels (odd).
+
+    Returns
+    -------
+    ndarray, shape (K, size, size), float32
+        Beyond the frame's edge the edge pixels are repeated.
+    """
+    h = size // 2
+    img = np.asarray(frame, dtype=np.float32)
+    cx = np.clip(np.floor(x_px + 0.5).astype(np.int64), 0, img.shape[1] - 1)
+    cy = np.clip(np.floor(y_px + 0.5).astype(np.int64), 0, img.shape[0] - 1)
+    padded = np.pad(img, h, mode="edge")
+    off = np.arange(size)
+    return padded[(cy[:, None] + off)[:, :, None], (cx[:, None] + off)[:, None, :]]
 
 
 @dataclass
@@ -76,10 +121,13 @@ class Session:
         Identifier reported to the client and recorded in the summary.
     device : str
         Compute device of the server, recorded in the summary.
+    model : ResidentModel, optional
+        A resident image model for the window estimates (CVE without one).
     """
 
     def __init__(
-        self, settings: StreamSettings, out_dir: Path, session_id: str, device: str = "cpu"
+        self, settings: StreamSettings, out_dir: Path, session_id: str, device: str = "cpu",
+        model: ResidentModel | None = None,
     ) -> None:
         self.settings = s = settings
         self.session_id = session_id
@@ -100,13 +148,23 @@ class Session:
         self.linker = OnlineLinker(
             LinkerConfig(max_distance_um=s.max_distance_um, max_gap_frames=s.max_gap_frames)
         )
+        self.warnings: list[str] = []
+        if model is not None and not (MIN_MODEL_WINDOW <= s.window_length <= model.max_frames):
+            self.warnings.append(
+                f"config.window.length {s.window_length} is outside the {MIN_MODEL_WINDOW}.."
+                f"{model.max_frames} points model {model.estimator.name} takes: "
+                "windows are estimated with the CVE")
+            model = None
+        self.model = model
+        self.psf_sigma_um = s.radius_um / math.sqrt(2.0)  # TrackMate: sigma = radius / sqrt(2)
         self.windows = WindowEstimator(
             WindowConfig(
                 length=s.window_length,
                 stride=s.window_stride,
                 frame_interval_s=s.frame_interval_s,
                 exposure_s=s.exposure_s,
-            )
+            ),
+            patch_px=model.patch_px if model is not None else None,
         )
         self.changes: ChangeDetectorBank | None = None
         if s.change_enabled:
@@ -154,15 +212,23 @@ class Session:
         return frame
 
     # ------------------------------------------------------------- processing
-    def detect_frame(self, frame: NDArray[Any]) -> Spots:
+    def detect_frame(self, frame: NDArray[Any]) -> Detected:
         """Detect and localize the spots of one decoded frame (no session state touched).
 
         Safe to run for frame N+1 in another thread while :meth:`track` handles
-        frame N: this is how the service overlaps the two stages.
+        frame N: this is how the service overlaps the two stages. With an image
+        model, also crops a patch around each spot.
         """
-        return detect(frame, self.detector_config)
+        spots = detect(frame, self.detector_config)
+        patches = None
+        if self.model is not None:
+            img = np.asarray(frame, dtype=np.float32)
+            if self.settings.dark_spots:
+                img = -img
+            patches = crop_patches(img, spots.x_px, spots.y_px, self.model.patch_px)
+        return Detected(spots, patches)
 
-    def track(self, index: int, spots: Spots) -> FrameOutput:
+    def track(self, index: int, detected: Detected | Spots) -> FrameOutput:
         """Link one frame's spots, update windows and change detectors, persist the records.
 
         Frames must be passed in index order (the service guarantees it).
@@ -171,7 +237,7 @@ class Session:
         ----------
         index : int
             Frame index (strictly increasing; checked by :meth:`decode`).
-        spots : Spots
+        detected : Detected
             The frame's detections, from :meth:`detect_frame`.
 
         Returns
@@ -182,10 +248,13 @@ class Session:
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"session {self.session_id} is closed")
-            return self._track(index, spots)
+            if isinstance(detected, Spots):
+                detected = Detected(detected)
+            return self._track(index, detected)
 
-    def _track(self, index: int, spots: Spots) -> FrameOutput:
+    def _track(self, index: int, detected: Detected) -> FrameOutput:
         s = self.settings
+        spots = detected.spots
         self.n_frames += 1
         xy_um = np.column_stack([spots.x_px, spots.y_px]) * s.pixel_size_um
         prec_um = np.asarray(spots.precision_px, dtype=float) * s.pixel_size_um
@@ -198,13 +267,13 @@ class Session:
             for t, x, y, p in zip(ids.tolist(), xy_um[:, 0].tolist(), xy_um[:, 1].tolist(),
                                   prec_um.tolist(), strict=True)
         ]
-        self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um)
-        if self.changes is not None:
-            for k, tid in enumerate(ids.tolist()):
-                ev = self.changes.update(tid, index, xy_um[k], float(prec_um[k]))
-                if ev is not None:
-                    out.changes.append(ChangeEvent.from_detector(tid, ev))
-        out.estimates = self.windows.flush()
+        self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um,
+                              patches=detected.patches)
+        if self.changes is not None and len(ids):
+            # One vectorized update for every track of the frame.
+            out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
+                           for ev in self.changes.update_many(ids, index, xy_um, prec_um)]
+        out.estimates = self._estimate(self.windows.take_due())
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
             if self.changes is not None:
@@ -229,6 +298,24 @@ class Session:
         """
         return self.track(index, self.detect_frame(frame))
 
+    def _estimate(self, due: DueWindows) -> list[WindowEstimate]:
+        """Window estimates: the resident model when there is one, else the CVE."""
+        if self.model is None or due.patches is None or len(due) == 0:
+            return estimate_windows(self.windows.config, due.track_ids, due.frames, due.values)
+        s = self.settings
+        pred = self.model.estimate_windows(
+            due.frames, due.values, s.pixel_size_um, s.frame_interval_s, s.exposure_s,
+            self.psf_sigma_um, patches=due.patches)
+        method = self.model.method
+        return [
+            WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=d, d_low_um2_s=lo,
+                           d_high_um2_s=hi, method=method)
+            for t, a, b, d, lo, hi in zip(
+                due.track_ids.tolist(), due.frames[:, 0].tolist(), due.frames[:, -1].tolist(),
+                pred.d_um2_s.tolist(), pred.d_low_um2_s.tolist(), pred.d_high_um2_s.tolist(),
+                strict=True)
+        ]
+
     # ---------------------------------------------------------------- closing
     def summary(self, status: str) -> dict[str, Any]:
         """The session's effective configuration, provenance and totals."""
@@ -240,8 +327,10 @@ class Session:
             "numpy": np.__version__,
             "device": self.device,
             "tracker": self.settings.tracker,
-            "estimators": {"window": "cve", "change": "glr"},
-            "models": [],
+            "estimators": {"window": self.model.method if self.model else "cve",
+                           "change": "glr"},
+            "models": [self.model.info()] if self.model else [],
+            "warnings": self.warnings,
             "config": {k: v for k, v in self.settings.__dict__.items()},
             "frames": self.n_frames,
             "tracks": self.n_tracks,
@@ -265,7 +354,7 @@ class Session:
         self.closed = True
         for tid in self.linker.close():
             self.windows.drop(tid)
-        records = self.windows.flush()
+        records = self._estimate(self.windows.take_due())
         self.writer.write(records)
         summary = self.summary(status)
         self.writer.write_summary(summary)

@@ -33,8 +33,10 @@ DT = 0.05
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedServer:
+    # No resident model: these tests check the classical live path (CVE windows) against
+    # its known variance; the transformer path is tested in test_serving_models.py.
     root = tmp_path_factory.mktemp("sessions")
-    srv = EmbeddedServer(ServerOptions(port=0, out_root=root, device="cpu",
+    srv = EmbeddedServer(ServerOptions(port=0, out_root=root, device="cpu", models=(),
                                        limits=Limits(max_frame_pixels=1024 * 1024)))
     srv.start()
     yield srv

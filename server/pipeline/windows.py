@@ -53,6 +53,49 @@ class WindowConfig:
         _validate.exposure_and_interval(self.exposure_s, self.frame_interval_s)
 
 
+@dataclass(frozen=True)
+class DueWindows:
+    """M windows ready to be estimated.
+
+    Attributes
+    ----------
+    track_ids : ndarray of int, shape (M,)
+    frames : ndarray of int, shape (M, L)
+        Frame of each point, increasing.
+    values : ndarray, shape (M, L, 3)
+        x (um), y (um), localization precision (um) per point.
+    patches : ndarray, shape (M, L, P, P), float32, optional
+        Image patch per point, when kept.
+    """
+
+    track_ids: NDArray[np.int64]
+    frames: NDArray[np.int64]
+    values: NDArray[np.float64]
+    patches: NDArray[np.float32] | None = None
+
+    def __len__(self) -> int:
+        return int(self.track_ids.shape[0])
+
+    @staticmethod
+    def concat(parts: list[DueWindows], length: int, patch_px: int | None) -> DueWindows:
+        """Join queued parts (an empty list gives M = 0)."""
+        if not parts:
+            return DueWindows(
+                np.zeros(0, np.int64), np.zeros((0, length), np.int64),
+                np.zeros((0, length, 3)),
+                None if patch_px is None else np.zeros((0, length, patch_px, patch_px),
+                                                       np.float32))
+        if len(parts) == 1:
+            return parts[0]
+        patches = [p.patches for p in parts]
+        return DueWindows(
+            np.concatenate([p.track_ids for p in parts]),
+            np.concatenate([p.frames for p in parts]),
+            np.concatenate([p.values for p in parts]),
+            None if any(x is None for x in patches)
+            else np.concatenate([x for x in patches if x is not None]))
+
+
 class WindowEstimator:
     """Sliding-window CVE estimates for many tracks, fed one frame at a time.
 
@@ -65,10 +108,14 @@ class WindowEstimator:
     ----------
     config : WindowConfig
         Window length, stride and timing.
+    patch_px : int, optional
+        Also keep a (patch_px, patch_px) image patch per point, for models that
+        read the images; windows then carry their patches.
     """
 
-    def __init__(self, config: WindowConfig) -> None:
+    def __init__(self, config: WindowConfig, patch_px: int | None = None) -> None:
         self.config = config
+        self.patch_px = patch_px
         self._slot: dict[int, int] = {}
         cap = 64
         L = config.length
@@ -78,9 +125,11 @@ class WindowEstimator:
         self._vals = np.zeros((cap, L, 3), dtype=np.float64)  # x um, y um, sigma um
         self._count = np.zeros(cap, dtype=np.int64)  # points received per row
         self._since = np.zeros(cap, dtype=np.int64)  # points since the row's last window
+        self._patches = (np.zeros((cap, L, patch_px, patch_px), dtype=np.float32)
+                         if patch_px else None)
         # Windows queued until flush, copied out when due (dropping the track before
-        # the flush loses nothing): track ids (M,), frames (M, L), values (M, L, 3).
-        self._due: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
+        # the flush loses nothing).
+        self._due: list[DueWindows] = []
 
     @property
     def n_tracks(self) -> int:
@@ -94,6 +143,8 @@ class WindowEstimator:
         self._vals = np.concatenate([self._vals, np.zeros_like(self._vals)])
         self._count = np.concatenate([self._count, np.zeros_like(self._count)])
         self._since = np.concatenate([self._since, np.zeros_like(self._since)])
+        if self._patches is not None:
+            self._patches = np.concatenate([self._patches, np.zeros_like(self._patches)])
         self._free.extend(range(2 * old - 1, old - 1, -1))
 
     def _rows(self, track_ids: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -120,6 +171,7 @@ class WindowEstimator:
         x_um: ArrayLike,
         y_um: ArrayLike,
         sigma_um: ArrayLike,
+        patches: NDArray[np.float32] | None = None,
     ) -> None:
         """Append one point to each of several distinct tracks, all in ``frame``.
 
@@ -133,6 +185,8 @@ class WindowEstimator:
             Positions in um.
         sigma_um : array_like, shape (K,)
             Localization precision per dimension in um; NaN when unknown.
+        patches : ndarray, shape (K, P, P), optional
+            Each point's image patch; required when the estimator keeps patches.
         """
         ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
@@ -144,6 +198,10 @@ class WindowEstimator:
         self._vals[rows, pos, 0] = x_um
         self._vals[rows, pos, 1] = y_um
         self._vals[rows, pos, 2] = sigma_um
+        if self._patches is not None:
+            if patches is None or patches.shape[0] != ids.size:
+                raise ValueError("patches: one patch per point is required when patch_px is set")
+            self._patches[rows, pos] = patches
         self._count[rows] += 1
         full = rows[self._count[rows] >= L]
         if full.size == 0:
@@ -154,9 +212,10 @@ class WindowEstimator:
             return
         self._since[due] = 0
         order = (self._count[due, None] + np.arange(L)) % L  # oldest point first
-        self._due.append(
-            (self._track[due], self._frames[due[:, None], order], self._vals[due[:, None], order])
-        )
+        rows2 = due[:, None]
+        self._due.append(DueWindows(
+            self._track[due], self._frames[rows2, order], self._vals[rows2, order],
+            None if self._patches is None else self._patches[rows2, order]))
 
     def add(self, track_id: int, frame: int, x_um: float, y_um: float, sigma_um: float) -> None:
         """Append one point to one track (see :meth:`add_many`)."""
@@ -168,15 +227,15 @@ class WindowEstimator:
         if r is not None:
             self._free.append(r)
 
-    def flush(self) -> list[WindowEstimate]:
-        """Estimate every queued window; return them in queue order."""
-        if not self._due:
-            return []
+    def take_due(self) -> DueWindows:
+        """The windows queued since the last call, in queue order (the queue is emptied)."""
         due, self._due = self._due, []
-        ids = np.concatenate([d[0] for d in due])
-        frames = np.concatenate([d[1] for d in due])
-        vals = np.concatenate([d[2] for d in due])
-        return estimate_windows(self.config, ids, frames, vals)
+        return DueWindows.concat(due, self.config.length, self.patch_px)
+
+    def flush(self) -> list[WindowEstimate]:
+        """Estimate every queued window with the CVE; return them in queue order."""
+        d = self.take_due()
+        return estimate_windows(self.config, d.track_ids, d.frames, d.values)
 
 
 def estimate_windows(
@@ -265,11 +324,22 @@ def track_windows(
     list of WindowEstimate
         Windows ending at points ``L-1, L-1+stride, ...``, in order.
     """
+    d = track_window_arrays(config, track_id, frames, xy_um, sigma_um)
+    return estimate_windows(config, d.track_ids, d.frames, d.values)
+
+
+def track_window_arrays(
+    config: WindowConfig,
+    track_id: int,
+    frames: NDArray[np.int64],
+    xy_um: NDArray[np.float64],
+    sigma_um: NDArray[np.float64],
+) -> DueWindows:
+    """The sliding windows of one whole track as arrays (see :func:`track_windows`)."""
     L, n = config.length, len(frames)
-    if n < L:
-        return []
-    starts = np.arange(0, n - L + 1, config.stride)
+    starts = np.arange(0, max(n - L + 1, 0), config.stride)
     idx = starts[:, None] + np.arange(L)
-    vals = np.concatenate([xy_um, np.asarray(sigma_um, float)[:, None]], axis=1)
-    return estimate_windows(config, np.full(len(starts), track_id, dtype=np.int64),
-                            np.asarray(frames, np.int64)[idx], vals[idx])
+    vals = np.concatenate([np.asarray(xy_um, float).reshape(n, 2),
+                           np.asarray(sigma_um, float).reshape(n, 1)], axis=1)
+    return DueWindows(np.full(len(starts), track_id, dtype=np.int64),
+                      np.asarray(frames, np.int64)[idx], vals[idx])

@@ -242,18 +242,20 @@ class Track(_message.Message):
     def __init__(self, track_id: _Optional[int] = ..., frames: _Optional[_Iterable[int]] = ..., x_um: _Optional[_Iterable[float]] = ..., y_um: _Optional[_Iterable[float]] = ..., precision_um: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AnalyzeTracksRequest(_message.Message):
-    __slots__ = ("frame_interval_s", "exposure_s", "window", "change", "tracks")
+    __slots__ = ("frame_interval_s", "exposure_s", "window", "change", "tracks", "pixel_size_um")
     FRAME_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     EXPOSURE_S_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     CHANGE_FIELD_NUMBER: _ClassVar[int]
     TRACKS_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
     frame_interval_s: float
     exposure_s: float
     window: WindowParams
     change: ChangeParams
     tracks: _containers.RepeatedCompositeFieldContainer[Track]
-    def __init__(self, frame_interval_s: _Optional[float] = ..., exposure_s: _Optional[float] = ..., window: _Optional[_Union[WindowParams, _Mapping]] = ..., change: _Optional[_Union[ChangeParams, _Mapping]] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ...) -> None: ...
+    pixel_size_um: float
+    def __init__(self, frame_interval_s: _Optional[float] = ..., exposure_s: _Optional[float] = ..., window: _Optional[_Union[WindowParams, _Mapping]] = ..., change: _Optional[_Union[ChangeParams, _Mapping]] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
 
 class TrackEstimate(_message.Message):
     __slots__ = ("track_id", "n_spots", "d_um2_s", "d_low_um2_s", "d_high_um2_s", "method")
@@ -288,26 +290,38 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "sha256", "device")
+    __slots__ = ("name", "kind", "sha256", "device", "variant", "used_for", "parameters", "card_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    USED_FOR_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CARD_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     sha256: str
     device: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., sha256: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    variant: str
+    used_for: _containers.RepeatedScalarFieldContainer[str]
+    parameters: int
+    card_json: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., sha256: _Optional[str] = ..., device: _Optional[str] = ..., variant: _Optional[str] = ..., used_for: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ..., card_json: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_sessions")
+    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_sessions", "max_batch_windows", "max_batch_delay_ms")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_frame_pixels: int
     max_sessions: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_sessions: _Optional[int] = ...) -> None: ...
+    max_batch_windows: int
+    max_batch_delay_ms: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_batch_windows: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "device", "models", "estimators", "trackers", "limits")

@@ -1,0 +1,140 @@
+"""Loading shipped weights and estimating D with them.
+
+Weights are a ``.pt`` file written by :func:`models.vit.train.save` next to a
+JSON card (same stem). Loading checks the card, the file's sha256 against it,
+and uses ``torch.load(weights_only=True)``: an unknown, corrupt or tampered
+file is a :class:`ModelLoadError` naming the file, never an arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from models.vit.inputs import WindowInputs
+from models.vit.model import DiffusionViT, ViTConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+"""Where shipped weights live (``models/weights/``)."""
+
+Z90 = 1.6448536269514722  # two-sided 90 % interval of a Gaussian
+
+
+class ModelLoadError(ValueError):
+    """Weights that cannot be used: missing, unknown format, corrupt, or not matching the card."""
+
+
+@dataclass(frozen=True)
+class ViTPrediction:
+    """D and its 90 % interval for a batch of windows, in um^2/s."""
+
+    d_um2_s: NDArray[np.float64]
+    d_low_um2_s: NDArray[np.float64]
+    d_high_um2_s: NDArray[np.float64]
+    log_sd: NDArray[np.float64]  # SD of log D (dimensionless)
+
+
+class ViTEstimator:
+    """A loaded :class:`DiffusionViT`, resident on one device.
+
+    Parameters
+    ----------
+    model : DiffusionViT
+        The network (moved to ``device`` and set to eval mode).
+    card : dict
+        Its JSON card.
+    device : str or torch.device
+        Where it runs; on CUDA the forward pass uses bf16 autocast.
+    """
+
+    def __init__(self, model: DiffusionViT, card: dict[str, Any],
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.card = card
+        self.name = str(card.get("name", "vit"))
+
+    @property
+    def method(self) -> str:
+        """What estimates made by this model say in their ``method`` field."""
+        return f"vit:{self.name}"
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ViTEstimator:
+        """Load weights and card, checking format and sha256.
+
+        Raises
+        ------
+        ModelLoadError
+            Naming the file and what is wrong with it.
+        """
+        from models.vit.train import sha256
+
+        path = Path(path)
+        card_path = path.with_suffix(".json")
+        if not path.is_file():
+            raise ModelLoadError(f"model weights {path}: no such file")
+        if not card_path.is_file():
+            raise ModelLoadError(f"model weights {path}: its card {card_path.name} is missing")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"model card {card_path}: not valid JSON ({exc})") from None
+        if card.get("format") != "livespt-vit/1":
+            raise ModelLoadError(f"model card {card_path}: unknown format {card.get('format')!r}")
+        digest = sha256(path)
+        if digest != card.get("sha256"):
+            raise ModelLoadError(
+                f"model weights {path}: sha256 {digest[:12]}... does not match the card's "
+                f"{str(card.get('sha256'))[:12]}... (corrupt or replaced file)")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            config = ViTConfig(**blob["config"])
+            model = DiffusionViT(config)
+            model.load_state_dict(blob["state_dict"], strict=True)
+        except Exception as exc:  # any failure here means a bad file
+            raise ModelLoadError(f"model weights {path}: cannot be loaded ({exc})") from None
+        return cls(model, card, device)
+
+    @torch.no_grad()
+    def predict_log(self, inputs: WindowInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log SD of ``log D*`` (px^2/frame), float32 on the model's device."""
+        x = inputs.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            mu, ls = self.model(x.images, x.geometry, x.valid, x.features, x.acquisition)
+        return mu.float(), ls.float()
+
+    def predict(self, inputs: WindowInputs, pixel_size_um: float,
+                frame_interval_s: float) -> ViTPrediction:
+        """D (um^2/s) with a 90 % interval for windows of one acquisition."""
+        mu, ls = self.predict_log(inputs)
+        return to_physical(mu, ls, pixel_size_um, frame_interval_s)
+
+
+def to_physical(mu: torch.Tensor, log_sd: torch.Tensor, pixel_size_um: float,
+                frame_interval_s: float) -> ViTPrediction:
+    """Convert ``log D*`` mean and log SD to D in um^2/s with a 90 % interval."""
+    m = mu.double().cpu().numpy()
+    s = np.exp(log_sd.double().cpu().numpy())
+    scale = math.log(pixel_size_um**2 / frame_interval_s)
+    return ViTPrediction(
+        d_um2_s=np.exp(m + scale),
+        d_low_um2_s=np.exp(m - Z90 * s + scale),
+        d_high_um2_s=np.exp(m + Z90 * s + scale),
+        log_sd=s,
+    )
+
+
+def shipped_weights() -> list[Path]:
+    """Weight files shipped under ``models/weights/`` (those with a card)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p for p in WEIGHTS_DIR.glob("*.pt") if p.with_suffix(".json").is_file())

@@ -1,0 +1,216 @@
+"""From a window of localized points and their patches to the network's dimensionless inputs.
+
+One function, :func:`prepare`, serves training, evaluation and the live server,
+so the network always sees inputs made the same way. A *window* is a run of
+localized points of one track (not of frames: a frame where the particle was
+not found is simply absent, and the frame gap is one of the inputs).
+
+Everything is converted to the units of the images before it enters the
+network: positions in pixels, time in frames, ``D* = D dt / px^2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.features import trajectory_features
+
+N_GEOM = 6
+"""Per-point placement inputs: position relative to the window mean (2, px / 10),
+sub-pixel offset of the localization in its patch (2, px), log precision (px),
+frames skipped since the previous point."""
+
+N_ACQ = 3
+"""Acquisition inputs: exposure / interval, PSF sigma (px), median log precision (px)."""
+
+_CLAMP = (-3.0, 10.0)
+
+
+@dataclass
+class WindowInputs:
+    """Dimensionless network inputs for B windows of up to T points (see :class:`DiffusionViT`)."""
+
+    images: Tensor  # (B, T, P, P) float32
+    geometry: Tensor  # (B, T, N_GEOM) float32
+    valid: Tensor  # (B, T) bool
+    features: Tensor  # (B, n_features) float32
+    acquisition: Tensor  # (B, N_ACQ) float32
+
+    def to(self, device: torch.device | str) -> WindowInputs:
+        """The same inputs on another device."""
+        return WindowInputs(*(getattr(self, k).to(device) for k in
+                              ("images", "geometry", "valid", "features", "acquisition")))
+
+    def __len__(self) -> int:
+        return int(self.valid.shape[0])
+
+
+def normalise_patches(images_adu: Tensor, valid: Tensor) -> Tensor:
+    """Subtract each patch's background and scale each window to unit spot intensity.
+
+    Parameters
+    ----------
+    images_adu : Tensor, shape (B, T, P, P)
+        Camera counts (any offset and gain).
+    valid : Tensor, shape (B, T), bool
+        Points that exist.
+
+    Returns
+    -------
+    Tensor, shape (B, T, P, P), float32
+        Background (median of the patch border, per patch) removed; divided by
+        the window's median spot intensity (sum over the central 5 x 5 pixels),
+        times 6 so a spot's peak is of order 1; clamped to [-3, 10]. Per-window
+        (not per-frame) scaling keeps the SNR visible; intensity fluctuations
+        and blinking are left to the network, which is trained with them.
+    """
+    x = images_adu.to(torch.float32)
+    p = x.shape[-1]
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
+    x = x - border.median(dim=-1).values[..., None, None]
+    c, h = p // 2, min(2, p // 2)
+    amp = x[..., c - h:c + h + 1, c - h:c + h + 1].sum(dim=(-1, -2))  # (B, T)
+    amp = torch.where(valid, amp, torch.full_like(amp, float("nan")))
+    scale = torch.nanmedian(amp, dim=1).values.clamp_min(1e-3)
+    scale = torch.nan_to_num(scale, nan=1.0)
+    x = x / scale[:, None, None, None] * 6.0
+    x = torch.where(valid[..., None, None], x, torch.zeros_like(x))
+    return x.clamp(*_CLAMP)
+
+
+def prepare(
+    images_adu: Tensor,
+    patch_origin_um: Tensor,
+    localized_um: Tensor,
+    sigma_um: Tensor,
+    frames: Tensor,
+    valid: Tensor,
+    *,
+    pixel_size_um: float,
+    frame_interval_s: float,
+    exposure_s: float,
+    psf_sigma_um: float,
+) -> WindowInputs:
+    """Network inputs for B windows of up to T points, padded at the end.
+
+    Parameters
+    ----------
+    images_adu : Tensor, shape (B, T, P, P)
+        Patch of each point, centred on the pixel containing its localization.
+    patch_origin_um : Tensor, shape (B, T, 2)
+        Position (x, y) in um of each patch's centre pixel.
+    localized_um : Tensor, shape (B, T, 2)
+        Localized positions in um.
+    sigma_um : Tensor, shape (B, T)
+        Localization precision per axis in um (NaN: unknown; the window's median
+        stands in).
+    frames : Tensor, shape (B, T), int
+        Frame index of each point.
+    valid : Tensor, shape (B, T), bool
+        True for real points; each row's valid points must come first.
+    pixel_size_um, frame_interval_s, exposure_s, psf_sigma_um : float
+        The acquisition (um, s, s, um).
+
+    Returns
+    -------
+    WindowInputs
+    """
+    px = float(pixel_size_um)
+    dev = images_adu.device
+    valid = valid.to(torch.bool)
+    vf = valid.to(torch.float64)
+    n = vf.sum(1).clamp_min(1.0)
+    loc = localized_um.to(torch.float64) / px
+    loc = torch.where(valid[..., None], loc, torch.zeros_like(loc))
+    mean = (loc * vf[..., None]).sum(1) / n[:, None]
+    rel = (loc - mean[:, None, :]) / 10.0
+    offset = loc - patch_origin_um.to(torch.float64) / px
+    sig = sigma_um.to(torch.float64) / px
+    sig = torch.where(valid & torch.isfinite(sig), sig, torch.full_like(sig, float("nan")))
+    med = torch.nanmedian(sig, dim=1).values
+    med = torch.nan_to_num(med, nan=0.3).clamp(1e-3, 10.0)
+    sig = torch.where(torch.isfinite(sig), sig, med[:, None]).clamp(1e-3, 10.0)
+    fr = frames.to(torch.float64)
+    gap = torch.zeros_like(fr)
+    gap[:, 1:] = (fr[:, 1:] - fr[:, :-1] - 1.0).clamp(0.0, 10.0)
+    geometry = torch.stack(
+        [rel[..., 0], rel[..., 1], offset[..., 0], offset[..., 1], torch.log(sig), gap], dim=-1)
+    geometry = torch.where(valid[..., None], geometry, torch.zeros_like(geometry))
+    feats = trajectory_features(torch.where(valid[..., None], loc, mean[:, None, :]), 1.0,
+                                valid=valid)
+    anchor = _one_step_anchor(loc, fr, valid, sig, exposure_s / frame_interval_s)
+    feats = torch.cat([feats.to(torch.float64), anchor.to(feats.device)], dim=1)
+    acq = torch.stack([
+        torch.full_like(med, exposure_s / frame_interval_s),
+        torch.full_like(med, psf_sigma_um / px),
+        torch.log(med),
+    ], dim=1)
+    return WindowInputs(
+        images=normalise_patches(images_adu, valid),
+        geometry=geometry.to(torch.float32),
+        valid=valid,
+        features=torch.nan_to_num(feats.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0),
+        acquisition=acq.to(torch.float32).to(dev),
+    )
+
+
+def _one_step_anchor(loc_px: Tensor, frames: Tensor, valid: Tensor, sigma_px: Tensor,
+                     exposure_ratio: float) -> Tensor:
+    """Two classical summary inputs: log of a sigma-known one-step D* estimate, and its floor flag.
+
+    ``D1 = mean over steps and axes of (dx^2 - 2 sigma^2) / (2 (g - 2 R))`` with
+    ``g`` the frames spanned by the step and ``R = exposure / (6 interval)`` the
+    blur coefficient: unbiased for pure diffusion, but negative for slow noisy
+    windows, so it enters as ``log(max(D1, 1e-3))`` plus a flag for the floor.
+    The network refines this anchor rather than learning an estimator from scratch.
+    """
+    r = exposure_ratio / 6.0
+    step_ok = valid[:, 1:] & valid[:, :-1]
+    dx2 = ((loc_px[:, 1:] - loc_px[:, :-1]) ** 2).sum(-1)  # both axes
+    s2 = (sigma_px[:, 1:] ** 2 + sigma_px[:, :-1] ** 2) / 2.0
+    g = (frames[:, 1:] - frames[:, :-1]).to(torch.float64).clamp_min(1.0)
+    per_step = (dx2 / 2.0 - 2.0 * s2) / (2.0 * (g - 2.0 * r))
+    w = step_ok.to(torch.float64)
+    d1 = (per_step * w).sum(1) / w.sum(1).clamp_min(1.0)
+    floor = 1e-3
+    return torch.stack([torch.log(d1.clamp_min(floor)), (d1 <= floor).to(torch.float64)], dim=1)
+
+
+def d_star(d_um2_s: Tensor, pixel_size_um: float, frame_interval_s: float) -> Tensor:
+    """``D* = D dt / px^2`` (px^2 per frame) from D in um^2/s."""
+    return d_um2_s * frame_interval_s / pixel_size_um**2
+
+
+def d_physical(d_star_px2_frame: Tensor, pixel_size_um: float, frame_interval_s: float) -> Tensor:
+    """D in um^2/s from ``D*`` in px^2 per frame."""
+    return d_star_px2_frame * pixel_size_um**2 / frame_interval_s
+
+
+def concat_inputs(parts: list[WindowInputs]) -> WindowInputs:
+    """Stack inputs of several callers along the batch axis, padding shorter windows.
+
+    Windows shorter than the longest are padded at the end with invalid points
+    (masked out of attention), so callers with different window lengths share
+    one forward pass.
+    """
+    if not parts:
+        raise ValueError("parts is empty")
+    t = max(int(p.valid.shape[1]) for p in parts)
+
+    def pad(x: Tensor) -> Tensor:
+        extra = t - x.shape[1]
+        if extra == 0:
+            return x
+        shape = (x.shape[0], extra, *x.shape[2:])
+        return torch.cat([x, torch.zeros(shape, dtype=x.dtype, device=x.device)], dim=1)
+
+    return WindowInputs(
+        images=torch.cat([pad(p.images) for p in parts]),
+        geometry=torch.cat([pad(p.geometry) for p in parts]),
+        valid=torch.cat([pad(p.valid) for p in parts]),
+        features=torch.cat([p.features for p in parts]),
+        acquisition=torch.cat([p.acquisition for p in parts]),
+    )

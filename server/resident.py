@@ -1,0 +1,196 @@
+"""Models loaded once at server start, resident on the device, shared by all sessions.
+
+Each model gets one :class:`server.batcher.DynamicBatcher`: the sessions' worker
+threads submit their windows of the frame, the batcher runs one forward pass
+for everything that arrived within ``max_delay_ms`` (up to ``max_batch``
+windows). Which model does what:
+
+* the live stream uses a model that sees the images (variant ``image+features``,
+  else ``image``): patches are cropped around each localized spot;
+* ``AnalyzeTracks`` receives positions only, so it uses a ``features`` model.
+
+Without a suitable model, the CVE is used, and every estimate says which
+method made it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.vit.estimator import ViTEstimator, ViTPrediction, shipped_weights, to_physical
+from models.vit.inputs import WindowInputs, concat_inputs, prepare
+from server.batcher import DynamicBatcher, split_tensors
+
+log = logging.getLogger("livespt.server")
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Dynamic batching of model calls.
+
+    Attributes
+    ----------
+    max_batch : int
+        Most windows per forward pass.
+    max_delay_ms : float
+        Longest a request waits for others to join its batch, ms.
+    """
+
+    max_batch: int = 4096
+    max_delay_ms: float = 2.0
+
+
+class ResidentModel:
+    """One loaded model and its batcher.
+
+    Parameters
+    ----------
+    estimator : ViTEstimator
+        The loaded network, on its device.
+    path : Path
+        Where its weights came from.
+    batching : BatchingOptions
+        Batch size and delay limits.
+    """
+
+    def __init__(self, estimator: ViTEstimator, path: Path, batching: BatchingOptions) -> None:
+        self.estimator = estimator
+        self.path = path
+        self.batcher: DynamicBatcher[WindowInputs, tuple[Tensor, ...]] = DynamicBatcher(
+            self._run, concat=concat_inputs, split=split_tensors, size=len,
+            max_batch=batching.max_batch, max_delay_ms=batching.max_delay_ms,
+            name=f"batcher[{estimator.name}]")
+
+    def _run(self, inputs: WindowInputs) -> tuple[Tensor, ...]:
+        mu, ls = self.estimator.predict_log(inputs)
+        return mu.cpu(), ls.cpu()
+
+    @property
+    def variant(self) -> str:
+        """``image+features``, ``image`` or ``features``."""
+        return self.estimator.model.config.variant
+
+    @property
+    def method(self) -> str:
+        """The ``method`` of estimates made with this model."""
+        return self.estimator.method
+
+    @property
+    def max_frames(self) -> int:
+        """Longest window the model takes, points."""
+        return self.estimator.model.config.max_frames
+
+    @property
+    def patch_px(self) -> int:
+        """Patch side the model expects, pixels."""
+        return self.estimator.model.config.patch_px
+
+    def estimate(self, inputs: WindowInputs, pixel_size_um: float,
+                 frame_interval_s: float) -> ViTPrediction:
+        """D with 90 % intervals for windows of one acquisition, batched with other callers."""
+        mu, ls = self.batcher(inputs)
+        return to_physical(mu, ls, pixel_size_um, frame_interval_s)
+
+    def estimate_windows(self, frames: Any, values: Any, pixel_size_um: float,
+                         frame_interval_s: float, exposure_s: float, psf_sigma_um: float,
+                         patches: Any = None) -> ViTPrediction:
+        """D with 90 % intervals for M windows of L points (positions and, optionally, patches).
+
+        Parameters
+        ----------
+        frames : ndarray of int, shape (M, L)
+            Frame of each point.
+        values : ndarray, shape (M, L, 3)
+            x (um), y (um), localization precision (um, NaN: unknown) per point.
+        pixel_size_um, frame_interval_s, exposure_s, psf_sigma_um : float
+            The acquisition (um, s, s, um).
+        patches : ndarray, shape (M, L, P, P), optional
+            Patch per point, centred on the pixel containing its position; needed by
+            image variants (a features model ignores images).
+        """
+        px = pixel_size_um
+        loc = np.asarray(values, dtype=np.float64)[:, :, :2]
+        m, length = loc.shape[:2]
+        if patches is None:
+            if self.variant != "features":
+                raise ValueError(f"model {self.estimator.name} ({self.variant}) needs patches")
+            images = torch.zeros((m, length, 3, 3))
+        else:
+            images = torch.from_numpy(np.asarray(patches, dtype=np.float32))
+        inputs = prepare(
+            images, torch.from_numpy(np.floor(loc / px + 0.5) * px), torch.from_numpy(loc),
+            torch.from_numpy(np.asarray(values, dtype=np.float64)[:, :, 2]),
+            torch.from_numpy(np.asarray(frames, dtype=np.int64)),
+            torch.ones((m, length), dtype=torch.bool), pixel_size_um=px,
+            frame_interval_s=frame_interval_s, exposure_s=exposure_s, psf_sigma_um=psf_sigma_um)
+        return self.estimate(inputs, px, frame_interval_s)
+
+    def info(self) -> dict[str, Any]:
+        """What GetServerInfo and session summaries report about this model."""
+        card = self.estimator.card
+        return {"name": self.estimator.name, "variant": self.variant, "file": str(self.path),
+                "sha256": card.get("sha256"), "parameters": card.get("parameters"),
+                "device": str(self.estimator.device), "date": card.get("date"),
+                "metrics": card.get("metrics", {})}
+
+
+class ModelRegistry:
+    """The models of a server.
+
+    Parameters
+    ----------
+    paths : list of Path or None
+        Weight files to load; None: every shipped file under ``models/weights/``.
+    device : str
+        Torch device for all models.
+    batching : BatchingOptions
+        Dynamic batching limits.
+
+    Raises
+    ------
+    models.vit.ModelLoadError
+        When a file is missing, corrupt or does not match its card (start-up fails).
+    """
+
+    def __init__(self, paths: list[Path] | None, device: str,
+                 batching: BatchingOptions | None = None) -> None:
+        self.batching = batching or BatchingOptions()
+        self.models: list[ResidentModel] = []
+        if device == "cpu":
+            torch.set_num_threads(max(1, torch.get_num_threads()))
+        for p in shipped_weights() if paths is None else paths:
+            est = ViTEstimator.load(p, device)
+            self.models.append(ResidentModel(est, Path(p), self.batching))
+            log.info("model %s (%s) resident on %s", est.name, est.model.config.variant, device)
+        self.window_model = self._pick(("image+features", "image"))
+        self.track_model = self._pick(("features",))
+
+    def _pick(self, variants: tuple[str, ...]) -> ResidentModel | None:
+        for v in variants:
+            for m in self.models:
+                if m.variant == v:
+                    return m
+        return None
+
+    def info(self) -> list[dict[str, Any]]:
+        """One entry per loaded model, with its role."""
+        out = []
+        for m in self.models:
+            d = m.info()
+            d["used_for"] = [role for role, r in (("stream", self.window_model),
+                                                  ("analyze_tracks", self.track_model))
+                             if r is m]
+            out.append(d)
+        return out
+
+    def close(self) -> None:
+        """Stop the batchers (queued work is finished first)."""
+        for m in self.models:
+            m.batcher.close()

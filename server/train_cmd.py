@@ -1,0 +1,45 @@
+"""``livespt train vit``: train the diffusion transformer and write weights + card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from models.vit.estimator import WEIGHTS_DIR
+from models.vit.train import preset, save, train
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available in this torch build")
+    return name
+
+
+def run_train(args: argparse.Namespace) -> Path:
+    """Train with the parsed command-line arguments; return the weights path."""
+    overrides: dict[str, object] = {"variant": args.variant, "seed": args.seed}
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+        overrides["max_minutes"] = args.minutes
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        overrides["max_steps"] = args.steps
+    cfg = preset(args.preset, **overrides)
+    device = resolve_device(args.device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    suffix = "" if args.variant == "image+features" else "-" + args.variant.replace("+", "-")
+    out = Path(args.out) if args.out else WEIGHTS_DIR / f"vit-{args.preset}{suffix}.pt"
+    print(f"training vit ({args.variant}, preset {args.preset}) on {device} for at most "
+          f"{cfg.max_minutes} min / {cfg.max_steps} steps -> {out}", flush=True)
+    model, history = train(cfg, device, log=lambda line: print(line, flush=True))
+    card = save(model, cfg, history, out, metrics={"validation": history["best_validation"]})
+    print(f"wrote {out} and {card}")
+    return out
