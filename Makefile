@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= demo_out
 
-.PHONY: demo test lint typecheck bench proto install install-dev clean
+.PHONY: demo test lint typecheck bench proto install install-dev clean fiji
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_link.py
 	$(BIN)/python benchmarks/bench_changepoint.py
 	$(BIN)/python benchmarks/bench_stream.py
+
+## Install Fiji.app (ImageJ2 + TrackMate) for the pyimagej backend, offline when a source is
+## at hand (see scripts/install-fiji; LIVESPT_FIJI_DIR, FIJI_SOURCE).
+fiji:
+	scripts/install-fiji
 
 ## Regenerate the committed gRPC stubs from proto/ (tests fail if they drift).
 proto: $(VENV)/.installed-dev
