@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= demo_out
 
-.PHONY: demo test lint typecheck bench proto install install-dev clean fiji
+.PHONY: demo test lint typecheck bench proto install install-dev clean fiji eval-vit train-vit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,18 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_link.py
 	$(BIN)/python benchmarks/bench_changepoint.py
 	$(BIN)/python benchmarks/bench_stream.py
+	$(BIN)/python benchmarks/bench_vit.py
+
+## Train the transformer on data simulated on the fly (PRESET=cpu: ~25 min on 2 cores; gpu).
+PRESET ?= cpu
+train-vit: $(VENV)/.installed
+	$(BIN)/livespt train vit --preset $(PRESET)
+	$(BIN)/livespt train vit --preset $(PRESET) --variant features --minutes 8
+	$(BIN)/livespt train vit --preset $(PRESET) --variant image --minutes 12
+
+## Evaluate the shipped transformers against the CVE, MSD fit and Cramer-Rao bound (docs/vit/).
+eval-vit: $(VENV)/.installed
+	$(BIN)/livespt evaluate vit --out docs/vit
 
 ## Install Fiji.app (ImageJ2 + TrackMate) for the pyimagej backend, offline when a source is
 ## at hand (see scripts/install-fiji; LIVESPT_FIJI_DIR, FIJI_SOURCE).

@@ -49,11 +49,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(sessions: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(sessions: Path, models: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """``livespt serve`` in its own process: classical (CVE) windows, or the shipped models."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
-         "--sessions-dir", str(sessions)],
+         "--sessions-dir", str(sessions), *([] if models else ["--no-models"])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     with LiveSptClient(target) as c:
@@ -286,6 +287,24 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+        from models.vit import shipped_weights
+
+        if shipped_weights():
+            # The same 50-particle stream with the shipped transformer estimating every
+            # window (CPU, through the dynamic batcher) instead of the CVE.
+            proc, target = start_server(Path(tmp) / "sessions_vit", models=True)
+            try:
+                cfg = MovieConfig(shape_px=(512, 512), n_frames=args.frames, n_particles=50,
+                                  pixel_size_um=PX, frame_interval_s=DT, d_um2_s=0.1, snr=10.0)
+                movie = simulate_movie(cfg, seed=50)
+                case = {"livespt_stream": stream_throughput(target, movie)}
+                rate = min(100.0, 0.7 * case["livespt_stream"]["frames_per_s"])
+                case["livespt_paced"] = stream_paced(target, movie.frames, rate)
+                result["cases"]["512x512_50_particles_transformer_windows"] = case
+                print(json.dumps({"transformer": case}, indent=2), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
     result["machine"]["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

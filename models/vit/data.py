@@ -51,6 +51,9 @@ class TrainingDistribution:
         Largest per-frame brightness fluctuation (log-normal).
     p_blinking : float
         Fraction of batches with blinking (p_off 0.05, p_on 0.5).
+    p_bleach_max : float
+        Largest per-frame bleaching probability, drawn uniform per batch (a bleached
+        particle is found no more: its window ends early).
     patch_px : int
         Patch side in pixels.
     substeps : int
@@ -66,6 +69,7 @@ class TrainingDistribution:
     background_cv_max: float = 0.5
     brightness_cv_max: float = 0.4
     p_blinking: float = 0.3
+    p_bleach_max: float = 0.02
     patch_px: int = 15
     substeps: int = 10
 
@@ -152,6 +156,8 @@ def simulate_windows(
                     background_cv=_uniform(0.0, dist.background_cv_max, gen, dev) if realistic
                     else 0.0)
     photo = Photophysics(p_off=0.05 if blinking else 0.0, p_on=0.5,
+                         p_bleach=_uniform(0.0, dist.p_bleach_max, gen, dev) if realistic
+                         else 0.0,
                          brightness_cv=_uniform(0.0, dist.brightness_cv_max, gen, dev)
                          if realistic else 0.0)
     # Blinking drops points: simulate enough frames for ``length`` points in most windows.

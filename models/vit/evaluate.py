@@ -135,7 +135,7 @@ def sliding_window_experiment(models: dict[str, ViTEstimator], seed: int,
     d = np.where(np.arange(n_frames) < change, 3.0, 7.0)
     sim = simulate_patches(
         n_tracks, n_frames, patch_px=15, pixel_size_um=px, frame_interval_s=dt,
-        d_um2_s=np.tile(d, (n_tracks, 1)), snr=10.0, psf_sigma_um=PSF_SIGMA_PX * px,
+        d_um2_s=[3.0, 7.0], change_frames=[change], snr=10.0, psf_sigma_um=PSF_SIGMA_PX * px,
         substeps=SUBSTEPS, generator=gen, device=device)
     starts = np.arange(0, n_frames - WINDOW + 1)
     centre = starts + (WINDOW - 1) / 2

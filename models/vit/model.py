@@ -102,17 +102,25 @@ class ViTConfig:
 
 
 class _ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip; the second starts at zero (an identity block).
+
+    No batch normalisation: each training batch shares one simulated acquisition,
+    so batch statistics (and the running averages used at inference) would swing
+    from batch to batch; a zero-initialised residual branch trains stably without.
+    """
+
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-        )
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        if self.conv2.bias is not None:
+            nn.init.zeros_(self.conv2.bias)
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual update of a (N, C, H, W) feature map."""
-        return self.act(x + self.body(x))
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
 
 
 class FrameEmbedding(nn.Module):
@@ -127,12 +135,10 @@ class FrameEmbedding(nn.Module):
         super().__init__()
         c = channels
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c),
-            nn.GELU(),
+            nn.Conv2d(1, c, 3, padding=1), nn.GELU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GELU(),
             _ResBlock(2 * c),
-            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4 * c),
-            nn.GELU(),
+            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.GELU(),
             _ResBlock(4 * c),
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
