@@ -125,8 +125,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                              "repeatable (default: every shipped file in models/weights/)")
     models.add_argument("--no-models", action="store_true",
                         help="load no model: every estimate is a CVE")
-    p.add_argument("--max-batch", type=int, default=4096,
-                   help="dynamic batching: most windows per forward pass")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="dynamic batching: most windows per forward pass (default 4096 on CUDA, "
+                        "256 on CPU, where larger batches are slower per window)")
     p.add_argument("--max-batch-delay", type=float, default=2.0,
                    help="dynamic batching: longest wait for a batch to fill, ms")
 
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from server.config import Limits
             from server.resident import BatchingOptions
 
-            if args.max_batch < 1:
+            if args.max_batch is not None and args.max_batch < 1:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")

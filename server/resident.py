@@ -37,14 +37,21 @@ class BatchingOptions:
 
     Attributes
     ----------
-    max_batch : int
-        Most windows per forward pass.
+    max_batch : int, optional
+        Most windows per forward pass; None: 4096 on CUDA, 256 on CPU (on CPU,
+        larger batches run slower per window: ``benchmarks/bench_vit.py``).
     max_delay_ms : float
         Longest a request waits for others to join its batch, ms.
     """
 
-    max_batch: int = 4096
+    max_batch: int | None = None
     max_delay_ms: float = 2.0
+
+    def batch_limit(self, device: str) -> int:
+        """``max_batch``, or the device's default."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return 4096 if str(device).startswith("cuda") else 256
 
 
 class ResidentModel:
@@ -65,7 +72,8 @@ class ResidentModel:
         self.path = path
         self.batcher: DynamicBatcher[WindowInputs, tuple[Tensor, ...]] = DynamicBatcher(
             self._run, concat=concat_inputs, split=split_tensors, size=len,
-            max_batch=batching.max_batch, max_delay_ms=batching.max_delay_ms,
+            max_batch=batching.batch_limit(str(estimator.device)),
+            max_delay_ms=batching.max_delay_ms,
             name=f"batcher[{estimator.name}]")
 
     def _run(self, inputs: WindowInputs) -> tuple[Tensor, ...]:
@@ -162,6 +170,7 @@ class ModelRegistry:
     def __init__(self, paths: list[Path] | None, device: str,
                  batching: BatchingOptions | None = None) -> None:
         self.batching = batching or BatchingOptions()
+        self.device = device
         self.models: list[ResidentModel] = []
         if device == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -137,7 +137,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 max_message_bytes=self.limits.max_message_bytes,
                 max_frame_pixels=self.limits.max_frame_pixels,
                 max_sessions=self.limits.max_sessions,
-                max_batch_windows=reg.batching.max_batch if reg else 0,
+                max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
                 max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0,
             ),
         )

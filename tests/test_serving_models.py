@@ -60,7 +60,7 @@ def test_server_info_lists_the_resident_models(server: EmbeddedServer,
     card = json.loads(weights["features"].with_suffix(".json").read_text())
     assert by_variant["features"].sha256 == card["sha256"]
     assert json.loads(by_variant["features"].card_json)["parameters"] == card["parameters"]
-    assert info.limits.max_batch_windows == 4096 and info.limits.max_batch_delay_ms == 2.0
+    assert info.limits.max_batch_windows == 256 and info.limits.max_batch_delay_ms == 2.0
     assert "vit:vit-test-image-features" in info.estimators
 
 
