@@ -35,6 +35,7 @@ from server.pipeline.windows import (
     WindowConfig,
     estimate_windows,
     track_window_arrays,
+    window_records,
 )
 from server.records import ChangeEvent, TrackPoint, WindowEstimate
 from server.resident import ModelRegistry, ResidentModel
@@ -414,12 +415,7 @@ def analyze_tracks(
         # default when the whole window lacks it.
         pred = model.estimate_windows(due.frames, due.values, px, dt, te,
                                       NOMINAL_PSF_SIGMA_PX * px)
-        estimates = [
-            WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=d, d_low_um2_s=lo,
-                           d_high_um2_s=hi, method=model.method)
-            for t, a, b, d, lo, hi in zip(
-                due.track_ids.tolist(), due.frames[:, 0].tolist(), due.frames[:, -1].tolist(),
-                pred.d_um2_s.tolist(), pred.d_low_um2_s.tolist(), pred.d_high_um2_s.tolist(),
-                strict=True)]
+        estimates = window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
+                                   pred.d_high_um2_s, model.method)
     resp.windows.extend(_estimate(e) for e in estimates)
     return resp

@@ -32,6 +32,7 @@ from server.pipeline.windows import (
     WindowConfig,
     WindowEstimator,
     estimate_windows,
+    window_records,
 )
 from server.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
 from server.resident import ResidentModel
@@ -306,15 +307,8 @@ class Session:
         pred = self.model.estimate_windows(
             due.frames, due.values, s.pixel_size_um, s.frame_interval_s, s.exposure_s,
             self.psf_sigma_um, patches=due.patches)
-        method = self.model.method
-        return [
-            WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=d, d_low_um2_s=lo,
-                           d_high_um2_s=hi, method=method)
-            for t, a, b, d, lo, hi in zip(
-                due.track_ids.tolist(), due.frames[:, 0].tolist(), due.frames[:, -1].tolist(),
-                pred.d_um2_s.tolist(), pred.d_low_um2_s.tolist(), pred.d_high_um2_s.tolist(),
-                strict=True)
-        ]
+        return window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
+                              pred.d_high_um2_s, self.model.method)
 
     # ---------------------------------------------------------------- closing
     def summary(self, status: str) -> dict[str, Any]:

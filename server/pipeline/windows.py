@@ -288,12 +288,25 @@ def estimate_windows(
         )
         d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
         method = est.method
-    starts, ends = frames[:, 0].tolist(), frames[:, -1].tolist()
+    return window_records(track_ids, frames, d, lo, hi, method)
+
+
+def window_records(
+    track_ids: NDArray[np.int64],
+    frames: NDArray[np.int64],
+    d_um2_s: NDArray[np.float64],
+    d_low_um2_s: NDArray[np.float64],
+    d_high_um2_s: NDArray[np.float64],
+    method: str,
+) -> list[WindowEstimate]:
+    """One :class:`WindowEstimate` per window from arrays of shape (M,) (frames: (M, L))."""
     return [
         WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=x, d_low_um2_s=y,
                        d_high_um2_s=z, method=method)
-        for t, a, b, x, y, z in zip(track_ids.tolist(), starts, ends, d.tolist(), lo.tolist(),
-                                    hi.tolist(), strict=True)
+        for t, a, b, x, y, z in zip(
+            np.asarray(track_ids).tolist(), frames[:, 0].tolist(), frames[:, -1].tolist(),
+            np.asarray(d_um2_s).tolist(), np.asarray(d_low_um2_s).tolist(),
+            np.asarray(d_high_um2_s).tolist(), strict=True)
     ]
 
 
