@@ -177,7 +177,8 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
     summary["truth_table"] = table.to_dict(orient="records")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
-        print("\nEstimates against the truth (window estimates: 10-frame CVE; "
+        methods = ", ".join(sorted(est["method"].astype(str).unique())) or "none"
+        print(f"\nEstimates against the truth (10-point window estimates by {methods}; "
               "changes: matched within 10 frames of the true change):")
         print(table.to_string(index=False))
     lat = np.asarray(result.server_latency_ms)
