@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.config import Limits
+from server.detection import DetectionPool
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from server.resident import BatchingOptions, ModelRegistry
@@ -50,7 +51,11 @@ class ServerOptions:
     limits : Limits
         Server-side limits.
     workers : int
-        Threads for CPU-bound frame processing.
+        Threads for the tracking stage, AnalyzeTracks and, with
+        ``detect_workers=0``, detection.
+    detect_workers : int
+        Worker processes of the detection stage, shared by all streams (0: detect
+        in the threads instead). Default: the number of CPUs, at most 8.
     shutdown_grace_s : float
         On SIGINT/SIGTERM, how long running streams may continue before they are cut
         (their sessions are closed and flushed either way).
@@ -67,6 +72,7 @@ class ServerOptions:
     device: str = "auto"
     limits: Limits = field(default_factory=Limits)
     workers: int = max(2, os.cpu_count() or 2)
+    detect_workers: int = min(8, os.cpu_count() or 1)
     shutdown_grace_s: float = GRACE_S
     models: tuple[Path, ...] | None = None
     batching: BatchingOptions = field(default_factory=BatchingOptions)
@@ -96,12 +102,14 @@ class RunningServer:
         self.port = port
         self.health = health_servicer
         self.executor = executor
+        self.detection = service.detection
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
         """Stop accepting calls, let running ones finish for ``grace_s``, then close."""
         self.service.shutting_down = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        self.detection.close()
         self.executor.shutdown(wait=True)
         if self.service.registry is not None:
             self.service.registry.close()
@@ -115,13 +123,14 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
+    detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
         ],
     )
-    service = LiveSptService(Path(opts.out_root), limits, executor, device, registry)
+    service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection)
     pb_grpc.add_LiveSptServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -132,12 +141,15 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     )
     port = server.add_insecure_port(f"{opts.host}:{opts.port}")
     if port == 0:
+        detection.close()
+        executor.shutdown(wait=False)
         raise OSError(f"could not bind {opts.host}:{opts.port}")
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("LiveSPT serving on %s:%d (device %s, models: %s)", opts.host, port, device,
-             ", ".join(m.estimator.name for m in registry.models) or "none")
+    log.info("LiveSPT serving on %s:%d (device %s, models: %s, detection processes: %d)",
+             opts.host, port, device,
+             ", ".join(m.estimator.name for m in registry.models) or "none", opts.detect_workers)
     return RunningServer(server, service, port, health_servicer, executor)
 
 

@@ -117,6 +117,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
+    p.add_argument("--detect-workers", type=int, default=None, metavar="N",
+                   help="worker processes for spot detection, shared by all streams "
+                        "(0: detect in server threads; default: number of CPUs, at most 8)")
     p.add_argument("--shutdown-grace", type=float, default=10.0,
                    help="seconds running streams may continue after SIGINT/SIGTERM")
     models = p.add_mutually_exclusive_group()
@@ -255,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
+            if args.detect_workers is not None and args.detect_workers < 0:
+                raise ValueError(f"--detect-workers must be >= 0, got {args.detect_workers}")
+            extra = {} if args.detect_workers is None else {"detect_workers": args.detect_workers}
             models = (() if args.no_models else
                       None if args.model is None else tuple(Path(m) for m in args.model))
             serve(ServerOptions(host=args.host, port=args.port, device=args.device,
@@ -262,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 limits=Limits(max_sessions=args.max_sessions),
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
-                                                         args.max_batch_delay)))
+                                                         args.max_batch_delay),
+                                **extra))
         elif args.command == "stream":
             from server.stream_cmd import run_stream
 

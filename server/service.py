@@ -27,6 +27,7 @@ import numpy as np
 from models.estimators import cve
 from server import __version__
 from server.config import Limits, settings_from_proto
+from server.detection import DetectionPool
 from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
@@ -95,27 +96,36 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     limits : Limits
         Server-side limits.
     executor : ThreadPoolExecutor
-        Where CPU-bound frame processing runs.
+        Where the tracking stage and AnalyzeTracks run (off the event loop).
     device : str
         Compute device, reported by GetServerInfo and recorded in summaries.
     registry : ModelRegistry, optional
         Resident models (none: every estimate is a CVE).
+    detection : DetectionPool, optional
+        Where the detection stage runs, shared by all sessions (default: in
+        ``executor``, no worker processes).
     """
 
     def __init__(
         self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
-        registry: ModelRegistry | None = None,
+        registry: ModelRegistry | None = None, detection: DetectionPool | None = None,
     ) -> None:
         self.out_root = Path(out_root)
         self.limits = limits
         self.executor = executor
+        self.detection = detection if detection is not None else DetectionPool(0, executor)
         self.device = device
         self.registry = registry
         self.sessions: dict[str, Session] = {}
         self.shutting_down = False
 
-    PIPELINE_DEPTH = 2
-    """Frames of one stream in flight at once: one being tracked, one being detected."""
+    PIPELINE_DEPTH = 4
+    """Frames of one stream in flight at once: one being tracked, the others being detected.
+
+    Two would keep one detection beside the tracking; with detection in worker
+    processes, more frames of the same stream are detected at once (measured:
+    about 100 instead of 86 frames/s for one 50-particle stream on 2 cores).
+    """
 
     # -------------------------------------------------------------- info
     async def GetServerInfo(
@@ -232,8 +242,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     ) -> AsyncIterator[pb.AnalysisUpdate]:
         """Frames in, frame results out, with detection overlapped with tracking.
 
-        Two stages: detection (:meth:`Session.detect_frame`, independent per frame)
-        starts in the thread pool as soon as a frame is received and decoded;
+        Two stages: detection (:func:`server.detection.detect_frame`, independent per
+        frame) starts in the detection pool (worker processes) as soon as a frame is
+        received and decoded;
         tracking (:meth:`Session.track`: linking, windows, change detection,
         persistence) runs strictly in frame order, one frame at a time. At most
         :attr:`PIPELINE_DEPTH` frames are in flight, so a fast client meets
@@ -250,6 +261,16 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             while True:
                 if tracking is None and pending and pending[0][2].done():
                     index, _, detected = pending[0]
+                    exc = detected.exception()
+                    if exc is not None:
+                        # Frames are validated before detection, so this is a server
+                        # fault (or a detector limit), not the client's.
+                        log.error("session %s frame %d: detection failed: %s",
+                                  session.session_id, index, exc)
+                        error = (grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, ValueError)
+                                 else grpc.StatusCode.INTERNAL,
+                                 f"frame {index}: detection failed: {exc}")
+                        break
                     tracking = loop.run_in_executor(
                         self.executor, session.track, index, detected.result())
                 waits: set[asyncio.Future[Any]] = set()
@@ -288,7 +309,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                     except ValueError as exc:
                         error = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                         continue
-                    detected = loop.run_in_executor(self.executor, session.detect_frame, frame)
+                    detected = asyncio.wrap_future(
+                        self.detection.submit(frame, session.detection_task))
                     pending.append((req.frame.index, t_arrival, detected))
                     read = asyncio.ensure_future(it.__anext__())
             if error is not None:

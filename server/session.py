@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 
 from server import __version__
 from server.config import StreamSettings
+from server.detection import Detected, DetectionTask, detect_frame
 from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.detect import DetectorConfig, Spots, detect
+from server.pipeline.detect import DetectorConfig, Spots
 from server.pipeline.link import LinkerConfig, OnlineLinker
 from server.pipeline.windows import (
     DueWindows,
@@ -61,41 +62,6 @@ class LatencyHistogram:
             return float("nan")
         k = int(np.searchsorted(np.cumsum(self.counts), q / 100 * self.n))
         return float(self.EDGES_MS[min(k, self.EDGES_MS.size - 1)])
-
-
-@dataclass(frozen=True)
-class Detected:
-    """One frame's detections and, when a model reads images, a patch around each."""
-
-    spots: Spots
-    patches: NDArray[np.float32] | None = None  # (K, P, P), centred on each spot's pixel
-
-
-def crop_patches(frame: NDArray[Any], x_px: NDArray[np.float64], y_px: NDArray[np.float64],
-                 size: int) -> NDArray[np.float32]:
-    """Patches of ``size`` x ``size`` pixels centred on the pixel containing each position.
-
-    Parameters
-    ----------
-    frame : ndarray, shape (H, W)
-        The frame (bright spots; invert dark ones first).
-    x_px, y_px : ndarray, shape (K,)
-        Positions in pixels (pixel ``(i, j)`` has its centre at ``x = j, y = i``).
-    size : int
-        Patch side in pixels (odd).
-
-    Returns
-    -------
-    ndarray, shape (K, size, size), float32
-        Beyond the frame's edge the edge pixels are repeated.
-    """
-    h = size // 2
-    img = np.asarray(frame, dtype=np.float32)
-    cx = np.clip(np.floor(x_px + 0.5).astype(np.int64), 0, img.shape[1] - 1)
-    cy = np.clip(np.floor(y_px + 0.5).astype(np.int64), 0, img.shape[0] - 1)
-    padded = np.pad(img, h, mode="edge")
-    off = np.arange(size)
-    return padded[(cy[:, None] + off)[:, :, None], (cx[:, None] + off)[:, None, :]]
 
 
 @dataclass
@@ -157,6 +123,8 @@ class Session:
                 "windows are estimated with the CVE")
             model = None
         self.model = model
+        self.detection_task = DetectionTask(
+            self.detector_config, None if model is None else model.patch_px)
         self.psf_sigma_um = s.radius_um / math.sqrt(2.0)  # TrackMate: sigma = radius / sqrt(2)
         self.windows = WindowEstimator(
             WindowConfig(
@@ -216,18 +184,12 @@ class Session:
     def detect_frame(self, frame: NDArray[Any]) -> Detected:
         """Detect and localize the spots of one decoded frame (no session state touched).
 
-        Safe to run for frame N+1 in another thread while :meth:`track` handles
-        frame N: this is how the service overlaps the two stages. With an image
-        model, also crops a patch around each spot.
+        Safe to run for frame N+1 elsewhere while :meth:`track` handles frame N:
+        the service runs :func:`server.detection.detect_frame` with
+        :attr:`detection_task` in a worker process. With an image model, also
+        crops a patch around each spot.
         """
-        spots = detect(frame, self.detector_config)
-        patches = None
-        if self.model is not None:
-            img = np.asarray(frame, dtype=np.float32)
-            if self.settings.dark_spots:
-                img = -img
-            patches = crop_patches(img, spots.x_px, spots.y_px, self.model.patch_px)
-        return Detected(spots, patches)
+        return detect_frame(frame, self.detection_task)
 
     def track(self, index: int, detected: Detected | Spots) -> FrameOutput:
         """Link one frame's spots, update windows and change detectors, persist the records.

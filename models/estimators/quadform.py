@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from models.estimators._tracks import Tridiagonal
 
@@ -413,7 +413,7 @@ def interval_by_test_inversion(
     c2 = np.broadcast_to(np.asarray(q.dd, dtype=np.float64) / ndim, d.shape)
     c1 = np.asarray(q.ds, dtype=np.float64) * s2 / ndim
     c0 = np.asarray(q.ss, dtype=np.float64) * s2 * s2 / ndim
-    z2 = float(norm.ppf(0.5 + 0.5 * confidence)) ** 2
+    z2 = float(ndtri(0.5 + 0.5 * confidence)) ** 2  # normal quantile (norm.ppf, 100x cheaper)
 
     a = 1.0 - z2 * c2
     b = -(2.0 * d + z2 * c1)
