@@ -3,13 +3,17 @@
 For simulated 512x512 uint16 movies with 50 and 500 particles (SNR 10):
 
 * ``livespt serve`` in its own process; the client streams over 127.0.0.1
-  (a) as fast as the server acknowledges (throughput) and (b) paced at a fixed
-  rate below capacity (latency from sending a frame to receiving its results);
+  (a) as fast as the server acknowledges (throughput; ``--repeats`` runs,
+  median) and (b) paced at a fixed rate below capacity (latency from sending a
+  frame to receiving its results);
+* the same server with ``--detect-workers 0`` (detection in its threads instead
+  of worker processes), its throughput runs alternated with (a);
 * the transport ceiling in the same run: a raw grpcio bidirectional stream in
   its own process that only echoes a small ack per frame of the same bytes;
 * the in-process pipeline without gRPC (what the transport costs);
 * trackpy ``locate`` + ``link`` on the same frames, same machine, same run;
-* server memory (RSS) sampled along a long stream (should stay flat).
+* server memory (RSS of the server and its detection workers) sampled along a
+  long stream (should stay flat).
 
 Writes JSON (default ``benchmarks/results/stream.json``) and prints it.
 """
@@ -43,18 +47,43 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of ``pid`` and all its descendants (detection workers), MB."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0.0
+    for p in tree:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
-def start_server(sessions: Path, models: bool = False) -> tuple[subprocess.Popen[bytes], str]:
-    """``livespt serve`` in its own process: classical (CVE) windows, or the shipped models."""
+def start_server(sessions: Path, models: bool = False,
+                 detect_workers: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``livespt serve`` in its own process: classical (CVE) windows, or the shipped models.
+
+    ``detect_workers``: the server's ``--detect-workers`` (None: its default).
+    """
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
-         "--sessions-dir", str(sessions), *([] if models else ["--no-models"])],
+         "--sessions-dir", str(sessions), *([] if models else ["--no-models"]),
+         *([] if detect_workers is None else ["--detect-workers", str(detect_workers)])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     with LiveSptClient(target) as c:
@@ -121,6 +150,13 @@ def stream_throughput(target: str, movie: Any) -> dict[str, Any]:
             "spots_per_frame": round(len(res.points) / max(res.frames_acked, 1), 1),
             "detection": _f1_scores(movie, [np.asarray(v).reshape(-1, 2) for v in xy]),
             "client_latency_p50_ms_unpaced": round(float(np.percentile(lat, 50)), 2)}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median frames/s, plus every run's frames/s."""
+    ordered = sorted(runs, key=lambda r: r["frames_per_s"])
+    return {**ordered[len(ordered) // 2],
+            "frames_per_s_runs": [r["frames_per_s"] for r in runs]}
 
 
 def stream_paced(target: str, frames: np.ndarray, fps: float) -> dict[str, Any]:
@@ -243,19 +279,26 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--long-repeats", type=int, default=10,
                     help="memory run: the 50-particle movie is streamed this many times")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="throughput runs per server setup, alternated (median reported)")
     ap.add_argument("--out", default="benchmarks/results/stream.json")
     args = ap.parse_args()
+    from server.app import ServerOptions
 
     result: dict[str, Any] = {
         "benchmark": "stream",
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
                     "loadavg_start": os.getloadavg()},
+        "server_detect_workers_default": ServerOptions().detect_workers,
         "command": "python benchmarks/bench_stream.py " + " ".join(sys.argv[1:]),
         "cases": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         proc, target = start_server(Path(tmp) / "sessions")
+        # Peer in the same run: the same server detecting in its threads (no worker
+        # processes), as before the detection stage moved to processes.
+        proc_t, target_t = start_server(Path(tmp) / "sessions_t", detect_workers=0)
         try:
             for n_particles in (50, 500):
                 cfg = MovieConfig(shape_px=(512, 512), n_frames=args.frames,
@@ -265,7 +308,15 @@ def main() -> None:
                 frames = movie.frames
                 case: dict[str, Any] = {}
                 case["echo_ceiling"] = echo_ceiling(frames)
-                case["livespt_stream"] = stream_throughput(target, movie)
+                runs: dict[str, list[dict[str, Any]]] = {"processes": [], "threads": []}
+                for _ in range(args.repeats):  # alternated, so drift hits both alike
+                    runs["processes"].append(stream_throughput(target, movie))
+                    runs["threads"].append(stream_throughput(target_t, movie))
+                case["livespt_stream"] = _median_run(runs["processes"])
+                case["livespt_stream_detect_in_threads"] = _median_run(runs["threads"])
+                case["ratio_detect_processes_over_threads"] = round(
+                    case["livespt_stream"]["frames_per_s"]
+                    / case["livespt_stream_detect_in_threads"]["frames_per_s"], 2)
                 rate = min(100.0, 0.7 * case["livespt_stream"]["frames_per_s"])
                 case["livespt_paced"] = stream_paced(target, frames, rate)
                 case["livespt_in_process"] = in_process_pipeline(
@@ -285,8 +336,9 @@ def main() -> None:
             result["memory"] = memory_over_long_stream(target, proc.pid, frames,
                                                        args.long_repeats)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            for p in (proc, proc_t):
+                p.terminate()
+                p.wait(timeout=60)
         from models.vit import shipped_weights
 
         if shipped_weights():

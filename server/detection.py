@@ -22,11 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any, TypeVar
 
 import numpy as np
@@ -118,13 +121,120 @@ def detect_frame(frame: NDArray[Any], task: DetectionTask) -> Detected:
 
 def _ready() -> int:
     """A no-op run by each new worker at start-up (returns its pid)."""
-    import os
-
     return os.getpid()
+
+
+# ------------------------------------------------------------ shared-memory frames
+# A 512 x 512 uint16 frame pickled through the pool's pipe costs ~2 ms per round trip
+# (64 KiB pipe chunks, each a wake-up of the reader); copied into shared memory it
+# costs ~0.3 ms. The server reuses a few blocks per frame size; workers keep theirs
+# attached.
+
+_ATTACHED: OrderedDict[str, SharedMemory] = OrderedDict()
+_ATTACHED_MAX = 64
+
+
+def _attach(name: str) -> SharedMemory:
+    """Worker side: the block ``name``, attached once and kept (least recent dropped)."""
+    shm = _ATTACHED.get(name)
+    if shm is not None:
+        _ATTACHED.move_to_end(name)
+        return shm
+    try:
+        shm = SharedMemory(name=name, track=False)  # type: ignore[call-arg]  # Python >= 3.13
+    except TypeError:
+        # Before 3.13 attaching registers the block with the resource tracker the
+        # worker shares with the server (a duplicate entry; the server unlinks it).
+        shm = SharedMemory(name=name)
+    _ATTACHED[name] = shm
+    while len(_ATTACHED) > _ATTACHED_MAX:
+        _, old = _ATTACHED.popitem(last=False)
+        with contextlib.suppress(BufferError):
+            old.close()
+    return shm
+
+
+def _detect_shared(name: str, shape: tuple[int, int], dtype: str,
+                   task: DetectionTask) -> Detected:
+    """Worker side: :func:`detect_frame` on a frame the server put in shared memory."""
+    shm = _attach(name)
+    frame = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
+    try:
+        return detect_frame(frame, task)
+    finally:
+        del frame  # no view may outlive the call (the block may be closed later)
+
+
+class _FrameSlots:
+    """Reusable shared-memory blocks that carry frames from the server to the workers."""
+
+    def __init__(self, keep_per_size: int) -> None:
+        self._keep = keep_per_size
+        self._free: dict[int, list[SharedMemory]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._unavailable = False
+
+    def acquire(self, nbytes: int) -> SharedMemory | None:
+        """A block of ``nbytes`` (None when shared memory cannot be had: use the pipe)."""
+        with self._lock:
+            free = self._free.get(nbytes)
+            if free:
+                return free.pop()
+            if self._unavailable or self._closed:
+                return None
+        try:
+            shm = SharedMemory(create=True, size=nbytes)
+        except OSError as exc:
+            self._give_up(exc)
+            return None
+        fd = getattr(shm, "_fd", -1)
+        if fd >= 0 and hasattr(os, "posix_fallocate"):
+            # Reserve the pages now: a full /dev/shm (64 MiB in a default Docker
+            # container) must be an error here, not a SIGBUS when the frame is copied.
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError as exc:
+                shm.close()
+                shm.unlink()
+                self._give_up(exc)
+                return None
+        return shm
+
+    def _give_up(self, exc: OSError) -> None:
+        with self._lock:
+            if not self._unavailable:
+                self._unavailable = True
+                log.warning("no shared memory for frames (%s): frames go to the detection "
+                            "workers through a pipe instead", exc)
+
+    def release(self, shm: SharedMemory) -> None:
+        """Return a block once the worker is done with it."""
+        with self._lock:
+            free = self._free.setdefault(shm.size, [])
+            if not self._closed and len(free) < self._keep:
+                free.append(shm)
+                return
+        shm.close()
+        shm.unlink()
+
+    def close(self) -> None:
+        """Unlink every free block (blocks still out are unlinked on release)."""
+        with self._lock:
+            self._closed = True
+            blocks = [b for free in self._free.values() for b in free]
+            self._free.clear()
+        for b in blocks:
+            b.close()
+            b.unlink()
 
 
 class DetectionPool:
     """Worker processes that run :func:`detect_frame` for every session of a server.
+
+    Frames reach the workers through reused shared-memory blocks (through the
+    pool's pipe where shared memory is unavailable); spots and patches come back
+    pickled.
 
     Parameters
     ----------
@@ -145,6 +255,7 @@ class DetectionPool:
         self._pool: ProcessPoolExecutor | None = None
         self._generation = 0
         self._closed = False
+        self._slots = _FrameSlots(keep_per_size=max(8, 4 * workers))
         if workers:
             self._pool = self._new_pool()
 
@@ -179,44 +290,62 @@ class DetectionPool:
         that fails too does the future raise (``RuntimeError``). Detection errors
         (``ValueError`` naming the field) are raised as they are.
         """
+        if self.workers:
+            arr = np.asarray(frame)
+            slot = self._slots.acquire(arr.nbytes) if arr.nbytes else None
+            if slot is not None:
+                np.copyto(np.ndarray(arr.shape, dtype=arr.dtype, buffer=slot.buf), arr,
+                          casting="no")
+                # The block is reused once the last attempt is over, even if the
+                # caller stopped waiting (a worker may still be reading it).
+                return self._call(_detect_shared, (slot.name, arr.shape, arr.dtype.str, task),
+                                  lambda: self._slots.release(slot))
         return self.call(detect_frame, frame, task)
 
     def call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` in a worker (``fn`` and ``args`` picklable), as :meth:`submit`."""
+        return self._call(fn, args, None)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...],
+              on_finish: Callable[[], None] | None) -> Future[T]:
         result: Future[T] = Future()
-        self._run(fn, args, result, retries=1)
+        self._run(fn, args, result, 1, on_finish)
         return result
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], result: Future[T],
-             retries: int) -> None:
+             retries: int, on_finish: Callable[[], None] | None) -> None:
         with self._lock:
-            if self._closed:
-                result.set_exception(RuntimeError("the detection pool is closed"))
-                return
             executor: Executor | None = self._pool if self.workers else self._fallback
             generation = self._generation
-            assert executor is not None
-            try:
-                inner = executor.submit(fn, *args)
-            except BrokenProcessPool as exc:
-                inner = Future()
-                inner.set_exception(exc)
+            closed = self._closed
+            if not closed:
+                assert executor is not None
+                try:
+                    inner: Future[T] = executor.submit(fn, *args)
+                except BrokenProcessPool as exc:
+                    inner = Future()
+                    inner.set_exception(exc)
+        if closed:
+            if on_finish is not None:
+                on_finish()
+            result.set_exception(RuntimeError("the detection pool is closed"))
+            return
 
         def done(f: Future[T]) -> None:
-            if result.cancelled():  # the stream that asked is gone
-                return
-            exc = (RuntimeError("detection was cancelled: the pool was shut down")
-                   if f.cancelled() else f.exception())
-            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+            exc: BaseException | None = (
+                RuntimeError("detection was cancelled: the pool was shut down")
+                if f.cancelled() else f.exception())
+            if isinstance(exc, BrokenProcessPool):
+                self._replace(generation)
+                if retries > 0 and not result.cancelled():
+                    self._run(fn, args, result, retries - 1, on_finish)
+                    return
+                exc = RuntimeError(f"a detection worker process died twice on this call: {exc}")
+            if on_finish is not None:
+                on_finish()
+            with contextlib.suppress(InvalidStateError):  # the caller cancelled it
                 if exc is None:
                     result.set_result(f.result())
-                elif isinstance(exc, BrokenProcessPool):
-                    self._replace(generation)
-                    if retries > 0:
-                        self._run(fn, args, result, retries - 1)
-                    else:
-                        result.set_exception(RuntimeError(
-                            f"a detection worker process died twice on this call: {exc}"))
                 else:
                     result.set_exception(exc)
 
@@ -232,12 +361,13 @@ class DetectionPool:
             self._pool = self._new_pool()
             log.warning("a detection worker died; started a new pool of %d", self.workers)
         if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
+            old.shutdown(wait=False)  # a broken pool has failed all its work already
 
     def close(self) -> None:
-        """Finish queued frames and stop the workers."""
+        """Finish queued frames, stop the workers and free the shared memory."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        self._slots.close()

@@ -60,6 +60,54 @@ def test_workers_detect_exactly_what_the_server_process_detects(movie) -> None:
         pool.close()
 
 
+def _shm_blocks() -> set[str]:
+    # SharedMemory's blocks (multiprocessing's semaphores live there too, as sem.*).
+    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this system")
+def test_frames_travel_in_reused_shared_memory_freed_at_close(movie) -> None:
+    before = _shm_blocks()
+    task = DetectionTask(DetectorConfig(radius_px=1.5))
+    pool = DetectionPool(2)
+    try:
+        futures: list = []
+        for i, frame in enumerate(movie.frames):  # 4 frames in flight, as a stream
+            futures.append(pool.submit(frame, task))
+            if i >= 3:
+                j = i - 3
+                got = futures[j].result(timeout=60)
+                _assert_same_spots(got.spots, detect_frame(movie.frames[j], task).spots)
+        for fut in futures[-3:]:
+            fut.result(timeout=60)
+        in_use = _shm_blocks() - before
+        # 60 frames went through a handful of reused blocks, all of one frame's size.
+        assert 1 <= len(in_use) <= 5
+        assert all((Path("/dev/shm") / n).stat().st_size == movie.frames[0].nbytes
+                   for n in in_use)
+    finally:
+        pool.close()
+    assert _shm_blocks() - before == set()
+
+
+def test_without_shared_memory_frames_go_through_the_pipe(
+        movie, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import server.detection as detection
+
+    def no_shm(*args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(detection, "SharedMemory", no_shm)
+    task = DetectionTask(DetectorConfig(radius_px=1.5))
+    pool = DetectionPool(1)
+    try:
+        got = pool.submit(movie.frames[3], task).result(timeout=60)
+        _assert_same_spots(got.spots, detect_frame(movie.frames[3], task).spots)
+    finally:
+        pool.close()
+    assert "no shared memory for frames" in caplog.text
+
+
 def test_detection_errors_reach_the_caller_unchanged() -> None:
     pool = DetectionPool(1)
     try:
