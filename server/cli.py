@@ -117,7 +117,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
-    p.add_argument("--detect-workers", type=int, default=None, metavar="N",
+    p.add_argument("--detect-workers", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="worker processes for spot detection, shared by all streams "
                         "(0: detect in server threads; default: number of CPUs, at most 8)")
     p.add_argument("--shutdown-grace", type=float, default=10.0,
@@ -258,9 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
-            if args.detect_workers is not None and args.detect_workers < 0:
-                raise ValueError(f"--detect-workers must be >= 0, got {args.detect_workers}")
-            extra = {} if args.detect_workers is None else {"detect_workers": args.detect_workers}
+            detect_workers = getattr(args, "detect_workers", None)
+            if detect_workers is not None and detect_workers < 0:
+                raise ValueError(f"--detect-workers must be >= 0, got {detect_workers}")
+            extra = {} if detect_workers is None else {"detect_workers": detect_workers}
             models = (() if args.no_models else
                       None if args.model is None else tuple(Path(m) for m in args.model))
             serve(ServerOptions(host=args.host, port=args.port, device=args.device,

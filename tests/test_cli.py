@@ -168,3 +168,17 @@ def test_stream_bad_arguments_are_clear(
                      photometric="minisblack")
     assert main(["stream", str(tmp_path / "plain.tif"), "--embedded"]) == 2
     assert "--pixel-size is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--detect-workers", "-1"], "--detect-workers"), (["--max-batch", "0"], "--max-batch"),
+     (["--max-batch-delay", "-1"], "--max-batch-delay")],
+)
+def test_serve_bad_flags_exit_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    rc = main(["serve", "--port", "0", "--sessions-dir", str(tmp_path), *flags])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
