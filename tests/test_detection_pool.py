@@ -7,6 +7,7 @@ frames are detected again in a fresh pool.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import fields
@@ -184,3 +185,50 @@ def test_a_worker_killed_mid_stream_costs_no_frame(tmp_path: Path, movie) -> Non
     assert len(after) == 2 and before[0] not in after
     pd.testing.assert_frame_equal(_points(res), _points(reference))
     assert len(res.estimates) == len(reference.estimates) > 0
+
+
+class _FailsMarkedFrames:
+    """The server's real pool, except that frames whose first pixel is 7777 fail as a
+    frame whose worker died twice does (the one failure a client cannot cause)."""
+
+    def __init__(self, real: DetectionPool) -> None:
+        self.real = real
+
+    def submit(self, frame: np.ndarray, task: DetectionTask):
+        if frame[0, 0] == 7777:
+            from concurrent.futures import Future
+
+            fut: Future = Future()
+            fut.set_exception(RuntimeError("a detection worker process died twice"))
+            return fut
+        return self.real.submit(frame, task)
+
+
+def test_a_failed_detection_ends_only_its_stream_after_earlier_frames(
+        tmp_path: Path, movie) -> None:
+    import grpc
+
+    with EmbeddedServer(ServerOptions(port=0, out_root=tmp_path, device="cpu", models=(),
+                                      detect_workers=1)) as srv:
+        assert srv.running is not None
+        service = srv.running.service
+        service.detection = _FailsMarkedFrames(service.detection)  # type: ignore[assignment]
+        frames = movie.frames[:12].copy()
+        frames[7, 0, 0] = 7777
+        acked: list[int] = []
+
+        def on_update(u: pb.AnalysisUpdate) -> None:
+            if u.WhichOneof("update") == "frame":
+                acked.append(u.frame.index)
+
+        with LiveSptClient(srv.target) as c:
+            with pytest.raises(grpc.RpcError) as err:
+                c.stream(iter(frames), StreamOptions(PX, DT), on_update=on_update)
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+            assert "frame 7: detection failed" in err.value.details()
+            # Every frame before the failed one was answered; the server serves on.
+            assert acked == list(range(7))
+            res = c.stream(iter(movie.frames[:12]), StreamOptions(PX, DT))
+            assert res.frames_acked == 12
+    summaries = [json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")]
+    assert sorted(s["status"].split(":")[0] for s in summaries) == ["aborted", "completed"]
