@@ -52,6 +52,7 @@ from server.pipeline.detect import (
     detect,
     match_detections,
     quality_noise_sd,
+    score_movie,
 )
 
 SHAPE = (512, 512)
@@ -78,25 +79,16 @@ def _truth(movie: Any, t: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
-    tp = fp = fn = 0
-    errs = []
-    for t, xy in enumerate(xy_per_frame):
-        true_xy, emit = _truth(movie, t)
-        m = match_detections(xy, true_xy, SHAPE, max_distance_px=MAX_DIST_PX, emitting=emit)
-        tp += m.n_true_positive
-        fp += m.n_false_positive
-        fn += m.n_false_negative
-        errs.append(m.errors_px)
-    err = np.concatenate(errs)
-    recall = tp / max(tp + fn, 1)
-    precision = tp / max(tp + fp, 1)
+    sc = score_movie(xy_per_frame, movie.ground_truth, PIXEL_UM, SHAPE,
+                     max_distance_px=MAX_DIST_PX)
+    has = sc.n_true_positive > 0
     return {
-        "true_positives": tp, "false_positives": fp, "false_negatives": fn,
-        "recall": round(recall, 4), "precision": round(precision, 4),
-        "f1": round(2 * recall * precision / max(recall + precision, 1e-12), 4),
-        "rmse_px_per_axis": round(float(np.sqrt((err**2).mean())), 4) if len(err) else None,
-        "median_error_px": round(float(np.median(np.hypot(err[:, 0], err[:, 1]))), 4)
-        if len(err) else None,
+        "true_positives": sc.n_true_positive, "false_positives": sc.n_false_positive,
+        "false_negatives": sc.n_false_negative,
+        "recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
+        "f1": round(sc.f1, 4),
+        "rmse_px_per_axis": round(sc.rmse_px, 4) if has else None,
+        "median_error_px": round(sc.median_error_px, 4) if has else None,
     }
 
 

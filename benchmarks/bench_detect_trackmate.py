@@ -60,7 +60,13 @@ import numpy as np
 
 from models.simulate import MovieConfig, simulate_movie
 from server import fiji
-from server.pipeline.detect import DetectorConfig, detect, match_detections, quality_noise_sd
+from server.pipeline.detect import (
+    DetectorConfig,
+    detect,
+    match_detections,
+    quality_noise_sd,
+    score_movie,
+)
 from server.trackmate import trackmate_log_detect_run
 
 SHAPE = (256, 256)
@@ -84,30 +90,17 @@ def _movie(snr: float, d: float, n_frames: int, seed: int) -> Any:
 
 
 def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
-    tp = fp = fn = 0
-    errs = []
-    gt = movie.ground_truth
-    for t, xy in enumerate(xy_per_frame):
-        g = gt[gt.frame == t]
-        m = match_detections(xy, g[["x_um", "y_um"]].to_numpy() / PIXEL_UM, SHAPE,
-                             max_distance_px=MAX_DIST_PX, emitting=g.photons.to_numpy() > 0)
-        tp += m.n_true_positive
-        fp += m.n_false_positive
-        fn += m.n_false_negative
-        errs.append(m.errors_px)
-    err = np.concatenate(errs)
-    recall = tp / max(tp + fn, 1)
-    precision = tp / max(tp + fp, 1)
+    sc = score_movie(xy_per_frame, movie.ground_truth, PIXEL_UM, SHAPE,
+                     max_distance_px=MAX_DIST_PX)
+    has = sc.n_true_positive > 0
     return {
-        "true_positives": tp, "false_positives": fp, "false_negatives": fn,
-        "recall": round(recall, 4), "precision": round(precision, 4),
-        "f1": round(2 * recall * precision / max(recall + precision, 1e-12), 4),
-        "rmse_nm": round(1e3 * PIXEL_UM * float(np.sqrt((err**2).mean())), 2)
-        if len(err) else None,
+        "true_positives": sc.n_true_positive, "false_positives": sc.n_false_positive,
+        "false_negatives": sc.n_false_negative,
+        "recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
+        "f1": round(sc.f1, 4),
+        "rmse_nm": round(1e3 * PIXEL_UM * sc.rmse_px, 2) if has else None,
         # 2D distance: robust to the few merged close pairs that dominate a bright RMSE.
-        "median_error_nm": round(1e3 * PIXEL_UM * float(np.median(np.hypot(err[:, 0],
-                                                                            err[:, 1]))), 2)
-        if len(err) else None,
+        "median_error_nm": round(1e3 * PIXEL_UM * sc.median_error_px, 2) if has else None,
     }
 
 

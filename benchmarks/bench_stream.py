@@ -195,19 +195,11 @@ def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
 
 
 def _f1_scores(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, float]:
-    from server.pipeline.detect import match_detections
+    from server.pipeline.detect import score_movie
 
-    tp = fp = fn = 0
-    shape = movie.frames.shape[1:]
-    gt = movie.ground_truth
-    for t, xy in enumerate(xy_per_frame):
-        g = gt[gt["frame"] == t]
-        m = match_detections(xy, g[["x_um", "y_um"]].to_numpy() / PX, shape,
-                             emitting=g["photons"].to_numpy() > 0)
-        tp, fp, fn = tp + m.n_true_positive, fp + m.n_false_positive, fn + m.n_false_negative
-    recall, precision = tp / max(tp + fn, 1), tp / max(tp + fp, 1)
-    return {"recall": round(recall, 4), "precision": round(precision, 4),
-            "f1": round(2 * recall * precision / max(recall + precision, 1e-12), 4)}
+    sc = score_movie(xy_per_frame, movie.ground_truth, PX, movie.frames.shape[1:])
+    return {"recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
+            "f1": round(sc.f1, 4)}
 
 
 def _tp_xy(f: Any, n_frames: int) -> list[np.ndarray]:

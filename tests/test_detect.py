@@ -27,6 +27,7 @@ from server.pipeline.detect import (
     match_detections,
     quality_map,
     quality_noise_sd,
+    score_movie,
 )
 
 PIXEL_UM = 0.1
@@ -377,3 +378,38 @@ def test_match_detections_counts_close_pairs_fairly():
     # Both members of the pair found: two true positives.
     m2 = match_detections(np.array([[10.0, 10.1], [11.6, 9.9]]), truth[:2], (64, 64))
     assert (m2.n_true_positive, m2.n_false_negative) == (2, 0)
+
+
+def test_score_movie_sums_the_frames_and_handles_edge_cases() -> None:
+    movie = simulate_movie(MovieConfig(shape_px=(64, 64), n_frames=6, n_particles=8,
+                                       pixel_size_um=PIXEL_UM, d_um2_s=0.05, snr=15.0), seed=3)
+    gt = movie.ground_truth
+    truth_xy = [gt[gt.frame == t][["x_um", "y_um"]].to_numpy() / PIXEL_UM for t in range(6)]
+
+    # The truth itself: every scored particle found, no error.
+    perfect = score_movie(truth_xy, gt, PIXEL_UM, (64, 64))
+    assert perfect.recall == perfect.precision == perfect.f1 == 1.0
+    assert perfect.rmse_px == 0.0 and perfect.n_false_positive == 0
+
+    # Shifted by 0.3 px in x, one frame empty, one spurious detection far from all.
+    shifted = [xy + np.array([0.3, 0.0]) for xy in truth_xy]
+    shifted[2] = np.zeros((0, 2))
+    grid = np.array([[x, y] for x in range(8, 57, 4) for y in range(8, 57, 4)], float)
+    gap = np.hypot(grid[:, None, 0] - truth_xy[4][None, :, 0],
+                   grid[:, None, 1] - truth_xy[4][None, :, 1]).min(axis=1)
+    shifted[4] = np.vstack([shifted[4], grid[[np.argmax(gap)]]])  # far from every particle
+    sc = score_movie(shifted, gt, PIXEL_UM, (64, 64))
+    per_frame = [match_detections(shifted[t], truth_xy[t], (64, 64),
+                                  emitting=gt[gt.frame == t].photons.to_numpy() > 0)
+                 for t in range(6)]
+    assert sc.n_true_positive == sum(m.n_true_positive for m in per_frame)
+    assert sc.n_false_negative == sum(m.n_false_negative for m in per_frame) > 0
+    assert sc.n_false_positive == sum(m.n_false_positive for m in per_frame) >= 1
+    assert sc.rmse_px == pytest.approx(0.3 / math.sqrt(2))  # 0.3 px in x, 0 in y
+    assert sc.median_error_px == pytest.approx(0.3)
+
+    nothing = score_movie([np.zeros((0, 2))] * 6, gt, PIXEL_UM, (64, 64))
+    assert nothing.recall == nothing.precision == nothing.f1 == 0.0
+    assert math.isnan(nothing.rmse_px) and math.isnan(nothing.median_error_px)
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        score_movie(truth_xy, gt, 0.0, (64, 64))

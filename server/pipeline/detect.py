@@ -1099,3 +1099,94 @@ def match_detections(
         detection_index=di,
         truth_index=ti,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionScore:
+    """Detections of a whole movie scored against its ground truth (:func:`score_movie`).
+
+    Attributes
+    ----------
+    n_true_positive, n_false_positive, n_false_negative : int
+        Sums over the frames of :class:`DetectionMatch`.
+    errors_px : ndarray, shape (n_true_positive, 2)
+        Detected minus true ``(dx, dy)`` of every true positive, pixels.
+    """
+
+    n_true_positive: int
+    n_false_positive: int
+    n_false_negative: int
+    errors_px: NDArray[np.float64]
+
+    @property
+    def recall(self) -> float:
+        """True positives over scored particles (0 when none)."""
+        return self.n_true_positive / max(self.n_true_positive + self.n_false_negative, 1)
+
+    @property
+    def precision(self) -> float:
+        """True positives over scored detections (0 when none)."""
+        return self.n_true_positive / max(self.n_true_positive + self.n_false_positive, 1)
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of recall and precision."""
+        r, p = self.recall, self.precision
+        return 2 * r * p / max(r + p, 1e-12)
+
+    @property
+    def rmse_px(self) -> float:
+        """Root-mean-square position error per axis, pixels (NaN without true positives)."""
+        e = self.errors_px
+        return float(np.sqrt((e**2).mean())) if len(e) else math.nan
+
+    @property
+    def median_error_px(self) -> float:
+        """Median 2D distance to the truth, pixels (NaN without true positives)."""
+        e = self.errors_px
+        return float(np.median(np.hypot(e[:, 0], e[:, 1]))) if len(e) else math.nan
+
+
+def score_movie(
+    xy_per_frame: Any,
+    ground_truth: Any,
+    pixel_size_um: float,
+    shape_px: tuple[int, int],
+    *,
+    max_distance_px: float = 2.0,
+) -> DetectionScore:
+    """Score the detections of every frame of a simulated movie (:func:`match_detections`).
+
+    Parameters
+    ----------
+    xy_per_frame : sequence of array_like, shape (K_t, 2)
+        Detected ``(x, y)`` in pixels, one array per frame from frame 0.
+    ground_truth : pandas.DataFrame
+        One row per particle and frame with ``frame``, ``x_um``, ``y_um`` and
+        ``photons`` (as :func:`models.simulate.simulate_movie` gives); particles
+        with no photons in a frame are not scored there.
+    pixel_size_um : float
+        Pixel size, um.
+    shape_px : tuple of int
+        ``(height, width)`` of the frames.
+    max_distance_px : float
+        Pairing radius, pixels.
+
+    Returns
+    -------
+    DetectionScore
+        Counts and position errors summed over the frames.
+    """
+    px = _validate.positive("pixel_size_um", pixel_size_um)
+    frames = ground_truth["frame"].to_numpy()
+    xy_true = ground_truth[["x_um", "y_um"]].to_numpy() / px
+    emitting = ground_truth["photons"].to_numpy() > 0
+    tp = fp = fn = 0
+    errors = [np.zeros((0, 2))]
+    for t, xy in enumerate(xy_per_frame):
+        rows = frames == t
+        m = match_detections(xy, xy_true[rows], shape_px, max_distance_px=max_distance_px,
+                             emitting=emitting[rows])
+        tp, fp, fn = tp + m.n_true_positive, fp + m.n_false_positive, fn + m.n_false_negative
+        errors.append(m.errors_px)
+    return DetectionScore(tp, fp, fn, np.concatenate(errors))
