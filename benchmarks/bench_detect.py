@@ -49,8 +49,8 @@ from models.simulate import MovieConfig, simulate_movie
 from server.pipeline.detect import (
     DetectorConfig,
     Spots,
+    common_errors,
     detect,
-    match_detections,
     quality_noise_sd,
     score_movie,
 )
@@ -70,12 +70,6 @@ def _movie(n_particles: int, n_frames: int, seed: int) -> Any:
                       pixel_size_um=PIXEL_UM, psf_sigma_um=PSF_SIGMA_PX * PIXEL_UM,
                       d_um2_s=D_UM2_S, snr=SNR)
     return simulate_movie(cfg, seed=seed)
-
-
-def _truth(movie: Any, t: int) -> tuple[np.ndarray, np.ndarray]:
-    g = movie.ground_truth
-    g = g[g.frame == t]
-    return g[["x_um", "y_um"]].to_numpy() / PIXEL_UM, g.photons.to_numpy() > 0
 
 
 def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
@@ -209,16 +203,10 @@ def _scenario(n_particles: int, n_frames: int, n_calib: int, passes: int) -> dic
     # RMSE over the particles both methods found: the methods find different
     # hard cases (close pairs, blurred spots), which otherwise weigh on the one
     # with the higher recall.
-    e_o, e_t = [], []
-    for t in range(len(frames)):
-        true_xy, emit = _truth(test, t)
-        mo = match_detections(_ours_xy(spots[t]), true_xy, SHAPE, emitting=emit)
-        mt = match_detections(out_t[t][["x", "y"]].to_numpy(), true_xy, SHAPE,
-                              emitting=emit)
-        _, io, it = np.intersect1d(mo.truth_index, mt.truth_index, return_indices=True)
-        e_o.append(mo.errors_px[io])
-        e_t.append(mt.errors_px[it])
-    eo, et = np.concatenate(e_o), np.concatenate(e_t)
+    common = common_errors({"ours": [_ours_xy(s) for s in spots],
+                            "trackpy": [df[["x", "y"]].to_numpy() for df in out_t]},
+                           test.ground_truth, PIXEL_UM, SHAPE)
+    eo, et = common["ours"], common["trackpy"]
     res["common_true_positives"] = {
         "n": len(eo),
         "rmse_px_per_axis_ours": round(float(np.sqrt((eo**2).mean())), 4),

@@ -62,8 +62,8 @@ from models.simulate import MovieConfig, simulate_movie
 from server import fiji
 from server.pipeline.detect import (
     DetectorConfig,
+    common_errors,
     detect,
-    match_detections,
     quality_noise_sd,
     score_movie,
 )
@@ -153,24 +153,8 @@ def _otsu(values: np.ndarray) -> float:
 
 def _common_rmse(movie: Any, xy_by_method: dict[str, list[np.ndarray]]) -> dict[str, Any]:
     """Per-axis RMSE (nm) of each method over the particles that every method found."""
-    errs: dict[str, list[np.ndarray]] = {k: [] for k in xy_by_method}
-    gt = movie.ground_truth
-    n_frames = len(next(iter(xy_by_method.values())))
-    for t in range(n_frames):
-        g = gt[gt.frame == t]
-        truth = g[["x_um", "y_um"]].to_numpy() / PIXEL_UM
-        emit = g.photons.to_numpy() > 0
-        ms = {k: match_detections(v[t], truth, SHAPE, emitting=emit)
-              for k, v in xy_by_method.items()}
-        common = None
-        for m in ms.values():
-            common = m.truth_index if common is None else np.intersect1d(common, m.truth_index)
-        for k, m in ms.items():
-            keep = np.isin(m.truth_index, common)
-            errs[k].append(m.errors_px[keep])
     out: dict[str, Any] = {}
-    for k, e in errs.items():
-        arr = np.concatenate(e)
+    for k, arr in common_errors(xy_by_method, movie.ground_truth, PIXEL_UM, SHAPE).items():
         out["n"] = len(arr)
         out[f"rmse_nm_{k}"] = round(1e3 * PIXEL_UM * float(np.sqrt((arr**2).mean())), 2)
     return out

@@ -22,6 +22,7 @@ from models.simulate import Camera, MovieConfig, simulate_movie
 from server.pipeline.detect import (
     DetectorConfig,
     Spots,
+    common_errors,
     detect,
     log_kernel,
     match_detections,
@@ -413,3 +414,18 @@ def test_score_movie_sums_the_frames_and_handles_edge_cases() -> None:
     assert math.isnan(nothing.rmse_px) and math.isnan(nothing.median_error_px)
     with pytest.raises(ValueError, match="pixel_size_um"):
         score_movie(truth_xy, gt, 0.0, (64, 64))
+
+
+def test_common_errors_compare_methods_on_the_particles_all_found() -> None:
+    movie = simulate_movie(MovieConfig(shape_px=(64, 64), n_frames=5, n_particles=10,
+                                       pixel_size_um=PIXEL_UM, d_um2_s=0.05, snr=15.0), seed=8)
+    gt = movie.ground_truth
+    truth_xy = [gt[gt.frame == t][["x_um", "y_um"]].to_numpy() / PIXEL_UM for t in range(5)]
+    a = [xy + np.array([0.2, 0.0]) for xy in truth_xy]           # finds all, 0.2 px off in x
+    b = [(xy + np.array([0.0, -0.1]))[::2] for xy in truth_xy]   # finds every other, reversed
+    b = [xy[::-1] for xy in b]
+    e = common_errors({"a": a, "b": b}, gt, PIXEL_UM, (64, 64))
+    n_b = score_movie(b, gt, PIXEL_UM, (64, 64)).n_true_positive
+    assert len(e["a"]) == len(e["b"]) == n_b > 0    # the particles b found (a found all)
+    np.testing.assert_allclose(e["a"], np.tile([0.2, 0.0], (n_b, 1)), atol=1e-9)
+    np.testing.assert_allclose(e["b"], np.tile([0.0, -0.1], (n_b, 1)), atol=1e-9)
