@@ -77,10 +77,7 @@ def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
                      max_distance_px=MAX_DIST_PX)
     has = sc.n_true_positive > 0
     return {
-        "true_positives": sc.n_true_positive, "false_positives": sc.n_false_positive,
-        "false_negatives": sc.n_false_negative,
-        "recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
-        "f1": round(sc.f1, 4),
+        **sc.counts(),
         "rmse_px_per_axis": round(sc.rmse_px, 4) if has else None,
         "median_error_px": round(sc.median_error_px, 4) if has else None,
     }

@@ -94,10 +94,7 @@ def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
                      max_distance_px=MAX_DIST_PX)
     has = sc.n_true_positive > 0
     return {
-        "true_positives": sc.n_true_positive, "false_positives": sc.n_false_positive,
-        "false_negatives": sc.n_false_negative,
-        "recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
-        "f1": round(sc.f1, 4),
+        **sc.counts(),
         "rmse_nm": round(1e3 * PIXEL_UM * sc.rmse_px, 2) if has else None,
         # 2D distance: robust to the few merged close pairs that dominate a bright RMSE.
         "median_error_nm": round(1e3 * PIXEL_UM * sc.median_error_px, 2) if has else None,

@@ -412,6 +412,11 @@ def test_score_movie_sums_the_frames_and_handles_edge_cases() -> None:
     nothing = score_movie([np.zeros((0, 2))] * 6, gt, PIXEL_UM, (64, 64))
     assert nothing.recall == nothing.precision == nothing.f1 == 0.0
     assert math.isnan(nothing.rmse_px) and math.isnan(nothing.median_error_px)
+    assert sc.counts() == {"true_positives": sc.n_true_positive,
+                           "false_positives": sc.n_false_positive,
+                           "false_negatives": sc.n_false_negative,
+                           "recall": round(sc.recall, 4),
+                           "precision": round(sc.precision, 4), "f1": round(sc.f1, 4)}
     with pytest.raises(ValueError, match="pixel_size_um"):
         score_movie(truth_xy, gt, 0.0, (64, 64))
 

@@ -1134,6 +1134,14 @@ class DetectionScore:
         r, p = self.recall, self.precision
         return 2 * r * p / max(r + p, 1e-12)
 
+    def counts(self) -> dict[str, Any]:
+        """Counts, recall, precision and F1 (rounded to 4 decimals) for reports."""
+        return {"true_positives": self.n_true_positive,
+                "false_positives": self.n_false_positive,
+                "false_negatives": self.n_false_negative,
+                "recall": round(self.recall, 4), "precision": round(self.precision, 4),
+                "f1": round(self.f1, 4)}
+
     @property
     def rmse_px(self) -> float:
         """Root-mean-square position error per axis, pixels (NaN without true positives)."""
