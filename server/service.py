@@ -123,8 +123,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     """Frames of one stream in flight at once: one being tracked, the others being detected.
 
     Two would keep one detection beside the tracking; with detection in worker
-    processes, more frames of the same stream are detected at once (measured:
-    about 100 instead of 86 frames/s for one 50-particle stream on 2 cores).
+    processes, more frames of the same stream are detected at once (one 50-particle
+    512x512 stream on 2 cores, detection in 2 processes: 100-105 frames/s at depth 4
+    against 85-86 at depth 2, measured side by side).
     """
 
     # -------------------------------------------------------------- info
