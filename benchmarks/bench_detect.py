@@ -49,6 +49,7 @@ from models.simulate import MovieConfig, simulate_movie
 from server.pipeline.detect import (
     DetectorConfig,
     Spots,
+    best_f1_threshold,
     common_errors,
     detect,
     quality_noise_sd,
@@ -84,20 +85,9 @@ def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
 
 
 def _tune(movie: Any, per_frame: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Threshold on a per-detection score that maximises F1 on a calibration movie.
-
-    ``per_frame``: (xy (K, 2), score (K,)) of a permissive run for each frame.
-    """
-    scores = np.concatenate([s for _, s in per_frame])
-    grid = np.unique(np.concatenate([
-        np.quantile(scores, np.linspace(0.0, 0.999, 60)),
-        np.linspace(scores.min(), scores.max(), 60),
-    ]))
-    f1 = np.array([_score(movie, [xy[s > thr] for xy, s in per_frame])["f1"] for thr in grid])
-    # The middle of the plateau of best F1: not the edge of the gap between
-    # noise and spot scores, which would favour one method by chance.
-    best = grid[f1 >= f1.max() - 1e-4]
-    return float(np.median(best))
+    """Threshold on a per-detection score that maximises F1 on a calibration movie."""
+    return best_f1_threshold(per_frame, movie.ground_truth, PIXEL_UM, SHAPE,
+                             max_distance_px=MAX_DIST_PX)
 
 
 def _ours_xy(s: Spots) -> np.ndarray:

@@ -62,6 +62,7 @@ from models.simulate import MovieConfig, simulate_movie
 from server import fiji
 from server.pipeline.detect import (
     DetectorConfig,
+    best_f1_threshold,
     common_errors,
     detect,
     quality_noise_sd,
@@ -102,15 +103,9 @@ def _score(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, Any]:
 
 
 def _tune(movie: Any, per_frame: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Middle of the plateau of best F1 over thresholds on a per-detection score."""
-    scores = np.concatenate([s for _, s in per_frame])
-    grid = np.unique(np.concatenate([
-        np.quantile(scores, np.linspace(0.0, 0.999, 60)),
-        np.linspace(scores.min(), scores.max(), 60),
-    ]))
-    f1 = np.array([_score(movie, [xy[s > thr] for xy, s in per_frame])["f1"] for thr in grid])
-    best = grid[f1 >= f1.max() - 1e-4]
-    return float(np.median(best))
+    """Threshold on a per-detection score that maximises F1 on a calibration movie."""
+    return best_f1_threshold(per_frame, movie.ground_truth, PIXEL_UM, SHAPE,
+                             max_distance_px=MAX_DIST_PX)
 
 
 def _tm_per_frame(spots: Any, n_frames: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -22,6 +22,7 @@ from models.simulate import Camera, MovieConfig, simulate_movie
 from server.pipeline.detect import (
     DetectorConfig,
     Spots,
+    best_f1_threshold,
     common_errors,
     detect,
     log_kernel,
@@ -434,3 +435,23 @@ def test_common_errors_compare_methods_on_the_particles_all_found() -> None:
     assert len(e["a"]) == len(e["b"]) == n_b > 0    # the particles b found (a found all)
     np.testing.assert_allclose(e["a"], np.tile([0.2, 0.0], (n_b, 1)), atol=1e-9)
     np.testing.assert_allclose(e["b"], np.tile([0.0, -0.1], (n_b, 1)), atol=1e-9)
+
+
+def test_best_f1_threshold_separates_spots_from_noise_scores() -> None:
+    movie = simulate_movie(MovieConfig(shape_px=(64, 64), n_frames=5, n_particles=10,
+                                       pixel_size_um=PIXEL_UM, d_um2_s=0.05, snr=15.0), seed=9)
+    gt = movie.ground_truth
+    rng = np.random.default_rng(0)
+    per_frame = []
+    for t in range(5):
+        truth = gt[gt.frame == t][["x_um", "y_um"]].to_numpy() / PIXEL_UM
+        noise = rng.uniform(5, 59, size=(6, 2))  # spurious detections, low scores 0-1
+        xy = np.vstack([truth, noise])
+        per_frame.append((xy, np.concatenate([rng.uniform(5, 9, len(truth)),
+                                              rng.uniform(0, 1, len(noise))])))
+    thr = best_f1_threshold(per_frame, gt, PIXEL_UM, (64, 64))
+    assert 1.0 <= thr < 5.0  # the middle of the F1 plateau lies in the gap between the two
+    kept = score_movie([xy[s > thr] for xy, s in per_frame], gt, PIXEL_UM, (64, 64))
+    assert kept.f1 == 1.0
+    with pytest.raises(ValueError, match="no detections"):
+        best_f1_threshold([(np.zeros((0, 2)), np.zeros(0))], gt, PIXEL_UM, (64, 64))
