@@ -35,12 +35,12 @@ demo: $(VENV)/.installed
 
 ## Lint, type-check and run the whole test suite.
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check models server tests benchmarks
+	$(BIN)/ruff check livespt models server tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check models server tests benchmarks
+	$(BIN)/ruff check livespt models server tests benchmarks
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -76,7 +76,7 @@ fiji:
 
 ## Regenerate the committed gRPC stubs from proto/ (tests fail if they drift).
 proto: $(VENV)/.installed-dev
-	$(BIN)/python -m server.protogen
+	$(BIN)/python -m livespt.server.protogen
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info

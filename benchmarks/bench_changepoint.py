@@ -58,8 +58,8 @@ from typing import Any, TypeVar
 import numpy as np
 import ruptures as rpt
 
-from models.simulate import simulate_trajectories
-from server.pipeline.changepoint import (
+from livespt.models.simulate import simulate_trajectories
+from livespt.server.pipeline.changepoint import (
     ChangeConfig,
     ChangeDetectorBank,
     TrackChangeDetector,

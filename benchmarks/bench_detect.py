@@ -45,8 +45,8 @@ import scipy
 import trackpy
 import trackpy.try_numba
 
-from models.simulate import MovieConfig, simulate_movie
-from server.pipeline.detect import (
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.pipeline.detect import (
     DetectorConfig,
     Spots,
     best_f1_threshold,

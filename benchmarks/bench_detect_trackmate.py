@@ -58,9 +58,10 @@ from typing import Any
 
 import numpy as np
 
-from models.simulate import MovieConfig, simulate_movie
-from server import fiji
-from server.pipeline.detect import (
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.io import fiji
+from livespt.server.io.trackmate import trackmate_log_detect_run
+from livespt.server.pipeline.detect import (
     DetectorConfig,
     best_f1_threshold,
     common_errors,
@@ -68,7 +69,6 @@ from server.pipeline.detect import (
     quality_noise_sd,
     score_movie,
 )
-from server.trackmate import trackmate_log_detect_run
 
 SHAPE = (256, 256)
 N_PARTICLES = 40

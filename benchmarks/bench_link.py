@@ -39,8 +39,8 @@ import pandas as pd
 import scipy
 import trackpy
 
-from models.simulate import simulate_trajectories
-from server.pipeline.link import LinkerConfig, OnlineLinker, link_scores
+from livespt.models.simulate import simulate_trajectories
+from livespt.server.pipeline.link import LinkerConfig, OnlineLinker, link_scores
 
 SHAPE_PX = 512
 PIXEL_UM = 0.1

@@ -34,7 +34,13 @@ import scipy
 import torch
 from scipy.special import erf
 
-from models.simulate import Camera, MovieConfig, render_expected, simulate_movie, simulate_patches
+from livespt.models.simulate import (
+    Camera,
+    MovieConfig,
+    render_expected,
+    simulate_movie,
+    simulate_patches,
+)
 
 SHAPE = (512, 512)
 N_PARTICLES = 50

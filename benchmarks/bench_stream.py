@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from models.simulate import MovieConfig, simulate_movie
-from server.client import LiveSptClient, StreamOptions
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.client import LiveSptClient, StreamOptions
 
 PX, DT = 0.1, 0.05
 
@@ -81,7 +81,8 @@ def start_server(sessions: Path, models: bool = False,
     """
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
+        [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", str(port),
+         "--device", "cpu",
          "--sessions-dir", str(sessions), *([] if models else ["--no-models"]),
          *([] if detect_workers is None else ["--detect-workers", str(detect_workers)])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -180,8 +181,8 @@ def stream_paced(target: str, frames: np.ndarray, fps: float) -> dict[str, Any]:
 
 
 def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
-    from server.config import StreamSettings
-    from server.session import Session
+    from livespt.server.service.session import Session
+    from livespt.server.service.settings import StreamSettings
 
     s = StreamSettings(pixel_size_um=PX, frame_interval_s=DT, exposure_s=DT, dtype="uint16",
                        height=frames.shape[1], width=frames.shape[2])
@@ -195,7 +196,7 @@ def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
 
 
 def _f1_scores(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, float]:
-    from server.pipeline.detect import score_movie
+    from livespt.server.pipeline.detect import score_movie
 
     sc = score_movie(xy_per_frame, movie.ground_truth, PX, movie.frames.shape[1:])
     return {"recall": round(sc.recall, 4), "precision": round(sc.precision, 4),
@@ -275,7 +276,7 @@ def main() -> None:
                     help="throughput runs per server setup, alternated (median reported)")
     ap.add_argument("--out", default="benchmarks/results/stream.json")
     args = ap.parse_args()
-    from server.app import ServerOptions
+    from livespt.server.service.app import ServerOptions
 
     result: dict[str, Any] = {
         "benchmark": "stream",
@@ -331,7 +332,7 @@ def main() -> None:
             for p in (proc, proc_t):
                 p.terminate()
                 p.wait(timeout=60)
-        from models.vit import shipped_weights
+        from livespt.models.vit import shipped_weights
 
         if shipped_weights():
             # The same 50-particle stream with the shipped transformer estimating every

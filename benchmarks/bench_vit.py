@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from models.vit.data import TrainingDistribution, simulate_windows
-from models.vit.estimator import ViTEstimator, shipped_weights
-from models.vit.inputs import concat_inputs, prepare
-from server.batcher import DynamicBatcher, split_tensors
+from livespt.models.vit.data import TrainingDistribution, simulate_windows
+from livespt.models.vit.estimator import ViTEstimator, shipped_weights
+from livespt.models.vit.inputs import concat_inputs, prepare
+from livespt.server.inference.batcher import DynamicBatcher, split_tensors
 
 
 def _windows(n: int, device: torch.device) -> Any:
@@ -95,7 +95,7 @@ def bench_model(path: Path, device: str, sessions: int, per_call: int) -> dict[s
 
 
 def _slice(x: Any, n: int, start: int = 0) -> Any:
-    from models.vit.inputs import WindowInputs
+    from livespt.models.vit.inputs import WindowInputs
 
     return WindowInputs(*(getattr(x, k)[start:start + n] for k in
                           ("images", "geometry", "valid", "features", "acquisition")))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.pipeline.changepoint import (
+from livespt.server.pipeline.changepoint import (
     CALIBRATION_MAX_HISTORY_STEPS,
     segment_log_likelihood,
 )

@@ -1,7 +1,9 @@
 """Array-level science of LiveSPT: simulators, classical estimators and bounds, networks.
 
 Everything here takes and returns arrays (numpy or torch) in physical units
-(micrometres, seconds, um^2/s) and never imports ``server``, gRPC or Java.
+(micrometres, seconds, um^2/s) and never imports ``livespt.server``, gRPC or Java.
 """
 
-__version__ = "0.1.0"
+from livespt import __version__
+
+__all__ = ["__version__"]

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from models import _validate
+from livespt.models import _validate
 
 _SQRT2 = math.sqrt(2.0)
 # Pixels farther than _Z_CUT * sqrt(2) sigma from a spot get exactly 0: the

@@ -6,7 +6,7 @@ pixels or to dimensionless model units happen here and nowhere else.
 
 from __future__ import annotations
 
-from models import _validate
+from livespt.models import _validate
 
 
 def blur_coefficient(exposure_s: float, frame_interval_s: float) -> float:

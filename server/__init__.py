@@ -1,7 +1,10 @@
-"""LiveSPT application layer: command line, file I/O, and (soon) the gRPC server.
+"""LiveSPT application layer: command line, client, gRPC service and live pipeline.
 
-``server`` uses :mod:`models`; it holds everything that touches files, processes
-or networks, while the array-level science stays in ``models``.
+Also resident models and batching, file formats and the Fiji bridge.
+``livespt.server`` uses :mod:`livespt.models`; it holds everything that touches files,
+processes or networks, while the array-level science stays in ``models``.
 """
 
-__version__ = "0.1.0"
+from livespt import __version__
+
+__all__ = ["__version__"]

@@ -26,10 +26,10 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from server.config import PIXEL_TYPE_BY_DTYPE, Limits
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
-from server.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.service.settings import PIXEL_TYPE_BY_DTYPE, Limits
 
 
 @dataclass(frozen=True)

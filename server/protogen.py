@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "proto"
 PROTO_FILES = ("livespt/v1/livespt.proto",)
-OUT_PACKAGE = "server.grpc_gen"
+OUT_PACKAGE = "livespt.server.grpc_gen"
 DEFAULT_OUT = REPO / "server" / "grpc_gen"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 
 
 def config(height: int = 32, width: int = 32, pixel_type: int = pb.PIXEL_TYPE_UINT16,

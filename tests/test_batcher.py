@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.batcher import DynamicBatcher, split_tensors
+from livespt.server.inference.batcher import DynamicBatcher, split_tensors
 
 WAIT = 10.0  # s: only a guard against hanging on failure, never a timed assertion
 

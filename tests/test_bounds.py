@@ -12,7 +12,7 @@ import pytest
 from scipy.integrate import quad
 from tracksim import simulate_tracks, variance_band
 
-from models.estimators import (
+from livespt.models.estimators import (
     _tracks,
     bounds,
     crlb_d_exact,

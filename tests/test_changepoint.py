@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from scipy.stats import poisson
 
-from models.simulate import simulate_trajectories
-from server.pipeline.changepoint import (
+from livespt.models.simulate import simulate_trajectories
+from livespt.server.pipeline.changepoint import (
     CALIBRATION_MIN_SEGMENT_STEPS,
     CALIBRATION_RATES_PER_1000,
     CALIBRATION_THRESHOLDS,

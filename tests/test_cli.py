@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from server.cli import main
-from server.io.tiff import read_calibration, read_movie, write_movie
+from livespt.server.cli.main import main
+from livespt.server.io.tiff import read_calibration, read_movie, write_movie
 
 
 def test_console_script_is_installed_and_lists_only_existing_commands() -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from models.simulate import Camera, MovieConfig, simulate_movie
-from server.pipeline.detect import (
+from livespt.models.simulate import Camera, MovieConfig, simulate_movie
+from livespt.server.pipeline.detect import (
     DetectorConfig,
     Spots,
     best_f1_threshold,

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.simulate import MovieConfig, simulate_movie
-from server.app import EmbeddedServer, ServerOptions
-from server.client import LiveSptClient, StreamOptions
-from server.detection import DetectionPool, DetectionTask, detect_frame
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.pipeline.detect import DetectorConfig, Spots
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.pipeline.detect import DetectorConfig, Spots
+from livespt.server.service.app import EmbeddedServer, ServerOptions
+from livespt.server.service.detection_pool import DetectionPool, DetectionTask, detect_frame
 
 PX, DT = 0.1, 0.05
 
@@ -93,7 +93,7 @@ def test_frames_travel_in_reused_shared_memory_freed_at_close(movie) -> None:
 
 def test_without_shared_memory_frames_go_through_the_pipe(
         movie, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import server.detection as detection
+    import livespt.server.service.detection_pool as detection
 
     def no_shm(*args: object, **kw: object) -> None:
         raise OSError(28, "No space left on device")

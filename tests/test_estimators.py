@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from models.estimators import (
+from livespt.models.estimators import (
     Estimate,
     EstimateBatch,
     _tracks,
@@ -28,7 +28,7 @@ from models.estimators import (
     msd_fit_variance,
     quadform,
 )
-from models.estimators.cve import _cve_form
+from livespt.models.estimators.cve import _cve_form
 
 DT = 0.01
 D = 0.5
@@ -475,7 +475,7 @@ def test_degenerate_tracks_give_finite_valid_results(fit: str) -> None:
 
 
 def test_cve_batch_accepts_one_known_sigma_per_track() -> None:
-    from models.estimators import cve, cve_batch
+    from livespt.models.estimators import cve, cve_batch
 
     rng = np.random.default_rng(5)
     pos = np.cumsum(rng.normal(0, 0.1, size=(4, 12, 2)), axis=1)

@@ -23,7 +23,7 @@ from tracksim import (
     variance_band,
 )
 
-from models.estimators import (
+from livespt.models.estimators import (
     cve_batch,
     cve_relative_variance,
     cve_variance,

@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy.spatial import ConvexHull, QhullError
 
-from models.features import (
+from livespt.models.features import (
     FEATURE_NAMES,
     FEATURE_TRANSFORMS,
     FEATURE_UNITS,
@@ -24,7 +24,7 @@ from models.features import (
     features_numpy,
     trajectory_features,
 )
-from models.features import trajectory as tr
+from livespt.models.features import trajectory as tr
 
 IX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 TRAP_ZERO = 1.0 - math.exp(tr.TRAP_OFFSET)  # trappedness when D12 = 0

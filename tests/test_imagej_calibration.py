@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.io.tiff import write_movie
+from livespt.server.io.tiff import write_movie
 
 IJ_JAR = Path("/usr/share/java/ij.jar")
 MACRO = Path(__file__).parent / "imagej" / "calibration.ijm"

@@ -19,9 +19,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from models.simulate import simulate_trajectories
-from server.pipeline import link as link_module
-from server.pipeline.link import LinkerConfig, OnlineLinker, link_scores
+from livespt.models.simulate import simulate_trajectories
+from livespt.server.pipeline import link as link_module
+from livespt.server.pipeline.link import LinkerConfig, OnlineLinker, link_scores
 
 DT_S = 0.05
 SIGMA_LOC_UM = 0.03

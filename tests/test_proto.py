@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server import protogen
+from livespt.server import protogen
 
 
 def test_committed_stubs_do_not_drift_from_the_proto(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_committed_stubs_do_not_drift_from_the_proto(tmp_path: Path) -> None:
 
 
 def test_stubs_import_from_the_package() -> None:
-    from server.grpc_gen.livespt.v1 import livespt_pb2, livespt_pb2_grpc
+    from livespt.server.grpc_gen.livespt.v1 import livespt_pb2, livespt_pb2_grpc
 
     assert livespt_pb2.DESCRIPTOR.package == "livespt.v1"
     assert hasattr(livespt_pb2_grpc, "LiveSptServicer")

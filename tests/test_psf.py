@@ -10,7 +10,7 @@ import torch
 from scipy.special import erf
 from scipy.stats import norm
 
-from models.psf import (
+from livespt.models.psf import (
     centred_pixel_fraction,
     integrated_gaussian_1d,
     psf_sigma_um,

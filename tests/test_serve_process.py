@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamOptions
 
 
 def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--device", "cpu",
+        [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", "0", "--device", "cpu",
          "--sessions-dir", str(tmp_path), "--shutdown-grace", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -19,13 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server_helpers import background_frames, config, frame_msg, match_detections
 
-from models.estimators import cve_variance
-from models.simulate import MovieConfig, simulate_movie
-from server.app import EmbeddedServer, ServerOptions
-from server.client import LiveSptClient, StreamOptions
-from server.config import Limits
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.models.estimators import cve_variance
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.service.app import EmbeddedServer, ServerOptions
+from livespt.server.service.settings import Limits
 
 PX = 0.1
 DT = 0.05

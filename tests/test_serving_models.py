@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.simulate import MovieConfig, simulate_movie
-from models.vit import ModelLoadError
-from models.vit.train import preset, save, train
-from server.app import EmbeddedServer, ServerOptions
-from server.cli import main
-from server.client import LiveSptClient, StreamOptions
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.models.vit import ModelLoadError
+from livespt.models.vit.train import preset, save, train
+from livespt.server.cli.main import main
+from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 PX, DT = 0.1, 0.05
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from models.vit import ViTEstimator, shipped_weights
-from models.vit.data import TrainingDistribution
-from models.vit.train import evaluate, validation_set
+from livespt.models.vit import ViTEstimator, shipped_weights
+from livespt.models.vit.data import TrainingDistribution
+from livespt.models.vit.train import evaluate, validation_set
 
 WEIGHTS = shipped_weights()
 

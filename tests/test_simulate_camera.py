@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.psf import centred_pixel_fraction, render_gaussian_spots
-from models.simulate import (
+from livespt.models.psf import centred_pixel_fraction, render_gaussian_spots
+from livespt.models.simulate import (
     Camera,
     Photophysics,
     emission_states,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.estimators import cve_batch, cve_variance, msd_fit_batch
-from models.simulate import effective_blur_coefficient, simulate_trajectories
+from livespt.models.estimators import cve_batch, cve_variance, msd_fit_batch
+from livespt.models.simulate import effective_blur_coefficient, simulate_trajectories
 
 DT = 0.05
 EXPOSURE = 0.05

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from models.psf import centred_pixel_fraction
-from models.simulate import (
+from livespt.models.psf import centred_pixel_fraction
+from livespt.models.simulate import (
     GROUND_TRUTH_COLUMNS,
     Camera,
     MovieConfig,

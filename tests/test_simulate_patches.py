@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.simulate import (
+from livespt.models.simulate import (
     Camera,
     Photophysics,
     localization_precision_um,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from models.simulate import simulate_smlm
+from livespt.models.simulate import simulate_smlm
 
 Z = 4.0
 

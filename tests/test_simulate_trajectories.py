@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.simulate import (
+from livespt.models.simulate import (
     diffusion_schedule,
     effective_blur_coefficient,
     simulate_trajectories,
     substep_times_s,
 )
-from models.units import blur_coefficient
+from livespt.models.units import blur_coefficient
 
 Z = 4.0  # tolerance in standard deviations
 

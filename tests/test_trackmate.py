@@ -25,10 +25,15 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from models.simulate import MovieConfig, simulate_movie
-from server import fiji
-from server.pipeline.detect import DetectorConfig, detect, match_detections, quality_noise_sd
-from server.trackmate import trackmate_log_detect, trackmate_log_detect_run
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.io import fiji
+from livespt.server.io.trackmate import trackmate_log_detect, trackmate_log_detect_run
+from livespt.server.pipeline.detect import (
+    DetectorConfig,
+    detect,
+    match_detections,
+    quality_noise_sd,
+)
 
 MIRROR = Path("/work/.mirror/MorphoSource+fiji-app-pinned/repo")
 FIJI = fiji.find_fiji()
@@ -196,7 +201,7 @@ def test_script_using_trackmate_exits_promptly():
     script = textwrap.dedent("""
         import time
         import numpy as np
-        from server.trackmate import trackmate_log_detect
+        from livespt.server.io.trackmate import trackmate_log_detect
         frames = np.random.default_rng(0).poisson(110, (3, 32, 32)).astype(np.uint16)
         frames[:, 16, 16] += 2000
         spots = trackmate_log_detect(frames, 0.1, 0.127, 100.0)

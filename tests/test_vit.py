@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.vit import DiffusionViT, ModelLoadError, ViTConfig, ViTEstimator, prepare
-from models.vit.data import TrainingDistribution, simulate_windows
-from models.vit.inputs import concat_inputs, d_physical, d_star
-from models.vit.model import VARIANTS, gaussian_nll
-from models.vit.train import preset, save, train
+from livespt.models.vit import DiffusionViT, ModelLoadError, ViTConfig, ViTEstimator, prepare
+from livespt.models.vit.data import TrainingDistribution, simulate_windows
+from livespt.models.vit.inputs import concat_inputs, d_physical, d_star
+from livespt.models.vit.model import VARIANTS, gaussian_nll
+from livespt.models.vit.train import preset, save, train
 
 SMALL = {"dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "cnn_channels": 4}
 
@@ -139,7 +139,7 @@ def test_missing_corrupt_or_foreign_weights_are_clear_errors(tmp_path: Path) -> 
     # A pickle that is not plain tensors is refused by weights_only loading.
     evil = tmp_path / "evil.pt"
     torch.save({"config": {}, "state_dict": {}, "x": Path("/")}, evil)
-    from models.vit.train import sha256
+    from livespt.models.vit.train import sha256
 
     evil.with_suffix(".json").write_text(json.dumps({"format": "livespt-vit/1",
                                                      "sha256": sha256(evil)}))

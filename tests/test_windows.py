@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.estimators import cve
-from server.pipeline.windows import WindowConfig, WindowEstimator, track_windows
+from livespt.models.estimators import cve
+from livespt.server.pipeline.windows import WindowConfig, WindowEstimator, track_windows
 
 
 def _reference_windows(frames, xy, sigma, length, stride):

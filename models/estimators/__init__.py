@@ -9,15 +9,15 @@ for the equations, assumptions and references.
 - :func:`crlb_d_exact`, :func:`crlb_d_large_n`: Cramer-Rao bounds on Var(D).
 """
 
-from models.estimators.bounds import (
+from livespt.models.estimators.bounds import (
     crlb_d_exact,
     crlb_d_large_n,
     fisher_information_exact,
     fisher_information_large_n,
 )
-from models.estimators.cve import cve, cve_batch, cve_relative_variance, cve_variance
-from models.estimators.msd import msd_curve, msd_fit, msd_fit_batch, msd_fit_variance
-from models.estimators.result import Estimate, EstimateBatch
+from livespt.models.estimators.cve import cve, cve_batch, cve_relative_variance, cve_variance
+from livespt.models.estimators.msd import msd_curve, msd_fit, msd_fit_batch, msd_fit_variance
+from livespt.models.estimators.result import Estimate, EstimateBatch
 
 __all__ = [
     "Estimate",

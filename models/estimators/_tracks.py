@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models import _validate
-from models.units import blur_coefficient as _uniform_blur
+from livespt.models import _validate
+from livespt.models.units import blur_coefficient as _uniform_blur
 
 MIN_POSITIONS = 3
 """A step pair is needed to separate D from sigma, hence three positions."""

@@ -35,9 +35,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import LinAlgError, cho_solve_banded, cholesky_banded
 
-from models import _validate
-from models.estimators import _tracks
-from models.estimators._tracks import Tridiagonal
+from livespt.models import _validate
+from livespt.models.estimators import _tracks
+from livespt.models.estimators._tracks import Tridiagonal
 
 EXACT_MAX_STEPS = 1000
 """Above this many steps, the information of a track without gaps is computed as

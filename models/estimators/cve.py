@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models import _validate
-from models.estimators import _tracks
-from models.estimators._tracks import Tridiagonal
-from models.estimators.quadform import (
+from livespt.models import _validate
+from livespt.models.estimators import _tracks
+from livespt.models.estimators._tracks import Tridiagonal
+from livespt.models.estimators.quadform import (
     VarianceCoefficients,
     interval_by_test_inversion,
     tridiagonal_variance_coefficients,
     variance,
 )
-from models.estimators.result import Estimate, EstimateBatch
+from livespt.models.estimators.result import Estimate, EstimateBatch
 
 METHOD = "cve"
 

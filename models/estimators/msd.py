@@ -36,10 +36,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-from models import _validate
-from models.estimators import _tracks
-from models.estimators.cve import _confidence, cve_point_estimates
-from models.estimators.quadform import (
+from livespt.models import _validate
+from livespt.models.estimators import _tracks
+from livespt.models.estimators.cve import _confidence, cve_point_estimates
+from livespt.models.estimators.quadform import (
     Thinning,
     VarianceCoefficients,
     contiguous_msd_variance_coefficients,
@@ -49,7 +49,7 @@ from models.estimators.quadform import (
     position_pairs,
     variance,
 )
-from models.estimators.result import Estimate, EstimateBatch
+from livespt.models.estimators.result import Estimate, EstimateBatch
 
 METHOD = "msd"
 FITS = ("full", "optimal", "weighted")

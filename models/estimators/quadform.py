@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtri
 
-from models.estimators._tracks import Tridiagonal
+from livespt.models.estimators._tracks import Tridiagonal
 
 _CHUNK_ELEMENTS = 1 << 18
 """Elements per temporary array in chunked computations (2 MiB of float64)."""

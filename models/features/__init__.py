@@ -9,7 +9,7 @@
 See ``docs/features.md`` for the definitions and what happens on degenerate windows.
 """
 
-from models.features.trajectory import (
+from livespt.models.features.trajectory import (
     FEATURE_NAMES,
     FEATURE_TRANSFORMS,
     FEATURE_UNITS,

@@ -54,7 +54,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
-from models import _validate
+from livespt.models import _validate
 
 Transform = Literal["identity", "log1p", "asinh"]
 

@@ -14,25 +14,25 @@ torch code that runs on CPU or CUDA and is reproducible from a seed. See
   the noise model and the one SNR definition.
 """
 
-from models.simulate.camera import (
+from livespt.models.simulate.camera import (
     Camera,
     expose,
     photons_for_snr,
     smooth_background_map,
     snr_of,
 )
-from models.simulate.localization import localization_precision_um
-from models.simulate.movie import (
+from livespt.models.simulate.localization import localization_precision_um
+from livespt.models.simulate.movie import (
     GROUND_TRUTH_COLUMNS,
     Movie,
     MovieConfig,
     render_expected,
     simulate_movie,
 )
-from models.simulate.patches import PatchSequences, simulate_patches
-from models.simulate.photophysics import Photophysics, emission_states, emitted_photons
-from models.simulate.smlm import SMLMBatch, simulate_smlm
-from models.simulate.trajectories import (
+from livespt.models.simulate.patches import PatchSequences, simulate_patches
+from livespt.models.simulate.photophysics import Photophysics, emission_states, emitted_photons
+from livespt.models.simulate.smlm import SMLMBatch, simulate_smlm
+from livespt.models.simulate.trajectories import (
     Trajectories,
     diffusion_schedule,
     effective_blur_coefficient,

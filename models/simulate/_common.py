@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models import _validate
+from livespt.models import _validate
 
 Device = str | torch.device
 

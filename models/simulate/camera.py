@@ -47,9 +47,9 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from models import _validate
-from models.psf import centred_pixel_fraction
-from models.simulate._common import optional_map
+from livespt.models import _validate
+from livespt.models.psf import centred_pixel_fraction
+from livespt.models.simulate._common import optional_map
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models import _validate
+from livespt.models import _validate
 
 
 def localization_precision_um(

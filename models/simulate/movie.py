@@ -27,19 +27,19 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from models import _validate
-from models import psf as _psf
-from models.psf import _render_gaussian_spots
-from models.simulate._common import (
+from livespt.models import _validate
+from livespt.models import psf as _psf
+from livespt.models.psf import _render_gaussian_spots
+from livespt.models.simulate._common import (
     Device,
     as_device,
     make_generator,
     positions_array,
     shape_2d,
 )
-from models.simulate.camera import Camera, _expose, photons_for_snr, snr_of
-from models.simulate.photophysics import Photophysics, _emitted_photons
-from models.simulate.trajectories import (
+from livespt.models.simulate.camera import Camera, _expose, photons_for_snr, snr_of
+from livespt.models.simulate.photophysics import Photophysics, _emitted_photons
+from livespt.models.simulate.trajectories import (
     Trajectories,
     diffusion_schedule,
     effective_blur_coefficient,

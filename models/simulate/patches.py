@@ -32,14 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models import _validate
-from models import psf as _psf
-from models.psf import _render_gaussian_spots
-from models.simulate._common import Device, as_device, make_generator
-from models.simulate.camera import Camera, _expose, photons_for_snr
-from models.simulate.localization import localization_precision_um
-from models.simulate.photophysics import Photophysics, _emitted_photons
-from models.simulate.trajectories import resolve_exposure, simulate_trajectories
+from livespt.models import _validate
+from livespt.models import psf as _psf
+from livespt.models.psf import _render_gaussian_spots
+from livespt.models.simulate._common import Device, as_device, make_generator
+from livespt.models.simulate.camera import Camera, _expose, photons_for_snr
+from livespt.models.simulate.localization import localization_precision_um
+from livespt.models.simulate.photophysics import Photophysics, _emitted_photons
+from livespt.models.simulate.trajectories import resolve_exposure, simulate_trajectories
 
 # Sequence-frames rendered at once; bounds memory for very large batches.
 _CHUNK_PATCHES = 8192

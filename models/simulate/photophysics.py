@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models import _validate
-from models.simulate._common import Device, as_device, make_generator, probability
+from livespt.models import _validate
+from livespt.models.simulate._common import Device, as_device, make_generator, probability
 
 
 @dataclass(frozen=True)

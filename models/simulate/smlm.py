@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models import _validate
-from models.psf import _render_gaussian_spots
-from models.simulate._common import Device, as_device, make_generator
+from livespt.models import _validate
+from livespt.models.psf import _render_gaussian_spots
+from livespt.models.simulate._common import Device, as_device, make_generator
 
 
 @dataclass(frozen=True, eq=False)

@@ -44,8 +44,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from models import _validate
-from models.simulate._common import Device, as_device, make_generator, positions_array
+from livespt.models import _validate
+from livespt.models.simulate._common import Device, as_device, make_generator, positions_array
 
 # Frames integrated at once before checking for a wall crossing in a confined
 # simulation; large enough to amortise the check, small enough to bound the

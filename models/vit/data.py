@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from models.simulate import Camera, Photophysics, simulate_patches
-from models.vit.inputs import WindowInputs, prepare
+from livespt.models.simulate import Camera, Photophysics, simulate_patches
+from livespt.models.vit.inputs import WindowInputs, prepare
 
 PIXEL_SIZE_UM = 0.1
 FRAME_INTERVAL_S = 0.05

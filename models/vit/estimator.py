@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models.vit.inputs import WindowInputs
-from models.vit.model import DiffusionViT, ViTConfig
+from livespt.models.vit.inputs import WindowInputs
+from livespt.models.vit.model import DiffusionViT, ViTConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 """Where shipped weights live (``models/weights/``)."""
@@ -75,7 +75,7 @@ class ViTEstimator:
         ModelLoadError
             Naming the file and what is wrong with it.
         """
-        from models.vit.train import sha256
+        from livespt.models.vit.train import sha256
 
         path = Path(path)
         card_path = path.with_suffix(".json")

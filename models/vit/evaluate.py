@@ -30,13 +30,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.estimators import cve_batch, msd_fit_batch
-from models.estimators.bounds import crlb_d_exact
-from models.simulate import simulate_patches
-from models.simulate.trajectories import effective_blur_coefficient
-from models.vit.data import FRAME_INTERVAL_S, PIXEL_SIZE_UM, TrainingDistribution, simulate_windows
-from models.vit.estimator import ViTEstimator, shipped_weights
-from models.vit.inputs import prepare
+from livespt.models.estimators import cve_batch, msd_fit_batch
+from livespt.models.estimators.bounds import crlb_d_exact
+from livespt.models.simulate import simulate_patches
+from livespt.models.simulate.trajectories import effective_blur_coefficient
+from livespt.models.vit.data import (
+    FRAME_INTERVAL_S,
+    PIXEL_SIZE_UM,
+    TrainingDistribution,
+    simulate_windows,
+)
+from livespt.models.vit.estimator import ViTEstimator, shipped_weights
+from livespt.models.vit.inputs import prepare
 
 SNRS = (5.0, 10.0, 20.0)
 D_RANGE_UM2_S = (0.01, 1.0)  # two decades; training covers 0.001-4 um^2/s at these units

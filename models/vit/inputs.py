@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.features import trajectory_features
+from livespt.models.features import trajectory_features
 
 N_GEOM = 6
 """Per-point placement inputs: position relative to the window mean (2, px / 10),

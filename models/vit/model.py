@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from models import _validate
-from models.vit.inputs import N_ACQ, N_GEOM
+from livespt.models import _validate
+from livespt.models.vit.inputs import N_ACQ, N_GEOM
 
 VARIANTS = ("image+features", "image", "features")
 

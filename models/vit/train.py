@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from models import __version__
-from models.vit.data import TrainingDistribution, simulate_windows
-from models.vit.inputs import WindowInputs
-from models.vit.model import DiffusionViT, ViTConfig, count_parameters, gaussian_nll
+from livespt.models import __version__
+from livespt.models.vit.data import TrainingDistribution, simulate_windows
+from livespt.models.vit.inputs import WindowInputs
+from livespt.models.vit.model import DiffusionViT, ViTConfig, count_parameters, gaussian_nll
 
 
 @dataclass(frozen=True)

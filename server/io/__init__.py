@@ -1,1 +1,1 @@
-"""File formats LiveSPT reads and writes."""
+"""File formats LiveSPT reads and writes, and the in-process Fiji/TrackMate bridge."""

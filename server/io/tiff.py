@@ -14,7 +14,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-from models import _validate
+from livespt.models import _validate
 
 _UM_NAMES = {"um", "micron", "microns", "µm", "\\u00B5m", "micrometer", "micrometre"}
 

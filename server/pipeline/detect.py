@@ -102,7 +102,7 @@ from scipy import optimize as _optimize
 from scipy import special as _special
 from scipy.spatial import cKDTree
 
-from models import _validate
+from livespt.models import _validate
 
 __all__ = [
     "AUTO_THRESHOLD_NOISE_SD",

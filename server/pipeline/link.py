@@ -70,7 +70,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from models import _validate
+from livespt.models import _validate
 
 # TrackMate's "alternative linking cost factor": the alternative cost is 5 %
 # above the largest admissible link cost, so every gated link stays possible.

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from models import _validate
-from models.estimators import cve_batch
-from server.records import WindowEstimate
+from livespt.models import _validate
+from livespt.models.estimators import cve_batch
+from livespt.server.pipeline.records import WindowEstimate
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from server.grpc_gen.livespt.v1 import livespt_pb2 as livespt_dot_v1_dot_livespt__pb2
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as livespt_dot_v1_dot_livespt__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from models.simulate import MovieConfig, simulate_movie
-from server.app import EmbeddedServer, ServerOptions
-from server.client import LiveSptClient, StreamOptions
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.io.tiff import write_movie
-from server.stream_cmd import save_result, server_info_dict
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.cli.stream import save_result, server_info_dict
+from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.io.tiff import write_movie
+from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 
 @dataclass(frozen=True)

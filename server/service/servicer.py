@@ -24,23 +24,23 @@ from typing import Any
 import grpc
 import numpy as np
 
-from models.estimators import cve
-from server import __version__
-from server.config import Limits, settings_from_proto
-from server.detection import DetectionPool
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
-from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.windows import (
+from livespt.models.estimators import cve
+from livespt.server import __version__
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.inference.resident import ModelRegistry, ResidentModel
+from livespt.server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.pipeline.windows import (
     DueWindows,
     WindowConfig,
     estimate_windows,
     track_window_arrays,
     window_records,
 )
-from server.records import ChangeEvent, TrackPoint, WindowEstimate
-from server.resident import ModelRegistry, ResidentModel
-from server.session import MIN_MODEL_WINDOW, FrameOutput, Session
+from livespt.server.service.detection_pool import DetectionPool
+from livespt.server.service.session import MIN_MODEL_WINDOW, FrameOutput, Session
+from livespt.server.service.settings import Limits, settings_from_proto
 
 log = logging.getLogger("livespt.server")
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server import __version__
+from livespt.server import __version__
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -250,9 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
-            from server.app import ServerOptions, serve
-            from server.config import Limits
-            from server.resident import BatchingOptions
+            from livespt.server.inference.resident import BatchingOptions
+            from livespt.server.service.app import ServerOptions, serve
+            from livespt.server.service.settings import Limits
 
             if args.max_batch is not None and args.max_batch < 1:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
@@ -272,23 +272,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                          args.max_batch_delay),
                                 **extra))
         elif args.command == "stream":
-            from server.stream_cmd import run_stream
+            from livespt.server.cli.stream import run_stream
 
             run_stream(args)
         elif args.command == "simulate":
-            from server.simulate_cmd import run_simulate
+            from livespt.server.cli.simulate import run_simulate
 
             run_simulate(args)
         elif args.command == "demo":
-            from server.demo import run_demo
+            from livespt.server.cli.demo import run_demo
 
             run_demo(args.out, seed=args.seed)
         elif args.command == "train":
-            from server.train_cmd import run_train
+            from livespt.server.cli.train import run_train
 
             run_train(args)
         elif args.command == "evaluate":
-            from models.vit.evaluate import run_evaluate
+            from livespt.models.vit.evaluate import run_evaluate
 
             run_evaluate(args)
     except ValueError as exc:

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from server import __version__
-from server.app import EmbeddedServer, ServerOptions
-from server.client import LiveSptClient, StreamOptions, StreamResult
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.io.tiff import read_calibration
-from server.records import RecordWriter
+from livespt.server import __version__
+from livespt.server.client import LiveSptClient, StreamOptions, StreamResult
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.io.tiff import read_calibration
+from livespt.server.pipeline.records import RecordWriter
+from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 
 def open_movie(path: str | Path) -> tuple[Any, float | None, float | None]:

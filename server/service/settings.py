@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 
 PIXEL_TYPES: dict[int, np.dtype[Any]] = {
     pb.PIXEL_TYPE_UINT8: np.dtype("<u1"),

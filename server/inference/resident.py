@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.vit.estimator import ViTEstimator, ViTPrediction, shipped_weights, to_physical
-from models.vit.inputs import WindowInputs, concat_inputs, prepare
-from server.batcher import DynamicBatcher, split_tensors
+from livespt.models.vit.estimator import ViTEstimator, ViTPrediction, shipped_weights, to_physical
+from livespt.models.vit.inputs import WindowInputs, concat_inputs, prepare
+from livespt.server.inference.batcher import DynamicBatcher, split_tensors
 
 log = logging.getLogger("livespt.server")
 

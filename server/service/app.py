@@ -21,12 +21,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.config import Limits
-from server.detection import DetectionPool
-from server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
-from server.resident import BatchingOptions, ModelRegistry
-from server.service import LiveSptService
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.inference.resident import BatchingOptions, ModelRegistry
+from livespt.server.service.detection_pool import DetectionPool
+from livespt.server.service.servicer import LiveSptService
+from livespt.server.service.settings import Limits
 
 log = logging.getLogger("livespt.server")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.simulate import Camera, MovieConfig, Photophysics, simulate_movie
-from server import __version__
-from server.io.tiff import write_movie
+from livespt.models.simulate import Camera, MovieConfig, Photophysics, simulate_movie
+from livespt.server import __version__
+from livespt.server.io.tiff import write_movie
 
 DEFAULT_SNR = 10.0
 

@@ -22,21 +22,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from server import __version__
-from server.config import StreamSettings
-from server.detection import Detected, DetectionTask, detect_frame
-from server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
-from server.pipeline.detect import DetectorConfig, Spots
-from server.pipeline.link import LinkerConfig, OnlineLinker
-from server.pipeline.windows import (
+from livespt.server import __version__
+from livespt.server.inference.resident import ResidentModel
+from livespt.server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from livespt.server.pipeline.detect import DetectorConfig, Spots
+from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
+from livespt.server.pipeline.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
+from livespt.server.pipeline.windows import (
     DueWindows,
     WindowConfig,
     WindowEstimator,
     estimate_windows,
     window_records,
 )
-from server.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
-from server.resident import ResidentModel
+from livespt.server.service.detection_pool import Detected, DetectionTask, detect_frame
+from livespt.server.service.settings import StreamSettings
 
 MIN_MODEL_WINDOW = 5
 """Shortest window (points) given to a model; shorter ones use the CVE."""

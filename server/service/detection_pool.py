@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from server.pipeline.detect import DetectorConfig, Spots, detect
+from livespt.server.pipeline.detect import DetectorConfig, Spots, detect
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from models.vit.estimator import WEIGHTS_DIR
-from models.vit.train import preset, save, train
+from livespt.models.vit.estimator import WEIGHTS_DIR
+from livespt.models.vit.train import preset, save, train
 
 
 def resolve_device(name: str) -> str:

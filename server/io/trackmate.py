@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models import _validate
-from server import fiji
+from livespt.models import _validate
+from livespt.server.io import fiji
 
 __all__ = ["TrackMateRun", "trackmate_log_detect", "trackmate_log_detect_run"]
 

@@ -1,0 +1,1 @@
+"""The command line (``livespt ...``): one module per command."""

@@ -1,0 +1,1 @@
+"""Resident models and dynamic batching, shared by every session."""

@@ -1,0 +1,1 @@
+"""The gRPC service: server assembly, the servicer, stream runner, sessions and settings."""
