@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from livespt.models.simulate import MovieConfig, simulate_movie
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamSettings
 
 PX, DT = 0.1, 0.05
 
@@ -140,7 +140,7 @@ def stream_throughput(target: str, movie: Any) -> dict[str, Any]:
     frames = movie.frames
     with LiveSptClient(target) as c:
         t0 = time.perf_counter()
-        res = c.stream(iter(frames), StreamOptions(PX, DT, detect_changes=True))
+        res = c.stream(iter(frames), StreamSettings(PX, DT))
         elapsed = time.perf_counter() - t0
     lat = np.asarray(res.client_latency_ms)
     xy = [[] for _ in range(len(frames))]  # type: list[list[tuple[float, float]]]
@@ -170,7 +170,7 @@ def stream_paced(target: str, frames: np.ndarray, fps: float) -> dict[str, Any]:
             yield f
 
     with LiveSptClient(target) as c:
-        res = c.stream(paced(), StreamOptions(PX, DT))
+        res = c.stream(paced(), StreamSettings(PX, DT))
     lat = np.asarray(res.client_latency_ms)
     srv = np.asarray(res.server_latency_ms)
     return {"rate_fps": fps, "frames": res.frames_acked,
@@ -184,7 +184,7 @@ def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
     from livespt.server.service.session import Session
     from livespt.server.service.settings import StreamSettings
 
-    s = StreamSettings(pixel_size_um=PX, frame_interval_s=DT, exposure_s=DT, dtype="uint16",
+    s = StreamSettings(pixel_size_um=PX, frame_interval_s=DT, exposure_s=DT, pixel_type="uint16",
                        height=frames.shape[1], width=frames.shape[2])
     sess = Session(s, out, "bench")
     t0 = time.perf_counter()
@@ -261,7 +261,7 @@ def memory_over_long_stream(target: str, pid: int, frames: np.ndarray,
         def on_update(upd):
             if upd.WhichOneof("update") == "frame" and (upd.frame.index + 1) % len(frames) == 0:
                 rss.append(rss_mb(pid))
-        c.stream(frames_iter(), StreamOptions(PX, DT), on_update=on_update)
+        c.stream(frames_iter(), StreamSettings(PX, DT), on_update=on_update)
     return {"frames": repeats * len(frames), f"rss_mb_every_{len(frames)}_frames":
             [round(x, 1) for x in rss],
             "rss_growth_mb_second_half": round(rss[-1] - rss[len(rss) // 2], 1)}

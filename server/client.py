@@ -2,10 +2,11 @@
 
 Example
 -------
->>> from server.client import LiveSptClient, StreamOptions
+>>> from livespt.server.client import LiveSptClient, StreamSettings, WindowConfig
 >>> with LiveSptClient("127.0.0.1:50051") as client:          # doctest: +SKIP
-...     result = client.stream(frames, StreamOptions(pixel_size_um=0.1,
-...                                                  frame_interval_s=0.05))
+...     result = client.stream(frames, StreamSettings(pixel_size_um=0.1,
+...                                                   frame_interval_s=0.05,
+...                                                   window=WindowConfig(length=10)))
 ...     print(result.estimates[:3], result.changes)
 
 ``frames`` is any iterable of 2D numpy arrays (uint8, uint16 or float32).
@@ -19,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -29,88 +30,19 @@ from numpy.typing import NDArray
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
-from livespt.server.service.settings import PIXEL_TYPE_BY_DTYPE, Limits
+from livespt.server.pipeline.windows import WindowConfig
+from livespt.server.service import wire
+from livespt.server.service.settings import (
+    PIXEL_TYPES,
+    ChangeSettings,
+    DetectorSettings,
+    Limits,
+    LinkerSettings,
+    StreamSettings,
+)
 
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """Acquisition and analysis settings of a stream (physical units; 0 = server default).
-
-    Attributes
-    ----------
-    pixel_size_um, frame_interval_s : float
-        Calibration, required.
-    exposure_s : float
-        Exposure in s; 0 means equal to the frame interval.
-    radius_um, threshold, median_filter, dark_spots : detector settings
-        Expected spot radius in um, LoG quality threshold, median pre-filter,
-        dark particles on a light background.
-    camera_offset_adu, camera_gain_adu_per_e : float or None
-        Camera offset and gain; None: server default (100 ADU, 1 ADU/e-).
-    max_distance_um : float
-        Linking search radius in um.
-    max_gap_frames : int or None
-        Gap closing (None: server default; 0 disables).
-    window, stride : int
-        Sliding-window length and stride in frames.
-    detect_changes : bool
-        Run the change-of-D detector.
-    false_alarm_per_1000 : float
-        Change-detector false alarms per 1000 track-frames.
-    name : str
-        Free text recorded in the session summary.
-    """
-
-    pixel_size_um: float
-    frame_interval_s: float
-    exposure_s: float = 0.0
-    radius_um: float = 0.0
-    threshold: float = 0.0
-    median_filter: bool = False
-    dark_spots: bool = False
-    camera_offset_adu: float | None = None
-    camera_gain_adu_per_e: float | None = None
-    max_distance_um: float = 0.0
-    max_gap_frames: int | None = None
-    window: int = 0
-    stride: int = 0
-    detect_changes: bool = True
-    false_alarm_per_1000: float = 0.0
-    tracker: str = "builtin"
-    name: str = ""
-
-    def to_proto(self, dtype: np.dtype[Any], height: int, width: int) -> pb.StreamConfig:
-        """The wire config for frames of this dtype and shape."""
-        if np.dtype(dtype).name not in PIXEL_TYPE_BY_DTYPE:
-            raise ValueError(f"frames: dtype {np.dtype(dtype).name} is not supported "
-                             f"(use one of {', '.join(PIXEL_TYPE_BY_DTYPE)})")
-        trackers = {"builtin": pb.TRACKER_BUILTIN, "trackmate": pb.TRACKER_TRACKMATE}
-        if self.tracker not in trackers:
-            raise ValueError(f"tracker must be builtin or trackmate, got {self.tracker!r}")
-        det = pb.DetectorParams(radius_um=self.radius_um, threshold=self.threshold,
-                                median_filter=self.median_filter, dark_spots=self.dark_spots)
-        if self.camera_offset_adu is not None:
-            det.camera_offset_adu = self.camera_offset_adu
-        if self.camera_gain_adu_per_e is not None:
-            det.camera_gain_adu_per_e = self.camera_gain_adu_per_e
-        linker = pb.LinkerParams(max_distance_um=self.max_distance_um)
-        if self.max_gap_frames is not None:
-            linker.max_gap_frames = self.max_gap_frames
-        return pb.StreamConfig(
-            pixel_size_um=self.pixel_size_um,
-            frame_interval_s=self.frame_interval_s,
-            exposure_s=self.exposure_s,
-            pixel_type=PIXEL_TYPE_BY_DTYPE[np.dtype(dtype).name],  # type: ignore[arg-type]
-            height=height,
-            width=width,
-            detector=det,
-            linker=linker,
-            window=pb.WindowParams(length=self.window, stride=self.stride),
-            change=pb.ChangeParams(disabled=not self.detect_changes,
-                                   false_alarm_per_1000=self.false_alarm_per_1000),
-            tracker=trackers[self.tracker],
-            name=self.name,
-        )
+__all__ = ["ChangeSettings", "DetectorSettings", "LinkerSettings", "LiveSptClient",
+           "StreamResult", "StreamSettings", "WindowConfig"]
 
 
 @dataclass
@@ -128,19 +60,6 @@ class StreamResult:
     client_latency_ms: list[float] = field(default_factory=list)
     summary: pb.StreamSummary | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def records_of(update: pb.FrameResult) -> tuple[list[TrackPoint], list[WindowEstimate],
-                                                list[ChangeEvent]]:
-    """Decode a FrameResult into the records the CSV files hold."""
-    points = [TrackPoint(p.track_id, p.frame, p.x_um, p.y_um, p.precision_um)
-              for p in update.points]
-    estimates = [WindowEstimate(e.track_id, e.frame_start, e.frame_end, e.d_um2_s,
-                                e.d_low_um2_s, e.d_high_um2_s, e.method)
-                 for e in update.estimates]
-    changes = [ChangeEvent(c.track_id, c.frame, c.detected_at_frame, c.d_before_um2_s,
-                           c.d_after_um2_s, c.score) for c in update.changes]
-    return points, estimates, changes
 
 
 class LiveSptClient:
@@ -183,7 +102,7 @@ class LiveSptClient:
     def stream(
         self,
         frames: Iterable[NDArray[Any]],
-        options: StreamOptions,
+        settings: StreamSettings,
         on_update: Callable[[pb.AnalysisUpdate], None] | None = None,
         max_in_flight: int = 8,
     ) -> StreamResult:
@@ -193,8 +112,9 @@ class LiveSptClient:
         ----------
         frames : iterable of ndarray, shape (H, W)
             The acquisition, in order; dtype uint8, uint16 or float32, all one shape.
-        options : StreamOptions
-            Calibration and analysis settings.
+        settings : StreamSettings
+            Calibration and analysis settings; ``pixel_type``, ``height`` and
+            ``width`` are taken from the first frame.
         on_update : callable, optional
             Called with each AnalysisUpdate as it arrives (from this thread).
         max_in_flight : int
@@ -221,7 +141,8 @@ class LiveSptClient:
             arr = np.asarray(first)
             if arr.ndim != 2:
                 raise ValueError(f"frames must be 2D (H, W), got shape {arr.shape}")
-            yield pb.StreamRequest(config=options.to_proto(arr.dtype, *arr.shape))
+            yield pb.StreamRequest(config=wire.settings_to_proto(
+                _for_frames(settings, arr)))
             index = 0
             for frame in _chain(arr, it):
                 while not done.is_set():
@@ -235,7 +156,7 @@ class LiveSptClient:
                 f = np.ascontiguousarray(frame)
                 sent_at[index] = time.perf_counter()
                 yield pb.StreamRequest(frame=pb.Frame(
-                    index=index, timestamp_s=index * options.frame_interval_s,
+                    index=index, timestamp_s=index * settings.frame_interval_s,
                     data=f.astype(f.dtype.newbyteorder("<"), copy=False).tobytes()))
                 index += 1
 
@@ -255,7 +176,7 @@ class LiveSptClient:
                     credits.put(None)
                     result.frames_acked += 1
                     result.server_latency_ms.append(fr.latency_ms)
-                    p, e, c = records_of(fr)
+                    p, e, c = wire.records_from_proto(fr)
                     result.points.extend(p)
                     result.estimates.extend(e)
                     result.changes.extend(c)
@@ -273,3 +194,13 @@ class LiveSptClient:
 def _chain(first: NDArray[Any], rest: Iterator[NDArray[Any]]) -> Iterator[NDArray[Any]]:
     yield first
     yield from rest
+
+
+def _for_frames(settings: StreamSettings, first: NDArray[Any]) -> StreamSettings:
+    """The settings with the pixel type and frame size of the first frame."""
+    name = np.dtype(first.dtype).name
+    if name not in PIXEL_TYPES:
+        raise ValueError(f"frames: dtype {name} is not supported "
+                         f"(use one of {', '.join(PIXEL_TYPES)})")
+    return replace(settings, pixel_type=name, height=int(first.shape[0]),
+                   width=int(first.shape[1]))

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 from livespt.models.simulate import MovieConfig, simulate_movie
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamSettings
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.pipeline.detect import DetectorConfig, Spots
 from livespt.server.service.app import EmbeddedServer, ServerOptions
-from livespt.server.service.detection_pool import DetectionPool, DetectionTask, detect_frame
+from livespt.server.service.detection_pool import DetectionPool, DetectionTask, detect_and_crop
 
 PX, DT = 0.1, 0.05
 
@@ -51,7 +51,7 @@ def test_workers_detect_exactly_what_the_server_process_detects(movie) -> None:
     try:
         futures = [pool.submit(f, task) for f in movie.frames[:10]]
         for frame, fut in zip(movie.frames[:10], futures, strict=True):
-            got, want = fut.result(timeout=60), detect_frame(frame, task)
+            got, want = fut.result(timeout=60), detect_and_crop(frame, task)
             _assert_same_spots(got.spots, want.spots)
             assert got.patches is not None and got.patches.shape == (len(got.spots), 9, 9)
             np.testing.assert_array_equal(got.patches, want.patches)
@@ -78,7 +78,7 @@ def test_frames_travel_in_reused_shared_memory_freed_at_close(movie) -> None:
             if i >= 3:
                 j = i - 3
                 got = futures[j].result(timeout=60)
-                _assert_same_spots(got.spots, detect_frame(movie.frames[j], task).spots)
+                _assert_same_spots(got.spots, detect_and_crop(movie.frames[j], task).spots)
         for fut in futures[-3:]:
             fut.result(timeout=60)
         in_use = _shm_blocks() - before
@@ -103,7 +103,7 @@ def test_without_shared_memory_frames_go_through_the_pipe(
     pool = DetectionPool(1)
     try:
         got = pool.submit(movie.frames[3], task).result(timeout=60)
-        _assert_same_spots(got.spots, detect_frame(movie.frames[3], task).spots)
+        _assert_same_spots(got.spots, detect_and_crop(movie.frames[3], task).spots)
     finally:
         pool.close()
     assert "no shared memory for frames" in caplog.text
@@ -128,7 +128,7 @@ def test_a_call_that_kills_its_worker_twice_fails_and_the_pool_serves_on(movie) 
         # The pool was replaced (twice); the next frame is detected normally.
         task = DetectionTask(DetectorConfig(radius_px=1.5))
         got = pool.submit(movie.frames[0], task).result(timeout=60)
-        _assert_same_spots(got.spots, detect_frame(movie.frames[0], task).spots)
+        _assert_same_spots(got.spots, detect_and_crop(movie.frames[0], task).spots)
         assert pool.worker_pids() and not set(pool.worker_pids()) & set(first)
     finally:
         pool.close()
@@ -152,7 +152,7 @@ def _points(res) -> pd.DataFrame:
 
 
 def test_a_worker_killed_mid_stream_costs_no_frame(tmp_path: Path, movie) -> None:
-    opts = StreamOptions(PX, DT)
+    opts = StreamSettings(PX, DT)
     # Reference: detection in the server's threads, no worker processes.
     with EmbeddedServer(ServerOptions(port=0, out_root=tmp_path / "threads", device="cpu",
                                       models=(), detect_workers=0)) as srv:
@@ -223,12 +223,12 @@ def test_a_failed_detection_ends_only_its_stream_after_earlier_frames(
 
         with LiveSptClient(srv.target) as c:
             with pytest.raises(grpc.RpcError) as err:
-                c.stream(iter(frames), StreamOptions(PX, DT), on_update=on_update)
+                c.stream(iter(frames), StreamSettings(PX, DT), on_update=on_update)
             assert err.value.code() == grpc.StatusCode.INTERNAL
             assert "frame 7: detection failed" in err.value.details()
             # Every frame before the failed one was answered; the server serves on.
             assert acked == list(range(7))
-            res = c.stream(iter(movie.frames[:12]), StreamOptions(PX, DT))
+            res = c.stream(iter(movie.frames[:12]), StreamSettings(PX, DT))
             assert res.frames_acked == 12
     summaries = [json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")]
     assert sorted(s["status"].split(":")[0] for s in summaries) == ["aborted", "completed"]

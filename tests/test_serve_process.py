@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamSettings
 
 
 def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> N
         def client() -> None:
             with LiveSptClient(target) as c:
                 try:
-                    c.stream(frames(), StreamOptions(0.1, 0.05), on_update=on_update)
+                    c.stream(frames(), StreamSettings(0.1, 0.05), on_update=on_update)
                 except Exception as exc:  # the server cuts the stream after its grace
                     results["error"] = exc
 

@@ -21,7 +21,7 @@ from server_helpers import background_frames, config, frame_msg, match_detection
 
 from livespt.models.estimators import cve_variance
 from livespt.models.simulate import MovieConfig, simulate_movie
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import ChangeSettings, LiveSptClient, StreamSettings
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.service.app import EmbeddedServer, ServerOptions
@@ -51,7 +51,7 @@ def stub(server: EmbeddedServer) -> pb_grpc.LiveSptStub:
 
 
 def _stream(client: LiveSptClient, movie_frames: np.ndarray, **kw: object):
-    return client.stream(iter(movie_frames), StreamOptions(pixel_size_um=PX,
+    return client.stream(iter(movie_frames), StreamSettings(pixel_size_um=PX,
                                                            frame_interval_s=DT, **kw))
 
 
@@ -217,7 +217,7 @@ def test_stationary_tracks_raise_few_false_alarms(server: EmbeddedServer) -> Non
                       frame_interval_s=DT, d_um2_s=0.1, snr=15.0)
     movie = simulate_movie(cfg, seed=4)
     with LiveSptClient(server.target) as client:
-        res = _stream(client, movie.frames, false_alarm_per_1000=0.5)
+        res = _stream(client, movie.frames, change=ChangeSettings(false_alarm_per_1000=0.5))
     track_frames = len(res.points)
     # Expected false alarms at the configured rate: 0.5 per 1000 track-frames, i.e.
     # about 1 over ~2000 track-frames; a Poisson(1.1) count exceeds 5 with p < 0.001.
@@ -236,7 +236,7 @@ def _healthy_stream_in_background(server: EmbeddedServer) -> tuple[threading.Thr
                 time.sleep(0.01)
                 yield f
         with LiveSptClient(server.target) as client:
-            out["result"] = client.stream(slow_frames(), StreamOptions(PX, DT))
+            out["result"] = client.stream(slow_frames(), StreamSettings(PX, DT))
 
     th = threading.Thread(target=run)
     th.start()

@@ -17,7 +17,7 @@ from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.models.vit import ModelLoadError
 from livespt.models.vit.train import preset, save, train
 from livespt.server.cli.main import main
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamSettings, WindowConfig
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.service.app import EmbeddedServer, ServerOptions
@@ -69,7 +69,7 @@ def test_live_windows_are_estimated_by_the_image_model(server: EmbeddedServer) -
                       frame_interval_s=DT, d_um2_s=0.1, snr=15.0)
     movie = simulate_movie(cfg, seed=3)
     with LiveSptClient(server.target) as c:
-        res = c.stream(movie.frames, StreamOptions(PX, DT))
+        res = c.stream(movie.frames, StreamSettings(PX, DT))
     assert res.frames_acked == 30 and res.estimates
     assert {e.method for e in res.estimates} == {"vit:vit-test-image-features"}
     for e in res.estimates:
@@ -87,7 +87,7 @@ def test_a_window_length_the_model_cannot_take_falls_back_to_the_cve(
                       frame_interval_s=DT, d_um2_s=0.1, snr=15.0)
     movie = simulate_movie(cfg, seed=4)
     with LiveSptClient(server.target) as c:
-        res = c.stream(movie.frames, StreamOptions(PX, DT, window=40))
+        res = c.stream(movie.frames, StreamSettings(PX, DT, window=WindowConfig(length=40)))
     assert any("window.length 40" in w for w in res.warnings)
     assert res.estimates and {e.method for e in res.estimates} == {"cve"}
 

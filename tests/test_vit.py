@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from livespt.models.units import d_to_px2_per_frame, d_to_um2_s
 from livespt.models.vit import DiffusionViT, ModelLoadError, ViTConfig, ViTEstimator, prepare
 from livespt.models.vit.data import TrainingDistribution, simulate_windows
-from livespt.models.vit.inputs import concat_inputs, d_physical, d_star
+from livespt.models.vit.inputs import concat_inputs
 from livespt.models.vit.model import VARIANTS, gaussian_nll
 from livespt.models.vit.train import preset, save, train
 
@@ -69,7 +70,7 @@ def test_inputs_are_dimensionless() -> None:
     for name in ("geometry", "features", "acquisition"):
         torch.testing.assert_close(getattr(x1, name), getattr(x2, name), rtol=1e-4, atol=1e-5)
     d = torch.tensor([0.3])
-    assert float(d_physical(d_star(d, 0.1, 0.05), 0.1, 0.05)) == pytest.approx(0.3)
+    assert float(d_to_um2_s(d_to_px2_per_frame(d, 0.1, 0.05), 0.1, 0.05)) == pytest.approx(0.3)
 
 
 def test_a_tiny_model_overfits_a_small_batch() -> None:
@@ -139,7 +140,7 @@ def test_missing_corrupt_or_foreign_weights_are_clear_errors(tmp_path: Path) -> 
     # A pickle that is not plain tensors is refused by weights_only loading.
     evil = tmp_path / "evil.pt"
     torch.save({"config": {}, "state_dict": {}, "x": Path("/")}, evil)
-    from livespt.models.vit.train import sha256
+    from livespt.models.vit.weights import sha256
 
     evil.with_suffix(".json").write_text(json.dumps({"format": "livespt-vit/1",
                                                      "sha256": sha256(evil)}))

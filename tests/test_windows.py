@@ -1,4 +1,5 @@
-"""Sliding-window estimator: the array ring buffers give the same windows as a plain reference."""
+"""Window buffers and the window estimator: the ring buffers give the same windows and CVE
+estimates as a plain per-track reference."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from livespt.models.estimators import cve
-from livespt.server.pipeline.windows import WindowConfig, WindowEstimator, track_windows
+from livespt.server.pipeline.estimate import Acquisition, WindowEstimator
+from livespt.server.pipeline.windows import WindowBuffers, WindowConfig, sliding_windows
 
 
 def _reference_windows(frames, xy, sigma, length, stride):
@@ -21,8 +23,9 @@ def _reference_windows(frames, xy, sigma, length, stride):
 @pytest.mark.parametrize("length,stride", [(10, 1), (5, 3), (3, 2)])
 def test_interleaved_tracks_match_per_track_reference(length, stride):
     rng = np.random.default_rng(7)
-    cfg = WindowConfig(length=length, stride=stride, frame_interval_s=0.05, exposure_s=0.03)
-    est = WindowEstimator(cfg)
+    cfg = WindowConfig(length=length, stride=stride)
+    est = WindowBuffers(cfg)
+    estimator = WindowEstimator(cfg, Acquisition(frame_interval_s=0.05, exposure_s=0.03))
     # 150 tracks with random start frames, lengths and gaps, fed frame by frame,
     # with tracks ending (dropped) so rows are reused, and the arrays have to grow.
     tracks = {}
@@ -44,7 +47,7 @@ def test_interleaved_tracks_match_per_track_reference(length, stride):
                 ys.append(xy[k[0], 1])
                 ss.append(s[k[0]])
         est.add_many(ids, frame, xs, ys, ss)
-        got.extend(est.flush())
+        got.extend(estimator.estimate(est.take_due()))
         for tid, (f, _, _) in tracks.items():
             if f[-1] == frame:
                 est.drop(tid)
@@ -66,13 +69,14 @@ def test_track_windows_equals_feeding_points_one_by_one():
     frames = np.cumsum(rng.integers(1, 3, 60))
     xy = np.cumsum(rng.normal(0, 0.05, (60, 2)), axis=0)
     sigma = np.full(60, np.nan)  # unknown precision: the sigma-unknown CVE
-    cfg = WindowConfig(length=8, stride=2, frame_interval_s=0.02, exposure_s=0.02)
-    est = WindowEstimator(cfg)
+    cfg = WindowConfig(length=8, stride=2)
+    est = WindowBuffers(cfg)
+    estimator = WindowEstimator(cfg, Acquisition(frame_interval_s=0.02, exposure_s=0.02))
     one_by_one = []
     for k in range(60):
         est.add(5, int(frames[k]), float(xy[k, 0]), float(xy[k, 1]), float(sigma[k]))
-        one_by_one.extend(est.flush())
-    whole = track_windows(cfg, 5, frames, xy, sigma)
+        one_by_one.extend(estimator.estimate(est.take_due()))
+    whole = estimator.estimate(sliding_windows(cfg, 5, frames, xy, sigma))
     assert len(whole) == len(one_by_one) == (60 - 8) // 2 + 1
     for a, b in zip(whole, one_by_one, strict=True):
         assert (a.frame_start, a.frame_end) == (b.frame_start, b.frame_end)
@@ -81,9 +85,11 @@ def test_track_windows_equals_feeding_points_one_by_one():
 
 
 def test_windows_queued_before_a_drop_are_still_estimated():
-    cfg = WindowConfig(length=3, stride=1, frame_interval_s=0.05, exposure_s=0.05)
-    est = WindowEstimator(cfg)
+    cfg = WindowConfig(length=3, stride=1)
+    est = WindowBuffers(cfg)
     for f in range(3):
         est.add(1, f, 0.1 * f, 0.0, 0.01)
     est.drop(1)
-    assert [(w.track_id, w.frame_start, w.frame_end) for w in est.flush()] == [(1, 0, 2)]
+    due = est.take_due()
+    assert [(int(t), int(f[0]), int(f[-1])) for t, f in zip(due.track_ids, due.frames,
+                                                          strict=True)] == [(1, 0, 2)]

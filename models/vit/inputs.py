@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from livespt.models.features import trajectory_features
+from livespt.models.units import um_to_px
 
 N_GEOM = 6
 """Per-point placement inputs: position relative to the window mean (2, px / 10),
@@ -123,12 +124,12 @@ def prepare(
     valid = valid.to(torch.bool)
     vf = valid.to(torch.float64)
     n = vf.sum(1).clamp_min(1.0)
-    loc = localized_um.to(torch.float64) / px
+    loc = um_to_px(localized_um.to(torch.float64), px)
     loc = torch.where(valid[..., None], loc, torch.zeros_like(loc))
     mean = (loc * vf[..., None]).sum(1) / n[:, None]
     rel = (loc - mean[:, None, :]) / 10.0
-    offset = loc - patch_origin_um.to(torch.float64) / px
-    sig = sigma_um.to(torch.float64) / px
+    offset = loc - um_to_px(patch_origin_um.to(torch.float64), px)
+    sig = um_to_px(sigma_um.to(torch.float64), px)
     sig = torch.where(valid & torch.isfinite(sig), sig, torch.full_like(sig, float("nan")))
     med = torch.nanmedian(sig, dim=1).values
     med = torch.nan_to_num(med, nan=0.3).clamp(1e-3, 10.0)
@@ -145,7 +146,7 @@ def prepare(
     feats = torch.cat([feats.to(torch.float64), anchor.to(feats.device)], dim=1)
     acq = torch.stack([
         torch.full_like(med, exposure_s / frame_interval_s),
-        torch.full_like(med, psf_sigma_um / px),
+        torch.full_like(med, um_to_px(psf_sigma_um, px)),
         torch.log(med),
     ], dim=1)
     return WindowInputs(
@@ -177,16 +178,6 @@ def _one_step_anchor(loc_px: Tensor, frames: Tensor, valid: Tensor, sigma_px: Te
     d1 = (per_step * w).sum(1) / w.sum(1).clamp_min(1.0)
     floor = 1e-3
     return torch.stack([torch.log(d1.clamp_min(floor)), (d1 <= floor).to(torch.float64)], dim=1)
-
-
-def d_star(d_um2_s: Tensor, pixel_size_um: float, frame_interval_s: float) -> Tensor:
-    """``D* = D dt / px^2`` (px^2 per frame) from D in um^2/s."""
-    return d_um2_s * frame_interval_s / pixel_size_um**2
-
-
-def d_physical(d_star_px2_frame: Tensor, pixel_size_um: float, frame_interval_s: float) -> Tensor:
-    """D in um^2/s from ``D*`` in px^2 per frame."""
-    return d_star_px2_frame * pixel_size_um**2 / frame_interval_s
 
 
 def concat_inputs(parts: list[WindowInputs]) -> WindowInputs:

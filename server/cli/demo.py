@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 
 from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.cli.stream import save_result, server_info_dict
-from livespt.server.client import LiveSptClient, StreamOptions
+from livespt.server.client import LiveSptClient, StreamSettings
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.io.tiff import write_movie
 from livespt.server.service.app import EmbeddedServer, ServerOptions
@@ -139,8 +139,8 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
     movie = simulate_movie(cfg, seed=seed)
     write_movie(out / "movie.tif", movie.frames, s.pixel_size_um, s.frame_interval_s)
     movie.ground_truth.to_csv(out / "ground_truth.csv", index=False)
-    options = StreamOptions(pixel_size_um=s.pixel_size_um, frame_interval_s=s.frame_interval_s,
-                            name="livespt demo")
+    options = StreamSettings(pixel_size_um=s.pixel_size_um, frame_interval_s=s.frame_interval_s,
+                             name="livespt demo")
     seen_tracks: set[int] = set()
     n_estimates = 0
 

@@ -20,10 +20,17 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from livespt.server import __version__
-from livespt.server.client import LiveSptClient, StreamOptions, StreamResult
+from livespt.server.client import (
+    DetectorSettings,
+    LinkerSettings,
+    LiveSptClient,
+    StreamResult,
+    StreamSettings,
+    WindowConfig,
+)
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.io.csv_records import RecordWriter
 from livespt.server.io.tiff import read_calibration
-from livespt.server.pipeline.records import RecordWriter
 from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 
@@ -114,7 +121,7 @@ def server_info_dict(info: pb.ServerInfo) -> dict[str, Any]:
     }
 
 
-def save_result(result: StreamResult, out: Path, options: StreamOptions,
+def save_result(result: StreamResult, out: Path, options: StreamSettings,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Write the CSVs, summary.json and d_vs_time.png of a stream into ``out``."""
     writer = RecordWriter(out)
@@ -161,11 +168,14 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--pixel-size is required (the movie carries no calibration)")
     if dt is None:
         raise ValueError("--frame-interval is required (the movie carries no frame interval)")
-    options = StreamOptions(
+    d0, l0, w0 = DetectorSettings(), LinkerSettings(), WindowConfig()
+    options = StreamSettings(
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
-        radius_um=args.radius or 0.0, threshold=args.threshold or 0.0,
-        dark_spots=args.dark_spots, median_filter=args.median_filter,
-        max_distance_um=args.max_distance or 0.0, window=args.window or 0,
+        detector=DetectorSettings(
+            radius_um=args.radius or d0.radius_um, threshold=args.threshold or 0.0,
+            dark_spots=args.dark_spots, median_filter=args.median_filter),
+        linker=LinkerSettings(max_distance_um=args.max_distance or l0.max_distance_um),
+        window=WindowConfig(length=args.window or w0.length),
         tracker=args.tracker, name=str(args.movie),
     )
     out = Path(args.out)

@@ -1,13 +1,12 @@
-"""Per-track ring buffers and sliding-window D estimates.
+"""Per-track ring buffers that turn a stream of points into sliding windows.
 
 Each track keeps only its last ``length`` points (bounded memory however long
 the stream), in ring buffers held as arrays so a whole frame of points is added
 in a few numpy operations. When a window is due (every ``stride`` points once
-``length`` are there), it is queued; :meth:`WindowEstimator.flush` estimates all
-windows queued during one frame in as few vectorized calls as there are distinct
-frame patterns (windows without gaps all share one), with the CVE and, per
-window, the mean fitted localization precision as the known sigma.
-:func:`track_windows` does the same for a whole track at once (``AnalyzeTracks``).
+``length`` are there), it is copied out and queued; :meth:`WindowBuffers.take_due`
+hands the frame's windows to the window estimator
+(:mod:`livespt.server.pipeline.estimate`) in one batch. :func:`sliding_windows`
+gives the same windows for a whole track at once (track files, ``AnalyzeTracks``).
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from livespt.models import _validate
-from livespt.models.estimators import cve_batch
-from livespt.server.pipeline.records import WindowEstimate
 
 
 @dataclass(frozen=True)
@@ -31,26 +28,15 @@ class WindowConfig:
     length : int
         Points per window (>= 3), default 10.
     stride : int
-        New points between two estimates of a track (>= 1), default 1.
-    frame_interval_s : float
-        Frame interval in s.
-    exposure_s : float
-        Exposure in s (sets the blur coefficient R = exposure / (6 interval)).
-    use_fitted_sigma : bool
-        True: sigma-known CVE with each window's mean fitted precision; False: the
-        sigma-unknown CVE, which is unbiased whatever the precision estimates are.
+        New points between two windows of a track (>= 1), default 1.
     """
 
     length: int = 10
     stride: int = 1
-    frame_interval_s: float = 0.05
-    exposure_s: float = 0.05
-    use_fitted_sigma: bool = True
 
     def __post_init__(self) -> None:
         _validate.positive_int("window.length", self.length, 3)
         _validate.positive_int("window.stride", self.stride, 1)
-        _validate.exposure_and_interval(self.exposure_s, self.frame_interval_s)
 
 
 @dataclass(frozen=True)
@@ -96,8 +82,8 @@ class DueWindows:
             else np.concatenate([x for x in patches if x is not None]))
 
 
-class WindowEstimator:
-    """Sliding-window CVE estimates for many tracks, fed one frame at a time.
+class WindowBuffers:
+    """Per-track ring buffers that emit sliding windows, fed one frame at a time.
 
     Per-track ring buffers live in preallocated arrays (one row per live track,
     rows reused after :meth:`drop`), so feeding a frame of K points and finding
@@ -232,99 +218,23 @@ class WindowEstimator:
         due, self._due = self._due, []
         return DueWindows.concat(due, self.config.length, self.patch_px)
 
-    def flush(self) -> list[WindowEstimate]:
-        """Estimate every queued window with the CVE; return them in queue order."""
-        d = self.take_due()
-        return estimate_windows(self.config, d.track_ids, d.frames, d.values)
 
 
-def estimate_windows(
-    config: WindowConfig,
-    track_ids: NDArray[np.int64],
-    frames: NDArray[np.int64],
-    values: NDArray[np.float64],
-) -> list[WindowEstimate]:
-    """CVE estimates of M windows, grouped by frame pattern for vectorized calls.
-
-    Parameters
-    ----------
-    config : WindowConfig
-        Timing and sigma policy.
-    track_ids : ndarray of int, shape (M,)
-        Track of each window.
-    frames : ndarray of int, shape (M, L)
-        Frame indices of each window's points, increasing.
-    values : ndarray, shape (M, L, 3)
-        x (um), y (um) and localization precision (um, NaN when unknown) per point.
-
-    Returns
-    -------
-    list of WindowEstimate
-        One per window, in input order.
-    """
-    m = len(track_ids)
-    if m == 0:
-        return []
-    # Windows whose frames have the same shape (relative to their first frame)
-    # share the CVE's variance coefficients: estimate each group in one call.
-    patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    d = np.empty(m)
-    lo = np.empty(m)
-    hi = np.empty(m)
-    method = ""
-    for g, pattern in enumerate(patterns):
-        members = np.flatnonzero(group == g)
-        arr = values[members]
-        sigma = arr[:, :, 2].mean(axis=1) if config.use_fitted_sigma else None
-        if sigma is not None and not np.all(np.isfinite(sigma)):
-            sigma = None  # a point without a fitted precision: fall back to sigma unknown
-        est = cve_batch(
-            arr[:, :, :2],
-            config.frame_interval_s,
-            pattern,
-            exposure_s=config.exposure_s,
-            sigma_um=sigma,
-        )
-        d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
-        method = est.method
-    return window_records(track_ids, frames, d, lo, hi, method)
-
-
-def window_records(
-    track_ids: NDArray[np.int64],
-    frames: NDArray[np.int64],
-    d_um2_s: NDArray[np.float64],
-    d_low_um2_s: NDArray[np.float64],
-    d_high_um2_s: NDArray[np.float64],
-    method: str,
-) -> list[WindowEstimate]:
-    """One :class:`WindowEstimate` per window from arrays of shape (M,) (frames: (M, L))."""
-    return [
-        WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=x, d_low_um2_s=y,
-                       d_high_um2_s=z, method=method)
-        for t, a, b, x, y, z in zip(
-            np.asarray(track_ids).tolist(), frames[:, 0].tolist(), frames[:, -1].tolist(),
-            np.asarray(d_um2_s).tolist(), np.asarray(d_low_um2_s).tolist(),
-            np.asarray(d_high_um2_s).tolist(), strict=True)
-    ]
-
-
-def track_windows(
+def sliding_windows(
     config: WindowConfig,
     track_id: int,
     frames: NDArray[np.int64],
     xy_um: NDArray[np.float64],
     sigma_um: NDArray[np.float64],
-) -> list[WindowEstimate]:
-    """Every sliding window of one whole track (same windows as feeding it point by point).
+) -> DueWindows:
+    """Every sliding window of one whole track, as :class:`WindowBuffers` would emit them.
 
     Parameters
     ----------
     config : WindowConfig
-        Window length, stride and timing.
+        Window length and stride.
     track_id : int
-        The track's id, copied into the estimates.
+        The track's id, copied into every window.
     frames : ndarray of int, shape (N,)
         Frame indices, strictly increasing.
     xy_um : ndarray, shape (N, 2)
@@ -334,21 +244,9 @@ def track_windows(
 
     Returns
     -------
-    list of WindowEstimate
-        Windows ending at points ``L-1, L-1+stride, ...``, in order.
+    DueWindows
+        Windows ending at points ``L-1, L-1+stride, ...``, in order (none when N < L).
     """
-    d = track_window_arrays(config, track_id, frames, xy_um, sigma_um)
-    return estimate_windows(config, d.track_ids, d.frames, d.values)
-
-
-def track_window_arrays(
-    config: WindowConfig,
-    track_id: int,
-    frames: NDArray[np.int64],
-    xy_um: NDArray[np.float64],
-    sigma_um: NDArray[np.float64],
-) -> DueWindows:
-    """The sliding windows of one whole track as arrays (see :func:`track_windows`)."""
     L, n = config.length, len(frames)
     starts = np.arange(0, max(n - L + 1, 0), config.stride)
     idx = starts[:, None] + np.arange(L)

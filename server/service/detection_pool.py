@@ -93,7 +93,7 @@ def crop_patches(frame: NDArray[Any], x_px: NDArray[np.float64], y_px: NDArray[n
     return padded[(cy[:, None] + off)[:, :, None], (cx[:, None] + off)[:, None, :]]
 
 
-def detect_frame(frame: NDArray[Any], task: DetectionTask) -> Detected:
+def detect_and_crop(frame: NDArray[Any], task: DetectionTask) -> Detected:
     """Detect and localize the spots of one frame, and crop their patches if asked.
 
     Parameters
@@ -156,11 +156,11 @@ def _attach(name: str) -> SharedMemory:
 
 def _detect_shared(name: str, shape: tuple[int, int], dtype: str,
                    task: DetectionTask) -> Detected:
-    """Worker side: :func:`detect_frame` on a frame the server put in shared memory."""
+    """Worker side: :func:`detect_and_crop` on a frame the server put in shared memory."""
     shm = _attach(name)
     frame = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
     try:
-        return detect_frame(frame, task)
+        return detect_and_crop(frame, task)
     finally:
         del frame  # no view may outlive the call (the block may be closed later)
 
@@ -230,7 +230,7 @@ class _FrameSlots:
 
 
 class DetectionPool:
-    """Worker processes that run :func:`detect_frame` for every session of a server.
+    """Worker processes that run :func:`detect_and_crop` for every session of a server.
 
     Frames reach the workers through reused shared-memory blocks (through the
     pool's pipe where shared memory is unavailable); spots and patches come back
@@ -300,7 +300,7 @@ class DetectionPool:
                 # caller stopped waiting (a worker may still be reading it).
                 return self._call(_detect_shared, (slot.name, arr.shape, arr.dtype.str, task),
                                   lambda: self._slots.release(slot))
-        return self.call(detect_frame, frame, task)
+        return self.call(detect_and_crop, frame, task)
 
     def call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` in a worker (``fn`` and ``args`` picklable), as :meth:`submit`."""

@@ -1,17 +1,16 @@
 """One live analysis session: frames in, records out, persisted as they are produced.
 
-A :class:`Session` wires the pipeline stages (detect -> link -> sliding windows
-and change detection) for one stream. It knows nothing of gRPC: the service
-decodes wire messages into arrays and settings, calls :meth:`Session.process`
-in a worker thread (CPU work stays off the event loop), and encodes the
-records it returns. Every record is also appended to the session's output
-directory before ``process`` returns, so a client that vanishes loses nothing
-already computed.
+A :class:`Session` wires the pipeline stages (detect -> link -> window buffers ->
+window estimator, and change detection) for one stream. It knows nothing of
+gRPC: the stream runner (:mod:`livespt.server.service.runner`) decodes frames
+with :meth:`Session.decode`, has them detected in the detection pool, and calls
+:meth:`Session.track` in a worker thread (CPU work stays off the event loop).
+Every record is also appended to the session's output directory before
+``track`` returns, so a client that vanishes loses nothing already computed.
 """
 
 from __future__ import annotations
 
-import math
 import platform
 import threading
 import time
@@ -22,24 +21,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from livespt.models.units import px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
+from livespt.server.io.csv_records import RecordWriter
 from livespt.server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
+from livespt.server.pipeline.estimate import WindowEstimator
 from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
-from livespt.server.pipeline.records import ChangeEvent, RecordWriter, TrackPoint, WindowEstimate
-from livespt.server.pipeline.windows import (
-    DueWindows,
-    WindowConfig,
-    WindowEstimator,
-    estimate_windows,
-    window_records,
-)
-from livespt.server.service.detection_pool import Detected, DetectionTask, detect_frame
+from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.pipeline.windows import WindowBuffers
+from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
 from livespt.server.service.settings import StreamSettings
-
-MIN_MODEL_WINDOW = 5
-"""Shortest window (points) given to a model; shorter ones use the CVE."""
 
 
 class LatencyHistogram:
@@ -89,7 +82,8 @@ class Session:
     device : str
         Compute device of the server, recorded in the summary.
     model : ResidentModel, optional
-        A resident image model for the window estimates (CVE without one).
+        A resident image model for the window estimates (CVE without one; the
+        window estimator decides whether it can be used).
     """
 
     def __init__(
@@ -101,49 +95,24 @@ class Session:
         self.device = device
         self.out_dir = Path(out_dir)
         self.started_at = time.time()
-        self._dtype = np.dtype(s.dtype)
-        det_kwargs: dict[str, Any] = {
-            "radius_px": s.radius_um / s.pixel_size_um,
-            "median_filter": s.median_filter,
-            "invert": s.dark_spots,
-            "offset_adu": s.camera_offset_adu,
-            "gain_adu_per_e": s.camera_gain_adu_per_e,
-        }
-        if s.threshold > 0:
-            det_kwargs["threshold"] = s.threshold
-        self.detector_config = DetectorConfig(**det_kwargs)
-        self.linker = OnlineLinker(
-            LinkerConfig(max_distance_um=s.max_distance_um, max_gap_frames=s.max_gap_frames)
-        )
-        self.warnings: list[str] = []
-        if model is not None and not (MIN_MODEL_WINDOW <= s.window_length <= model.max_frames):
-            self.warnings.append(
-                f"config.window.length {s.window_length} is outside the {MIN_MODEL_WINDOW}.."
-                f"{model.max_frames} points model {model.estimator.name} takes: "
-                "windows are estimated with the CVE")
-            model = None
-        self.model = model
-        self.detection_task = DetectionTask(
-            self.detector_config, None if model is None else model.patch_px)
-        self.psf_sigma_um = s.radius_um / math.sqrt(2.0)  # TrackMate: sigma = radius / sqrt(2)
-        self.windows = WindowEstimator(
-            WindowConfig(
-                length=s.window_length,
-                stride=s.window_stride,
-                frame_interval_s=s.frame_interval_s,
-                exposure_s=s.exposure_s,
-            ),
-            patch_px=model.patch_px if model is not None else None,
-        )
+        self._dtype = s.dtype
+        d = s.detector
+        self.detector_config = DetectorConfig(
+            radius_px=um_to_px(d.radius_um, s.pixel_size_um), median_filter=d.median_filter,
+            invert=d.dark_spots, offset_adu=d.camera_offset_adu,
+            gain_adu_per_e=d.camera_gain_adu_per_e,
+            threshold=d.threshold if d.threshold > 0 else None)  # 0: automatic
+        self.linker = OnlineLinker(LinkerConfig(max_distance_um=s.linker.max_distance_um,
+                                                max_gap_frames=s.linker.max_gap_frames))
+        self.estimator = WindowEstimator(s.window, s.acquisition(), model)
+        self.warnings: list[str] = list(self.estimator.warnings)
+        self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
+        self.windows = WindowBuffers(s.window, patch_px=self.estimator.patch_px)
         self.changes: ChangeDetectorBank | None = None
-        if s.change_enabled:
-            self.changes = ChangeDetectorBank(
-                ChangeConfig(
-                    frame_interval_s=s.frame_interval_s,
-                    exposure_s=s.exposure_s,
-                    false_alarm_per_1000=s.false_alarm_per_1000,
-                )
-            )
+        if not s.change.disabled:
+            self.changes = ChangeDetectorBank(ChangeConfig(
+                frame_interval_s=s.frame_interval_s, exposure_s=s.exposure_s,
+                false_alarm_per_1000=s.change.false_alarm_per_1000))
         self.writer = RecordWriter(self.out_dir)
         self.last_index: int | None = None
         self.n_frames = 0
@@ -181,16 +150,6 @@ class Session:
         return frame
 
     # ------------------------------------------------------------- processing
-    def detect_frame(self, frame: NDArray[Any]) -> Detected:
-        """Detect and localize the spots of one decoded frame (no session state touched).
-
-        Safe to run for frame N+1 elsewhere while :meth:`track` handles frame N:
-        the service runs :func:`server.detection.detect_frame` with
-        :attr:`detection_task` in a worker process. With an image model, also
-        crops a patch around each spot.
-        """
-        return detect_frame(frame, self.detection_task)
-
     def track(self, index: int, detected: Detected | Spots) -> FrameOutput:
         """Link one frame's spots, update windows and change detectors, persist the records.
 
@@ -200,8 +159,9 @@ class Session:
         ----------
         index : int
             Frame index (strictly increasing; checked by :meth:`decode`).
-        detected : Detected
-            The frame's detections, from :meth:`detect_frame`.
+        detected : Detected or Spots
+            The frame's detections (:func:`~livespt.server.service.detection_pool.detect_and_crop`
+            with :attr:`detection_task`, run by the detection pool).
 
         Returns
         -------
@@ -219,8 +179,8 @@ class Session:
         s = self.settings
         spots = detected.spots
         self.n_frames += 1
-        xy_um = np.column_stack([spots.x_px, spots.y_px]) * s.pixel_size_um
-        prec_um = np.asarray(spots.precision_px, dtype=float) * s.pixel_size_um
+        xy_um = px_to_um(np.column_stack([spots.x_px, spots.y_px]), s.pixel_size_um)
+        prec_um = px_to_um(np.asarray(spots.precision_px, dtype=float), s.pixel_size_um)
         ids = self.linker.link(index, xy_um)
         out = FrameOutput(index=index, n_spots=len(ids))
         if len(ids):
@@ -236,7 +196,7 @@ class Session:
             # One vectorized update for every track of the frame.
             out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
                            for ev in self.changes.update_many(ids, index, xy_um, prec_um)]
-        out.estimates = self._estimate(self.windows.take_due())
+        out.estimates = self.estimator.estimate(self.windows.take_due())
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
             if self.changes is not None:
@@ -245,32 +205,11 @@ class Session:
         return out
 
     def process(self, index: int, frame: NDArray[Any]) -> FrameOutput:
-        """Run one decoded frame through the whole pipeline (:meth:`detect_frame` + :meth:`track`).
+        """Detect, link and estimate one decoded frame in this thread (no detection pool).
 
-        Parameters
-        ----------
-        index : int
-            Frame index (strictly increasing; checked by :meth:`decode`).
-        frame : ndarray, shape (H, W)
-            The frame's pixels.
-
-        Returns
-        -------
-        FrameOutput
-            Track points, window estimates and change events produced by this frame.
+        For tests and in-process use; a served stream detects in the pool instead.
         """
-        return self.track(index, self.detect_frame(frame))
-
-    def _estimate(self, due: DueWindows) -> list[WindowEstimate]:
-        """Window estimates: the resident model when there is one, else the CVE."""
-        if self.model is None or due.patches is None or len(due) == 0:
-            return estimate_windows(self.windows.config, due.track_ids, due.frames, due.values)
-        s = self.settings
-        pred = self.model.estimate_windows(
-            due.frames, due.values, s.pixel_size_um, s.frame_interval_s, s.exposure_s,
-            self.psf_sigma_um, patches=due.patches)
-        return window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
-                              pred.d_high_um2_s, self.model.method)
+        return self.track(index, detect_and_crop(frame, self.detection_task))
 
     # ---------------------------------------------------------------- closing
     def summary(self, status: str) -> dict[str, Any]:
@@ -283,11 +222,10 @@ class Session:
             "numpy": np.__version__,
             "device": self.device,
             "tracker": self.settings.tracker,
-            "estimators": {"window": self.model.method if self.model else "cve",
-                           "change": "glr"},
-            "models": [self.model.info()] if self.model else [],
+            "estimators": {"window": self.estimator.method, "change": "glr"},
+            "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
-            "config": {k: v for k, v in self.settings.__dict__.items()},
+            "config": self.settings.to_dict(),
             "frames": self.n_frames,
             "tracks": self.n_tracks,
             "track_points": self.writer.counts[TrackPoint.FILE],
@@ -310,7 +248,7 @@ class Session:
         self.closed = True
         for tid in self.linker.close():
             self.windows.drop(tid)
-        records = self._estimate(self.windows.take_due())
+        records = self.estimator.estimate(self.windows.take_due())
         self.writer.write(records)
         summary = self.summary(status)
         self.writer.write_summary(summary)

@@ -1,28 +1,35 @@
-"""Stream configuration: validated, with defaults, built from the wire message.
+"""Stream settings: one object that validates itself, with the names of the wire.
 
-Error messages name the field as it appears on the wire (``config.pixel_size_um``,
-``config.detector.radius_um``), so a client in any language knows what to fix.
+A stream's settings are a :class:`StreamSettings`, nested exactly as the wire's
+``StreamConfig`` is (``detector``, ``linker``, ``window``, ``change``), with the
+same field names and physical units. The server builds it from the wire in one
+place (:func:`livespt.server.service.wire.settings_from_proto`), the Python
+client builds the wire message from it, and the session reads it. Every check
+raises ``ValueError`` whose message starts with the field's path
+(``window.length must be >= 3``); the wire layer prefixes ``config.``.
+
+Nothing here imports gRPC or protobuf.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.models import _validate
+from livespt.server.pipeline.estimate import Acquisition
+from livespt.server.pipeline.windows import WindowConfig
 
-PIXEL_TYPES: dict[int, np.dtype[Any]] = {
-    pb.PIXEL_TYPE_UINT8: np.dtype("<u1"),
-    pb.PIXEL_TYPE_UINT16: np.dtype("<u2"),
-    pb.PIXEL_TYPE_FLOAT32: np.dtype("<f4"),
-}
-PIXEL_TYPE_BY_DTYPE = {np.dtype(v).name: k for k, v in PIXEL_TYPES.items()}
-TRACKERS = {pb.TRACKER_UNSPECIFIED: "builtin", pb.TRACKER_BUILTIN: "builtin",
-            pb.TRACKER_TRACKMATE: "trackmate"}
+PIXEL_TYPES = ("uint8", "uint16", "float32")
+"""Pixel types a stream may declare (little-endian on the wire)."""
+
+TRACKERS = ("builtin", "trackmate")
+AVAILABLE_TRACKERS = ("builtin",)
+"""Trackers this server runs (TrackMate in-process is not available yet)."""
 
 
 @dataclass(frozen=True)
@@ -49,136 +56,180 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class StreamSettings:
-    """Everything that defines a stream's analysis, in physical units with defaults.
+class DetectorSettings:
+    """Spot detection (LoG + maximum-likelihood fit).
 
-    Zero values on the wire mean "default"; the defaults suit a typical
-    single-particle tracking acquisition (PSF sigma ~ 0.1 um, D up to ~1 um^2/s).
+    Attributes
+    ----------
+    radius_um : float
+        Expected spot radius, um (LoG sigma = radius / sqrt 2).
+    threshold : float
+        LoG quality threshold (TrackMate units); 0: the detector's automatic one.
+    median_filter : bool
+        3 x 3 median pre-filter.
+    dark_spots : bool
+        Dark particles on a light background.
+    camera_offset_adu : float
+        Camera offset (bias), ADU.
+    camera_gain_adu_per_e : float
+        Camera gain, ADU per photo-electron (> 0).
     """
 
-    pixel_size_um: float
-    frame_interval_s: float
-    exposure_s: float
-    dtype: str
-    height: int
-    width: int
     radius_um: float = 0.15
-    threshold: float = 0.0  # 0: the detector's default
+    threshold: float = 0.0
     median_filter: bool = False
     dark_spots: bool = False
     camera_offset_adu: float = 100.0
     camera_gain_adu_per_e: float = 1.0
+
+    def __post_init__(self) -> None:
+        _validate.positive("detector.radius_um", self.radius_um)
+        _validate.non_negative("detector.threshold", self.threshold)
+        if not math.isfinite(self.camera_offset_adu):
+            raise ValueError(
+                f"detector.camera_offset_adu must be finite, got {self.camera_offset_adu!r}")
+        _validate.positive("detector.camera_gain_adu_per_e", self.camera_gain_adu_per_e)
+
+
+@dataclass(frozen=True)
+class LinkerSettings:
+    """Online linking.
+
+    Attributes
+    ----------
+    max_distance_um : float
+        Frame-to-frame search radius, um (> 0).
+    max_gap_frames : int
+        Frames a track may miss and still be continued (gap closing; 0 disables).
+    """
+
     max_distance_um: float = 1.0
     max_gap_frames: int = 2
-    window_length: int = 10
-    window_stride: int = 1
-    change_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _validate.positive("linker.max_distance_um", self.max_distance_um)
+        if not (isinstance(self.max_gap_frames, int) and self.max_gap_frames >= 0):
+            raise ValueError(
+                f"linker.max_gap_frames must be an integer >= 0, got {self.max_gap_frames!r}")
+
+
+@dataclass(frozen=True)
+class ChangeSettings:
+    """Change-of-D detection.
+
+    Attributes
+    ----------
+    disabled : bool
+        Do not run the change detector.
+    false_alarm_per_1000 : float
+        Target false alarms per 1000 track-frames on tracks without change (> 0).
+    """
+
+    disabled: bool = False
     false_alarm_per_1000: float = 0.5
+
+    def __post_init__(self) -> None:
+        _validate.positive("change.false_alarm_per_1000", self.false_alarm_per_1000)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Everything that defines a stream's analysis, in physical units, as on the wire.
+
+    Defaults suit a typical single-particle tracking acquisition (PSF sigma
+    ~ 0.1 um, D up to ~1 um^2/s).
+
+    Attributes
+    ----------
+    pixel_size_um : float
+        Pixel size, um (> 0).
+    frame_interval_s : float
+        Time between frame starts, s (> 0).
+    exposure_s : float
+        Exposure, s, in ``(0, frame_interval_s]``; 0 stands for the frame interval.
+    pixel_type : str
+        ``uint8``, ``uint16`` or ``float32``.
+    height, width : int
+        Frame size in pixels (>= 8 each); 0 x 0: not known yet (a client fills
+        them from the first frame).
+    detector, linker, window, change
+        The stages' settings.
+    tracker : str
+        ``builtin`` (``trackmate`` is part of the contract, not yet available).
+    name : str
+        Free text recorded in the session summary.
+    """
+
+    pixel_size_um: float
+    frame_interval_s: float
+    exposure_s: float = 0.0
+    pixel_type: str = "uint16"
+    height: int = 0
+    width: int = 0
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    linker: LinkerSettings = field(default_factory=LinkerSettings)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    change: ChangeSettings = field(default_factory=ChangeSettings)
     tracker: str = "builtin"
     name: str = ""
+
+    def __post_init__(self) -> None:
+        _validate.positive("pixel_size_um", self.pixel_size_um)
+        dt = _validate.positive("frame_interval_s", self.frame_interval_s)
+        te = self.exposure_s if self.exposure_s != 0 else dt
+        if not (math.isfinite(te) and 0 < te <= dt):
+            raise ValueError(
+                f"exposure_s must be in (0, frame_interval_s = {dt}], got {self.exposure_s!r}")
+        object.__setattr__(self, "exposure_s", float(te))
+        if self.pixel_type not in PIXEL_TYPES:
+            raise ValueError(
+                f"pixel_type must be one of {', '.join(PIXEL_TYPES)}, got {self.pixel_type!r}")
+        if (self.height, self.width) != (0, 0) and (self.height < 8 or self.width < 8):
+            raise ValueError(
+                f"height and width must be >= 8 pixels, got {self.height} x {self.width}")
+        if self.tracker not in TRACKERS:
+            raise ValueError(
+                f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """NumPy dtype of the frames (little-endian)."""
+        return np.dtype(self.pixel_type).newbyteorder("<")
 
     @property
     def frame_bytes(self) -> int:
         """Bytes one frame must have."""
-        return self.height * self.width * np.dtype(self.dtype).itemsize
+        return self.height * self.width * self.dtype.itemsize
+
+    def check_server(self, limits: Limits) -> None:
+        """Check what only the server knows: frame size against its limits, its trackers.
+
+        Raises ValueError naming the field.
+        """
+        if self.height < 8 or self.width < 8:
+            raise ValueError(
+                f"height and width must be >= 8 pixels, got {self.height} x {self.width}")
+        if self.height * self.width > limits.max_frame_pixels:
+            raise ValueError(
+                f"height x width = {self.height * self.width} pixels exceeds the "
+                f"server limit of {limits.max_frame_pixels}")
+        if self.tracker not in AVAILABLE_TRACKERS:
+            raise ValueError(
+                f"tracker: {self.tracker!r} is not available on this server "
+                f"(only {', '.join(map(repr, AVAILABLE_TRACKERS))})")
+
+    def acquisition(self) -> Acquisition:
+        """Timing, pixel size and PSF width as the window estimator needs them."""
+        return Acquisition(
+            frame_interval_s=self.frame_interval_s, exposure_s=self.exposure_s,
+            pixel_size_um=self.pixel_size_um,
+            # TrackMate's convention: the LoG radius is sqrt(2) PSF sigmas.
+            psf_sigma_um=self.detector.radius_um / math.sqrt(2.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective settings as plain nested dicts (recorded in summaries)."""
+        return asdict(self)
 
     def to_json(self) -> str:
-        """The effective configuration as JSON (recorded in summaries)."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-def _positive(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
-
-
-def _or_default(value: float, default: float) -> float:
-    return value if value != 0 else default
-
-
-def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
-    """Validate a wire ``StreamConfig`` and fill in defaults.
-
-    Parameters
-    ----------
-    cfg : livespt.v1.StreamConfig
-        The first message of a StreamFrames call.
-    limits : Limits
-        Server-side limits the declared frame size is checked against.
-
-    Returns
-    -------
-    StreamSettings
-        The effective settings; raises ValueError naming the wire field otherwise.
-    """
-    px = _positive("config.pixel_size_um", cfg.pixel_size_um)
-    dt = _positive("config.frame_interval_s", cfg.frame_interval_s)
-    te = cfg.exposure_s if cfg.exposure_s != 0 else dt
-    if not (math.isfinite(te) and 0 < te <= dt):
-        raise ValueError(
-            f"config.exposure_s must be in (0, frame_interval_s = {dt}], got {cfg.exposure_s!r}"
-        )
-    if cfg.pixel_type not in PIXEL_TYPES:
-        names = ", ".join(pb.PixelType.Name(k) for k in PIXEL_TYPES)
-        got = (pb.PixelType.Name(cfg.pixel_type) if cfg.pixel_type in pb.PixelType.values()
-               else str(cfg.pixel_type))
-        raise ValueError(f"config.pixel_type must be one of {names}, got {got}")
-    if cfg.height < 8 or cfg.width < 8:
-        raise ValueError(
-            f"config.height and config.width must be >= 8 pixels, got {cfg.height} x {cfg.width}"
-        )
-    if cfg.height * cfg.width > limits.max_frame_pixels:
-        raise ValueError(
-            f"config.height x config.width = {cfg.height * cfg.width} pixels exceeds the "
-            f"server limit of {limits.max_frame_pixels}"
-        )
-    if cfg.tracker not in TRACKERS:
-        raise ValueError(f"config.tracker: unknown value {cfg.tracker}")
-    tracker = TRACKERS[cfg.tracker]
-    if tracker != "builtin":
-        raise ValueError(
-            f"config.tracker: {tracker!r} is not available on this server (only 'builtin')"
-        )
-    det, lk, win, ch = cfg.detector, cfg.linker, cfg.window, cfg.change
-    defaults = StreamSettings(px, dt, te, "uint16", 1, 1)
-    radius = _or_default(det.radius_um, defaults.radius_um)
-    _positive("config.detector.radius_um", radius)
-    if not math.isfinite(det.threshold) or det.threshold < 0:
-        raise ValueError(f"config.detector.threshold must be >= 0, got {det.threshold!r}")
-    gain = _or_default(det.camera_gain_adu_per_e, defaults.camera_gain_adu_per_e)
-    _positive("config.detector.camera_gain_adu_per_e", gain)
-    offset = det.camera_offset_adu if det.HasField("camera_offset_adu") else \
-        defaults.camera_offset_adu
-    if not math.isfinite(offset):
-        raise ValueError("config.detector.camera_offset_adu must be finite")
-    max_dist = _or_default(lk.max_distance_um, defaults.max_distance_um)
-    _positive("config.linker.max_distance_um", max_dist)
-    length = win.length or defaults.window_length
-    if length < 3:
-        raise ValueError(f"config.window.length must be >= 3, got {win.length}")
-    far = _or_default(ch.false_alarm_per_1000, defaults.false_alarm_per_1000)
-    _positive("config.change.false_alarm_per_1000", far)
-    return StreamSettings(
-        pixel_size_um=px,
-        frame_interval_s=dt,
-        exposure_s=te,
-        dtype=PIXEL_TYPES[cfg.pixel_type].name,
-        height=cfg.height,
-        width=cfg.width,
-        radius_um=radius,
-        threshold=det.threshold,
-        median_filter=det.median_filter,
-        dark_spots=det.dark_spots,
-        camera_offset_adu=offset,
-        camera_gain_adu_per_e=gain,
-        max_distance_um=max_dist,
-        max_gap_frames=lk.max_gap_frames if lk.HasField("max_gap_frames") else
-        defaults.max_gap_frames,
-        window_length=length,
-        window_stride=win.stride or defaults.window_stride,
-        change_enabled=not ch.disabled,
-        false_alarm_per_1000=far,
-        tracker=tracker,
-        name=cfg.name,
-    )
+        """The effective settings as JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True)

@@ -1,0 +1,228 @@
+"""The window estimator: D with a 90 % interval, and the method that made it, for every window.
+
+This is the one place that decides how a window is estimated, for every caller
+(the live stream, ``AnalyzeTracks``, and later track files and batch runs):
+
+* the resident transformer when one is given, the window length is one it takes
+  (:data:`MIN_MODEL_WINDOW` .. its ``max_frames`` points) and, for a model that
+  reads images, the windows carry their patches; its estimates say
+  ``method = vit:<model name>``;
+* otherwise the covariance-based estimator (CVE, ``method = cve``), vectorized
+  over windows that share a pattern of frames.
+
+Why a model is not used is said once, in :attr:`WindowEstimator.warnings`. All
+px/um conversions of the model's inputs go through :mod:`livespt.models.units`
+(here for the patch centres, in :func:`livespt.models.vit.inputs.prepare` for the
+rest).
+
+Costs: the CVE path is a few numpy calls per distinct frame pattern (windows
+without gaps share one); the model path is one batched forward pass, shared with
+other sessions through the model's dynamic batcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from livespt.models import _validate
+from livespt.models.estimators import cve_batch
+from livespt.models.units import pixel_centre_um, px_to_um
+from livespt.models.vit.inputs import prepare
+from livespt.server.pipeline.records import WindowEstimate
+from livespt.server.pipeline.windows import DueWindows, WindowConfig
+
+if TYPE_CHECKING:
+    from livespt.server.inference.resident import ResidentModel
+
+MIN_MODEL_WINDOW = 5
+"""Shortest window (points) given to a model; shorter ones use the CVE."""
+
+NOMINAL_PIXEL_UM = 0.1
+NOMINAL_PSF_SIGMA_PX = 1.15
+"""Units a features-only model works in when the caller knows no pixel size.
+
+Tracks sent without images (``AnalyzeTracks``, track files) may come without a
+pixel size. The features model is dimensionless apart from the localization
+precision and PSF width it is told in pixels; these nominal values are the
+centre of its training distribution, so it sees inputs of the kind it was
+trained on. Image models always need the true pixel size.
+"""
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """What the estimator needs to know about the acquisition, in physical units.
+
+    Attributes
+    ----------
+    frame_interval_s : float
+        Time between frames, s (> 0).
+    exposure_s : float
+        Exposure per frame, s (0 < exposure <= interval; sets the blur coefficient).
+    pixel_size_um : float or None
+        Pixel size, um; None when unknown (tracks without images).
+    psf_sigma_um : float or None
+        PSF standard deviation, um; None: the nominal value for the pixel size.
+    """
+
+    frame_interval_s: float
+    exposure_s: float
+    pixel_size_um: float | None = None
+    psf_sigma_um: float | None = None
+
+    def __post_init__(self) -> None:
+        _validate.exposure_and_interval(self.exposure_s, self.frame_interval_s)
+        if self.pixel_size_um is not None:
+            _validate.positive("pixel_size_um", self.pixel_size_um)
+        if self.psf_sigma_um is not None:
+            _validate.positive("psf_sigma_um", self.psf_sigma_um)
+
+
+class WindowEstimator:
+    """Estimates D over sliding windows with the resident model or the CVE.
+
+    Parameters
+    ----------
+    window : WindowConfig
+        Window length (points) and stride.
+    acquisition : Acquisition
+        Frame interval, exposure, pixel size and PSF width.
+    model : ResidentModel, optional
+        A resident transformer; None: every window is estimated with the CVE.
+    use_fitted_sigma : bool
+        CVE only. True: sigma-known CVE with each window's mean fitted precision
+        (falls back to sigma unknown when a point has none); False: the
+        sigma-unknown CVE, unbiased whatever the precision estimates are.
+
+    Attributes
+    ----------
+    model : ResidentModel or None
+        The model actually used (None when it cannot take these windows).
+    warnings : list of str
+        Why a given model is not used, for the session summary and the client.
+    """
+
+    def __init__(self, window: WindowConfig, acquisition: Acquisition,
+                 model: ResidentModel | None = None, use_fitted_sigma: bool = True) -> None:
+        self.window = window
+        self.acquisition = acquisition
+        self.use_fitted_sigma = use_fitted_sigma
+        self.warnings: list[str] = []
+        if model is not None and not (MIN_MODEL_WINDOW <= window.length <= model.max_frames):
+            self.warnings.append(
+                f"window.length {window.length} is outside the {MIN_MODEL_WINDOW}.."
+                f"{model.max_frames} points model {model.name} takes: "
+                "windows are estimated with the CVE")
+            model = None
+        if (model is not None and model.variant != "features"
+                and acquisition.pixel_size_um is None):
+            self.warnings.append(
+                f"model {model.name} reads images and needs pixel_size_um: "
+                "windows are estimated with the CVE")
+            model = None
+        self.model = model
+
+    @property
+    def method(self) -> str:
+        """The ``method`` of the estimates (``vit:<name>`` or ``cve``)."""
+        return self.model.method if self.model is not None else "cve"
+
+    @property
+    def patch_px(self) -> int | None:
+        """Side of the image patch each point needs (pixels); None when no images are read."""
+        if self.model is None or self.model.variant == "features":
+            return None
+        return self.model.patch_px
+
+    def estimate(self, due: DueWindows) -> list[WindowEstimate]:
+        """D with a 90 % interval for every window, in input order.
+
+        Parameters
+        ----------
+        due : DueWindows
+            M windows of ``window.length`` points: frames, x/y/precision in um,
+            and, for an image model, one patch per point.
+
+        Returns
+        -------
+        list of WindowEstimate
+            One per window; ``method`` names the model or ``cve``.
+        """
+        if len(due) == 0:
+            return []
+        if self.model is None or (self.patch_px is not None and due.patches is None):
+            return self._cve(due)
+        return self._model(due)
+
+    # ------------------------------------------------------------- the model
+    def _model(self, due: DueWindows) -> list[WindowEstimate]:
+        model = self.model
+        assert model is not None
+        acq = self.acquisition
+        px = acq.pixel_size_um if acq.pixel_size_um is not None else NOMINAL_PIXEL_UM
+        psf = (acq.psf_sigma_um if acq.psf_sigma_um is not None
+               else px_to_um(NOMINAL_PSF_SIGMA_PX, px))
+        m, length = due.frames.shape
+        loc = due.values[:, :, :2]
+        if self.patch_px is None:
+            images = torch.zeros((m, length, 3, 3))  # a features model reads no images
+        else:
+            assert due.patches is not None
+            images = torch.from_numpy(np.asarray(due.patches, dtype=np.float32))
+        inputs = prepare(
+            images, torch.from_numpy(pixel_centre_um(loc, px)), torch.from_numpy(loc),
+            torch.from_numpy(np.ascontiguousarray(due.values[:, :, 2])),
+            torch.from_numpy(due.frames), torch.ones((m, length), dtype=torch.bool),
+            pixel_size_um=px, frame_interval_s=acq.frame_interval_s,
+            exposure_s=acq.exposure_s, psf_sigma_um=psf)
+        pred = model.estimate(inputs, px, acq.frame_interval_s)
+        return window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
+                              pred.d_high_um2_s, model.method)
+
+    # --------------------------------------------------------------- the CVE
+    def _cve(self, due: DueWindows) -> list[WindowEstimate]:
+        """CVE estimates, grouped by frame pattern for vectorized calls."""
+        frames, values = due.frames, due.values
+        m = len(due)
+        # Windows whose frames have the same shape (relative to their first frame)
+        # share the CVE's variance coefficients: estimate each group in one call.
+        patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        d, lo, hi = np.empty(m), np.empty(m), np.empty(m)
+        method = "cve"
+        for g, pattern in enumerate(patterns):
+            members = np.flatnonzero(group == g)
+            arr = values[members]
+            sigma = arr[:, :, 2].mean(axis=1) if self.use_fitted_sigma else None
+            if sigma is not None and not np.all(np.isfinite(sigma)):
+                sigma = None  # a point without a fitted precision: sigma unknown
+            est = cve_batch(arr[:, :, :2], self.acquisition.frame_interval_s, pattern,
+                            exposure_s=self.acquisition.exposure_s, sigma_um=sigma)
+            d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
+            method = est.method
+        return window_records(due.track_ids, frames, d, lo, hi, method)
+
+
+def window_records(
+    track_ids: NDArray[np.int64],
+    frames: NDArray[np.int64],
+    d_um2_s: NDArray[np.float64],
+    d_low_um2_s: NDArray[np.float64],
+    d_high_um2_s: NDArray[np.float64],
+    method: str,
+) -> list[WindowEstimate]:
+    """One :class:`WindowEstimate` per window from arrays of shape (M,) (frames: (M, L))."""
+    return [
+        WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=x, d_low_um2_s=y,
+                       d_high_um2_s=z, method=method)
+        for t, a, b, x, y, z in zip(
+            np.asarray(track_ids).tolist(), frames[:, 0].tolist(), frames[:, -1].tolist(),
+            np.asarray(d_um2_s).tolist(), np.asarray(d_low_um2_s).tolist(),
+            np.asarray(d_high_um2_s).tolist(), strict=True)
+    ]
+

@@ -1,0 +1,247 @@
+"""Translation between wire messages (protobuf) and the objects of the analysis, in one place.
+
+Settings, records and track analyses cross the wire here and nowhere else; the
+servicer and the Python client call these functions. Zero values on the wire
+mean "server default" (except ``optional`` fields, where unset does), and every
+error names the field as it appears on the wire (``config.window.length``,
+``tracks[3] (track_id 7): ...``), so a client in any language knows what to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.pipeline.changepoint import ChangeConfig
+from livespt.server.pipeline.estimate import Acquisition
+from livespt.server.pipeline.records import ChangeEvent, TrackEstimate, TrackPoint, WindowEstimate
+from livespt.server.pipeline.tracks import Track, TrackAnalysis
+from livespt.server.pipeline.windows import WindowConfig
+from livespt.server.service.settings import (
+    ChangeSettings,
+    DetectorSettings,
+    Limits,
+    LinkerSettings,
+    StreamSettings,
+)
+
+PIXEL_TYPE_BY_NAME: dict[str, int] = {
+    "uint8": pb.PIXEL_TYPE_UINT8, "uint16": pb.PIXEL_TYPE_UINT16,
+    "float32": pb.PIXEL_TYPE_FLOAT32,
+}
+PIXEL_TYPE_NAMES = {v: k for k, v in PIXEL_TYPE_BY_NAME.items()}
+TRACKER_BY_NAME = {"builtin": pb.TRACKER_BUILTIN, "trackmate": pb.TRACKER_TRACKMATE}
+TRACKER_NAMES = {pb.TRACKER_UNSPECIFIED: "builtin", pb.TRACKER_BUILTIN: "builtin",
+                 pb.TRACKER_TRACKMATE: "trackmate"}
+
+
+def _or(value: Any, default: Any) -> Any:
+    return value if value != 0 else default
+
+
+# ------------------------------------------------------------------ settings
+def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
+    """Validate a wire ``StreamConfig``, fill in defaults, and check the server's limits.
+
+    Parameters
+    ----------
+    cfg : livespt.v1.StreamConfig
+        The first message of a StreamFrames call.
+    limits : Limits
+        Server-side limits the declared frame size is checked against.
+
+    Returns
+    -------
+    StreamSettings
+        The effective settings.
+
+    Raises
+    ------
+    ValueError
+        Naming the wire field (``config.<path>``).
+    """
+    if cfg.pixel_type not in PIXEL_TYPE_NAMES:
+        names = ", ".join(pb.PixelType.Name(k) for k in PIXEL_TYPE_NAMES)
+        got = (pb.PixelType.Name(cfg.pixel_type) if cfg.pixel_type in pb.PixelType.values()
+               else str(cfg.pixel_type))
+        raise ValueError(f"config.pixel_type must be one of {names}, got {got}")
+    if cfg.tracker not in TRACKER_NAMES:
+        raise ValueError(f"config.tracker: unknown value {cfg.tracker}")
+    det, lk, win, ch = cfg.detector, cfg.linker, cfg.window, cfg.change
+    d0, l0, w0, c0 = DetectorSettings(), LinkerSettings(), WindowConfig(), ChangeSettings()
+    try:
+        settings = StreamSettings(
+            pixel_size_um=cfg.pixel_size_um,
+            frame_interval_s=cfg.frame_interval_s,
+            exposure_s=cfg.exposure_s,
+            pixel_type=PIXEL_TYPE_NAMES[cfg.pixel_type],
+            height=cfg.height,
+            width=cfg.width,
+            detector=DetectorSettings(
+                radius_um=_or(det.radius_um, d0.radius_um),
+                threshold=det.threshold,
+                median_filter=det.median_filter,
+                dark_spots=det.dark_spots,
+                camera_offset_adu=(det.camera_offset_adu if det.HasField("camera_offset_adu")
+                                   else d0.camera_offset_adu),
+                camera_gain_adu_per_e=_or(det.camera_gain_adu_per_e,
+                                          d0.camera_gain_adu_per_e)),
+            linker=LinkerSettings(
+                max_distance_um=_or(lk.max_distance_um, l0.max_distance_um),
+                max_gap_frames=(lk.max_gap_frames if lk.HasField("max_gap_frames")
+                                else l0.max_gap_frames)),
+            window=WindowConfig(length=_or(win.length, w0.length),
+                                stride=_or(win.stride, w0.stride)),
+            change=ChangeSettings(
+                disabled=ch.disabled,
+                false_alarm_per_1000=_or(ch.false_alarm_per_1000, c0.false_alarm_per_1000)),
+            tracker=TRACKER_NAMES[cfg.tracker],
+            name=cfg.name,
+        )
+        settings.check_server(limits)
+    except ValueError as exc:
+        raise ValueError(f"config.{exc}") from None
+    return settings
+
+
+def settings_to_proto(s: StreamSettings) -> pb.StreamConfig:
+    """The wire ``StreamConfig`` of settings (every field explicit)."""
+    d = s.detector
+    return pb.StreamConfig(
+        pixel_size_um=s.pixel_size_um,
+        frame_interval_s=s.frame_interval_s,
+        exposure_s=s.exposure_s,
+        pixel_type=PIXEL_TYPE_BY_NAME[s.pixel_type],  # type: ignore[arg-type]
+        height=s.height,
+        width=s.width,
+        detector=pb.DetectorParams(
+            radius_um=d.radius_um, threshold=d.threshold, median_filter=d.median_filter,
+            dark_spots=d.dark_spots, camera_offset_adu=d.camera_offset_adu,
+            camera_gain_adu_per_e=d.camera_gain_adu_per_e),
+        linker=pb.LinkerParams(max_distance_um=s.linker.max_distance_um,
+                               max_gap_frames=s.linker.max_gap_frames),
+        window=pb.WindowParams(length=s.window.length, stride=s.window.stride),
+        change=pb.ChangeParams(disabled=s.change.disabled,
+                               false_alarm_per_1000=s.change.false_alarm_per_1000),
+        tracker=TRACKER_BY_NAME[s.tracker],
+        name=s.name,
+    )
+
+
+# ------------------------------------------------------------------- records
+def point_to_proto(p: TrackPoint) -> pb.TrackPoint:
+    """A track point on the wire."""
+    return pb.TrackPoint(track_id=p.track_id, frame=p.frame, x_um=p.x_um, y_um=p.y_um,
+                         precision_um=p.precision_um)
+
+
+def estimate_to_proto(e: WindowEstimate) -> pb.WindowEstimate:
+    """A window estimate on the wire."""
+    return pb.WindowEstimate(track_id=e.track_id, frame_start=e.frame_start,
+                             frame_end=e.frame_end, d_um2_s=e.d_um2_s,
+                             d_low_um2_s=e.d_low_um2_s, d_high_um2_s=e.d_high_um2_s,
+                             method=e.method)
+
+
+def change_to_proto(c: ChangeEvent) -> pb.ChangeEvent:
+    """A change event on the wire."""
+    return pb.ChangeEvent(track_id=c.track_id, frame=c.frame,
+                          detected_at_frame=c.detected_at_frame,
+                          d_before_um2_s=c.d_before_um2_s, d_after_um2_s=c.d_after_um2_s,
+                          score=c.score)
+
+
+def frame_result_to_proto(index: int, n_spots: int, points: list[TrackPoint],
+                          estimates: list[WindowEstimate], changes: list[ChangeEvent],
+                          latency_ms: float) -> pb.AnalysisUpdate:
+    """One frame's results as an update."""
+    return pb.AnalysisUpdate(frame=pb.FrameResult(
+        index=index, latency_ms=latency_ms, n_spots=n_spots,
+        points=[point_to_proto(p) for p in points],
+        estimates=[estimate_to_proto(e) for e in estimates],
+        changes=[change_to_proto(c) for c in changes],
+    ))
+
+
+def records_from_proto(update: pb.FrameResult) -> tuple[
+        list[TrackPoint], list[WindowEstimate], list[ChangeEvent]]:
+    """Decode a FrameResult into the records the CSV files hold."""
+    points = [TrackPoint(p.track_id, p.frame, p.x_um, p.y_um, p.precision_um)
+              for p in update.points]
+    estimates = [WindowEstimate(e.track_id, e.frame_start, e.frame_end, e.d_um2_s,
+                                e.d_low_um2_s, e.d_high_um2_s, e.method)
+                 for e in update.estimates]
+    changes = [ChangeEvent(c.track_id, c.frame, c.detected_at_frame, c.d_before_um2_s,
+                           c.d_after_um2_s, c.score) for c in update.changes]
+    return points, estimates, changes
+
+
+def summary_to_proto(summary: dict[str, Any], output_dir: str) -> pb.AnalysisUpdate:
+    """The last update of a stream, from a session summary."""
+    def finite(x: float) -> float:
+        return x if math.isfinite(x) else 0.0
+
+    return pb.AnalysisUpdate(summary=pb.StreamSummary(
+        frames=summary["frames"], tracks=summary["tracks"],
+        track_points=summary["track_points"], estimates=summary["estimates"],
+        changes=summary["changes"], latency_p50_ms=finite(summary["latency_p50_ms"]),
+        latency_p99_ms=finite(summary["latency_p99_ms"]), output_dir=output_dir))
+
+
+# ------------------------------------------------------------ AnalyzeTracks
+def track_request_from_proto(
+    request: pb.AnalyzeTracksRequest,
+) -> tuple[list[Track], Acquisition, WindowConfig, ChangeConfig | None]:
+    """Checked tracks and settings of an ``AnalyzeTracks`` request.
+
+    Raises
+    ------
+    ValueError
+        Naming the wire field.
+    """
+    dt = request.frame_interval_s
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"frame_interval_s must be > 0, got {dt!r}")
+    te = request.exposure_s or dt
+    if not (math.isfinite(te) and 0 < te <= dt):
+        raise ValueError(f"exposure_s must be in (0, frame_interval_s = {dt}], got {te!r}")
+    px = request.pixel_size_um
+    if not (math.isfinite(px) and px >= 0):
+        raise ValueError(f"pixel_size_um must be > 0 (or 0: unknown), got {px!r}")
+    acquisition = Acquisition(frame_interval_s=dt, exposure_s=te, pixel_size_um=px or None)
+    w0 = WindowConfig()
+    window = WindowConfig(length=_or(request.window.length, w0.length),
+                          stride=_or(request.window.stride, w0.stride))
+    change = None
+    if not request.change.disabled:
+        rate = _or(request.change.false_alarm_per_1000, ChangeSettings().false_alarm_per_1000)
+        try:
+            change = ChangeConfig(frame_interval_s=dt, exposure_s=te,
+                                  false_alarm_per_1000=rate)
+        except ValueError as exc:
+            raise ValueError(f"change.{exc}") from None
+    tracks = [
+        Track.from_arrays(tr.track_id, np.asarray(tr.frames, dtype=np.int64), tr.x_um, tr.y_um,
+                          tr.precision_um, where=f"tracks[{i}] (track_id {tr.track_id})")
+        for i, tr in enumerate(request.tracks)]
+    return tracks, acquisition, window, change
+
+
+def track_estimate_to_proto(t: TrackEstimate) -> pb.TrackEstimate:
+    """A whole-track estimate on the wire."""
+    return pb.TrackEstimate(track_id=t.track_id, n_spots=t.n_spots, d_um2_s=t.d_um2_s,
+                            d_low_um2_s=t.d_low_um2_s, d_high_um2_s=t.d_high_um2_s,
+                            method=t.method)
+
+
+def analysis_to_proto(a: TrackAnalysis) -> pb.AnalyzeTracksResponse:
+    """A track analysis as the ``AnalyzeTracks`` response."""
+    return pb.AnalyzeTracksResponse(
+        tracks=[track_estimate_to_proto(t) for t in a.tracks],
+        windows=[estimate_to_proto(e) for e in a.windows],
+        changes=[change_to_proto(c) for c in a.changes],
+        warnings=[pb.Warning(code=code, message=msg) for code, msg in a.warnings],
+    )
