@@ -1,14 +1,15 @@
 """Loading shipped weights and estimating D with them.
 
-Weights are a ``.pt`` file written by :func:`models.vit.train.save` next to a
-JSON card (same stem). Loading checks the card, the file's sha256 against it,
-and uses ``torch.load(weights_only=True)``: an unknown, corrupt or tampered
+Weights are a ``.pt`` file written by :func:`livespt.models.vit.train.save` next
+to a JSON card (same stem). Loading checks the card, the file's sha256 against
+it, and uses ``torch.load(weights_only=True)``: an unknown, corrupt or tampered
 file is a :class:`ModelLoadError` naming the file, never an arbitrary pickle.
+File hashing, cards and the shipped folder are in :mod:`livespt.models.vit.weights`;
+this module imports no training code.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,26 @@ from numpy.typing import NDArray
 
 from livespt.models.vit.inputs import WindowInputs
 from livespt.models.vit.model import DiffusionViT, ViTConfig
+from livespt.models.vit.weights import (
+    WEIGHTS_DIR,
+    ModelLoadError,
+    read_card,
+    require_shipped_weights,
+    sha256,
+    shipped_weights,
+)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-"""Where shipped weights live (``models/weights/``)."""
+__all__ = [
+    "WEIGHTS_DIR",
+    "ModelLoadError",
+    "ViTEstimator",
+    "ViTPrediction",
+    "require_shipped_weights",
+    "shipped_weights",
+    "to_physical",
+]
 
 Z90 = 1.6448536269514722  # two-sided 90 % interval of a Gaussian
-
-
-class ModelLoadError(ValueError):
-    """Weights that cannot be used: missing, unknown format, corrupt, or not matching the card."""
 
 
 @dataclass(frozen=True)
@@ -70,25 +82,27 @@ class ViTEstimator:
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ViTEstimator:
         """Load weights and card, checking format and sha256.
 
+        Parameters
+        ----------
+        path : str or Path
+            The ``.pt`` file; its card is the same path with ``.json``.
+        device : str or torch.device
+            Where the model is kept.
+
+        Returns
+        -------
+        ViTEstimator
+            The model in eval mode on ``device``, with its card.
+
         Raises
         ------
         ModelLoadError
             Naming the file and what is wrong with it.
         """
-        from livespt.models.vit.train import sha256
-
         path = Path(path)
-        card_path = path.with_suffix(".json")
         if not path.is_file():
             raise ModelLoadError(f"model weights {path}: no such file")
-        if not card_path.is_file():
-            raise ModelLoadError(f"model weights {path}: its card {card_path.name} is missing")
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"model card {card_path}: not valid JSON ({exc})") from None
-        if card.get("format") != "livespt-vit/1":
-            raise ModelLoadError(f"model card {card_path}: unknown format {card.get('format')!r}")
+        card = read_card(path)
         digest = sha256(path)
         if digest != card.get("sha256"):
             raise ModelLoadError(
@@ -131,10 +145,3 @@ def to_physical(mu: torch.Tensor, log_sd: torch.Tensor, pixel_size_um: float,
         d_high_um2_s=np.exp(m + Z90 * s + scale),
         log_sd=s,
     )
-
-
-def shipped_weights() -> list[Path]:
-    """Weight files shipped under ``models/weights/`` (those with a card)."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p for p in WEIGHTS_DIR.glob("*.pt") if p.with_suffix(".json").is_file())

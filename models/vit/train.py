@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from livespt.models import __version__
 from livespt.models.vit.data import TrainingDistribution, simulate_windows
 from livespt.models.vit.inputs import WindowInputs
 from livespt.models.vit.model import DiffusionViT, ViTConfig, count_parameters, gaussian_nll
+from livespt.models.vit.weights import WEIGHTS_FORMAT, sha256, write_card
 
 
 @dataclass(frozen=True)
@@ -230,16 +229,35 @@ def save(model: DiffusionViT, cfg: TrainConfig, history: dict[str, Any], path: P
     """Write the weights (``path``) and their JSON card (``path`` with ``.json``).
 
     The card records the architecture, training configuration, simulator
-    parameters, metrics, the weights' sha256 and the date; :func:`load` checks it.
+    parameters, metrics, the weights' sha256 and the date;
+    :meth:`livespt.models.vit.estimator.ViTEstimator.load` checks it.
+
+    Parameters
+    ----------
+    model : DiffusionViT
+        The trained network (saved from CPU copies of its tensors).
+    cfg : TrainConfig
+        How it was trained.
+    history : dict
+        What :func:`train` returned beside the model.
+    path : Path
+        The weights file to write (parent folders are created).
+    metrics : dict, optional
+        Extra metrics for the card.
+
+    Returns
+    -------
+    Path
+        The card written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": "livespt-vit/1", "config": cfg.model.to_dict(), "state_dict": state},
+    torch.save({"format": WEIGHTS_FORMAT, "config": cfg.model.to_dict(), "state_dict": state},
                path)
     card = {
         "name": path.stem,
-        "format": "livespt-vit/1",
+        "format": WEIGHTS_FORMAT,
         "architecture": cfg.model.to_dict(),
         "parameters": count_parameters(model),
         "training": {k: v for k, v in cfg.to_dict().items() if k not in ("model", "data")},
@@ -252,18 +270,7 @@ def save(model: DiffusionViT, cfg: TrainConfig, history: dict[str, Any], path: P
         "livespt_version": __version__,
         "units": "predicts log D* with D* = D * frame_interval / pixel_size^2 (px^2/frame)",
     }
-    card_path = path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card_path
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return write_card(path, card)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from livespt.models.vit.estimator import ViTEstimator, ViTPrediction, shipped_weights, to_physical
+from livespt.models.vit.estimator import ViTEstimator, ViTPrediction, to_physical
 from livespt.models.vit.inputs import WindowInputs, concat_inputs, prepare
+from livespt.models.vit.weights import ModelLoadError, require_shipped_weights
 from livespt.server.inference.batcher import DynamicBatcher, split_tensors
 
 log = logging.getLogger("livespt.server")
@@ -155,7 +156,10 @@ class ModelRegistry:
     Parameters
     ----------
     paths : list of Path or None
-        Weight files to load; None: every shipped file under ``models/weights/``.
+        Weight files to load; None: every shipped file under ``models/weights/``
+        (the set the shipped cards promise, which must all be present: an
+        installation without them fails rather than serving CVE estimates only);
+        an empty list: no model.
     device : str
         Torch device for all models.
     batching : BatchingOptions
@@ -163,8 +167,10 @@ class ModelRegistry:
 
     Raises
     ------
-    models.vit.ModelLoadError
-        When a file is missing, corrupt or does not match its card (start-up fails).
+    livespt.models.vit.ModelLoadError
+        When a file is missing, corrupt or does not match its card, or (with
+        ``paths=None``) when no shipped weights are installed; start-up fails. For
+        the shipped set, the one-line message also says how to run without models.
     """
 
     def __init__(self, paths: list[Path] | None, device: str,
@@ -174,10 +180,19 @@ class ModelRegistry:
         self.models: list[ResidentModel] = []
         if device == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads()))
-        for p in shipped_weights() if paths is None else paths:
-            est = ViTEstimator.load(p, device)
-            self.models.append(ResidentModel(est, Path(p), self.batching))
-            log.info("model %s (%s) resident on %s", est.name, est.model.config.variant, device)
+        try:
+            for p in require_shipped_weights() if paths is None else paths:
+                est = ViTEstimator.load(p, device)
+                self.models.append(ResidentModel(est, Path(p), self.batching))
+                log.info("model %s (%s) resident on %s", est.name, est.model.config.variant,
+                         device)
+        except ModelLoadError as exc:
+            self.close()
+            if paths is not None:
+                raise
+            raise ModelLoadError(f"{exc}; reinstall livespt to restore the shipped models, "
+                                 "or start without models (--no-models: CVE estimates "
+                                 "only)") from None
         self.window_model = self._pick(("image+features", "image"))
         self.track_model = self._pick(("features",))
 
