@@ -10,7 +10,6 @@ this module imports no training code.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from livespt.models.units import d_to_um2_s
 from livespt.models.vit.inputs import WindowInputs
 from livespt.models.vit.model import DiffusionViT, ViTConfig
 from livespt.models.vit.weights import (
@@ -138,10 +138,12 @@ def to_physical(mu: torch.Tensor, log_sd: torch.Tensor, pixel_size_um: float,
     """Convert ``log D*`` mean and log SD to D in um^2/s with a 90 % interval."""
     m = mu.double().cpu().numpy()
     s = np.exp(log_sd.double().cpu().numpy())
-    scale = math.log(pixel_size_um**2 / frame_interval_s)
+    def physical(log_d_star: NDArray[np.float64]) -> NDArray[np.float64]:
+        return d_to_um2_s(np.exp(log_d_star), pixel_size_um, frame_interval_s)
+
     return ViTPrediction(
-        d_um2_s=np.exp(m + scale),
-        d_low_um2_s=np.exp(m - Z90 * s + scale),
-        d_high_um2_s=np.exp(m + Z90 * s + scale),
+        d_um2_s=physical(m),
+        d_low_um2_s=physical(m - Z90 * s),
+        d_high_um2_s=physical(m + Z90 * s),
         log_sd=s,
     )

@@ -1,6 +1,6 @@
 """Models loaded once at server start, resident on the device, shared by all sessions.
 
-Each model gets one :class:`server.batcher.DynamicBatcher`: the sessions' worker
+Each model gets one :class:`~livespt.server.inference.batcher.DynamicBatcher`: the sessions' worker
 threads submit their windows of the frame, the batcher runs one forward pass
 for everything that arrived within ``max_delay_ms`` (up to ``max_batch``
 windows). Which model does what:
@@ -9,8 +9,9 @@ windows). Which model does what:
   else ``image``): patches are cropped around each localized spot;
 * ``AnalyzeTracks`` receives positions only, so it uses a ``features`` model.
 
-Without a suitable model, the CVE is used, and every estimate says which
-method made it.
+Whether a model can take a stream's windows, and the CVE fallback, are decided
+by the window estimator (:mod:`livespt.server.pipeline.estimate`); every
+estimate says which method made it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from livespt.models.vit.estimator import ViTEstimator, ViTPrediction, to_physical
-from livespt.models.vit.inputs import WindowInputs, concat_inputs, prepare
+from livespt.models.vit.inputs import WindowInputs, concat_inputs
 from livespt.models.vit.weights import ModelLoadError, require_shipped_weights
 from livespt.server.inference.batcher import DynamicBatcher, split_tensors
 
@@ -82,6 +82,11 @@ class ResidentModel:
         return mu.cpu(), ls.cpu()
 
     @property
+    def name(self) -> str:
+        """The model's name, from its card."""
+        return self.estimator.name
+
+    @property
     def variant(self) -> str:
         """``image+features``, ``image`` or ``features``."""
         return self.estimator.model.config.variant
@@ -106,40 +111,6 @@ class ResidentModel:
         """D with 90 % intervals for windows of one acquisition, batched with other callers."""
         mu, ls = self.batcher(inputs)
         return to_physical(mu, ls, pixel_size_um, frame_interval_s)
-
-    def estimate_windows(self, frames: Any, values: Any, pixel_size_um: float,
-                         frame_interval_s: float, exposure_s: float, psf_sigma_um: float,
-                         patches: Any = None) -> ViTPrediction:
-        """D with 90 % intervals for M windows of L points (positions and, optionally, patches).
-
-        Parameters
-        ----------
-        frames : ndarray of int, shape (M, L)
-            Frame of each point.
-        values : ndarray, shape (M, L, 3)
-            x (um), y (um), localization precision (um, NaN: unknown) per point.
-        pixel_size_um, frame_interval_s, exposure_s, psf_sigma_um : float
-            The acquisition (um, s, s, um).
-        patches : ndarray, shape (M, L, P, P), optional
-            Patch per point, centred on the pixel containing its position; needed by
-            image variants (a features model ignores images).
-        """
-        px = pixel_size_um
-        loc = np.asarray(values, dtype=np.float64)[:, :, :2]
-        m, length = loc.shape[:2]
-        if patches is None:
-            if self.variant != "features":
-                raise ValueError(f"model {self.estimator.name} ({self.variant}) needs patches")
-            images = torch.zeros((m, length, 3, 3))
-        else:
-            images = torch.from_numpy(np.asarray(patches, dtype=np.float32))
-        inputs = prepare(
-            images, torch.from_numpy(np.floor(loc / px + 0.5) * px), torch.from_numpy(loc),
-            torch.from_numpy(np.asarray(values, dtype=np.float64)[:, :, 2]),
-            torch.from_numpy(np.asarray(frames, dtype=np.int64)),
-            torch.ones((m, length), dtype=torch.bool), pixel_size_um=px,
-            frame_interval_s=frame_interval_s, exposure_s=exposure_s, psf_sigma_um=psf_sigma_um)
-        return self.estimate(inputs, px, frame_interval_s)
 
     def info(self) -> dict[str, Any]:
         """What GetServerInfo and session summaries report about this model."""
