@@ -158,15 +158,16 @@ def serve(opts: ServerOptions) -> None:
 
     async def main() -> None:
         running = await start_server(opts)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Handlers first: a supervisor may send SIGTERM as soon as it reads the line below.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         reg = running.service.registry
-        names = ", ".join(f"{m.estimator.name} ({m.variant})" for m in reg.models) if reg else ""
+        names = ", ".join(f"{m.name} ({m.variant})" for m in reg.models) if reg else ""
         print(f"LiveSPT {pb.DESCRIPTOR.package} listening on {opts.host}:{running.port} "
               f"(device {running.service.device}, models: {names or 'none, CVE only'}, "
               f"sessions under {opts.out_root})", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         print("shutting down: finishing in-flight frames, flushing sessions", flush=True)
         await running.stop(opts.shutdown_grace_s)
