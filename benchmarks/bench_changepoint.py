@@ -59,12 +59,9 @@ import numpy as np
 import ruptures as rpt
 
 from livespt.models.simulate import simulate_trajectories
-from livespt.server.pipeline.changepoint import (
-    ChangeConfig,
-    ChangeDetectorBank,
-    TrackChangeDetector,
-    match_change_points,
-)
+from livespt.server.pipeline.changepoint import ChangeConfig, TrackChangeDetector
+from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
+from livespt.server.pipeline.scoring import match_change_points
 
 T = TypeVar("T")
 DT = 0.05
@@ -289,7 +286,7 @@ def throughput(seed: int, frames_timed: int) -> dict[str, Any]:
             dets: tuple[ChangeConfig, dict[int, TrackChangeDetector]] = (cfg, {})
             feed(dets, frames[:warm], 0, "track_detector")
             windows = [min(bank._hi[s] - bank._restart[s], cfg.max_history_steps)
-                       for s in bank._slot_of.values()]
+                       for s in bank._slots.live_rows().tolist()]
             best: dict[str, float] = {}
             found: dict[str, list[Any]] = {}
             # Interleaved repeats from copies of the warmed-up state; the fastest counts.

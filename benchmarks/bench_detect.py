@@ -15,7 +15,7 @@ is the one that maximises F1 on a separate calibration movie (other seed, same
 settings), found by running once permissively and filtering afterwards (both
 thresholds are pure post-filters on the detected maxima). Accuracy against the
 ground truth: Hungarian matching within 2 px with
-``server.pipeline.detect.match_detections`` (2 px border band and close pairs
+``server.pipeline.scoring.match_detections`` (2 px border band and close pairs
 (< 2.5 px) scored as in ``tests/test_detect.py``). Speed: both run
 single-threaded in this process on the same frames, alternately; frames/s from
 the median over passes of the mean time per frame (wall clock; process CPU
@@ -49,12 +49,10 @@ from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.pipeline.detect import (
     DetectorConfig,
     Spots,
-    best_f1_threshold,
-    common_errors,
     detect,
     quality_noise_sd,
-    score_movie,
 )
+from livespt.server.pipeline.scoring import best_f1_threshold, common_errors, score_movie
 
 SHAPE = (512, 512)
 PIXEL_UM = 0.1
@@ -243,7 +241,7 @@ def main() -> None:
             "calibration_frames": args.calibration_frames,
             "timed_passes": args.passes,
             "matching": "Hungarian within 2 px; 2 px border band and pairs closer than "
-                        "2.5 px scored fairly (server.pipeline.detect.match_detections)",
+                        "2.5 px scored fairly (server.pipeline.scoring.match_detections)",
             "ours": f"DetectorConfig(radius_px={RADIUS_PX:.3f}, read_noise_e=1.5), fit window 7 px",
         },
         "trackpy": {

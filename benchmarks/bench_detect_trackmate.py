@@ -26,7 +26,7 @@ Tuning, as in ``bench_detect.py``: each threshold (our quality, TrackMate's qual
 trackpy's ``minmass``) is the middle of the plateau of best F1 on a separate calibration
 movie (other seed, same settings), found by running once permissively and filtering after
 (all three thresholds are pure post-filters on the maxima). Scoring: Hungarian matching
-within 2 px with ``server.pipeline.detect.match_detections`` (2 px border band; particles
+within 2 px with ``server.pipeline.scoring.match_detections`` (2 px border band; particles
 closer than 2.5 px count as found when one of them is). RMSE is per axis, against the
 exposure-mean position, in nm; it is also given over the particles that all tuned methods
 found (their hard cases differ), and the median 2D error (a few close pairs merged into
@@ -61,14 +61,8 @@ import numpy as np
 from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.io import fiji
 from livespt.server.io.trackmate import trackmate_log_detect_run
-from livespt.server.pipeline.detect import (
-    DetectorConfig,
-    best_f1_threshold,
-    common_errors,
-    detect,
-    quality_noise_sd,
-    score_movie,
-)
+from livespt.server.pipeline.detect import DetectorConfig, detect, quality_noise_sd
+from livespt.server.pipeline.scoring import best_f1_threshold, common_errors, score_movie
 
 SHAPE = (256, 256)
 N_PARTICLES = 40
@@ -348,7 +342,7 @@ def main() -> None:
             "test_frames": args.frames,
             "calibration_frames": args.calibration_frames,
             "timed_passes": args.passes,
-            "matching": "Hungarian within 2 px (server.pipeline.detect.match_detections): 2 px "
+            "matching": "Hungarian within 2 px (server.pipeline.scoring.match_detections): 2 px "
                         "border band, particles closer than 2.5 px found when one is",
             "thresholds": "tuned: middle of the best-F1 plateau on a separate calibration "
                           "movie (other seed); auto: ours = 7 robust SDs of the quality map, "

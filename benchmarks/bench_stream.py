@@ -196,7 +196,7 @@ def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
 
 
 def _f1_scores(movie: Any, xy_per_frame: list[np.ndarray]) -> dict[str, float]:
-    from livespt.server.pipeline.detect import score_movie
+    from livespt.server.pipeline.scoring import score_movie
 
     sc = score_movie(xy_per_frame, movie.ground_truth, PX, movie.frames.shape[1:])
     return {"recall": round(sc.recall, 4), "precision": round(sc.precision, 4),

@@ -23,12 +23,12 @@ from livespt.server.pipeline.changepoint import (
     CALIBRATION_RATES_PER_1000,
     CALIBRATION_THRESHOLDS,
     ChangeConfig,
-    ChangeDetectorBank,
-    ChangeEvent,
+    ChangePoint,
     TrackChangeDetector,
     calibrated_threshold,
-    match_change_points,
 )
+from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
+from livespt.server.pipeline.scoring import match_change_points
 
 DT = 0.05
 
@@ -46,7 +46,7 @@ def simulate(
 
 
 def run(config: ChangeConfig, pos: np.ndarray, sigma_um: float,
-        keep: np.ndarray | None = None) -> list[list[ChangeEvent]]:
+        keep: np.ndarray | None = None) -> list[list[ChangePoint]]:
     """Feed each track (optionally only the frames where ``keep``) to its own detector."""
     out = []
     for p in range(pos.shape[0]):
@@ -357,7 +357,7 @@ def test_bank_routes_tracks_and_is_bounded() -> None:
     cfg = config(blur)
     solo = run(cfg, pos, 0.02)
     bank = ChangeDetectorBank(cfg)
-    got: dict[int, list[ChangeEvent]] = {0: [], 1: [], 2: []}
+    got: dict[int, list[ChangePoint]] = {0: [], 1: [], 2: []}
     for f in range(200):  # interleaved, as a session feeds them
         for p in range(3):
             e = bank.update(p, f, pos[p, f], 0.02)
@@ -385,7 +385,7 @@ class _ReferenceBank:
         self.config, self.max_tracks, self.evicted = config, max_tracks, 0
         self.detectors: OrderedDict[Any, TrackChangeDetector] = OrderedDict()
 
-    def update(self, tid: Any, frame: int, xy: Any, sigma: float) -> ChangeEvent | None:
+    def update(self, tid: Any, frame: int, xy: Any, sigma: float) -> ChangePoint | None:
         det = self.detectors.get(tid)
         if det is None:
             det = self.detectors[tid] = TrackChangeDetector(self.config, track_id=tid)
@@ -400,7 +400,7 @@ class _ReferenceBank:
         self.detectors.pop(tid, None)
 
 
-def _assert_same_events(got: Sequence[ChangeEvent], want: Sequence[ChangeEvent]) -> None:
+def _assert_same_events(got: Sequence[ChangePoint], want: Sequence[ChangePoint]) -> None:
     """Same events in the same order: integers and ids equal, floats to 1e-9 relative."""
     assert len(got) == len(want), (got, want)
     for g, w in zip(got, want, strict=True):
@@ -504,7 +504,7 @@ def test_update_many_evicts_within_a_call_as_per_call_updates() -> None:
         got = many.update_many(ids, f, xy, np.full(len(ids), 0.02))
         want = [e for i, tid in enumerate(ids) if (e := ref.update(tid, f, xy[i], 0.02))]
         _assert_same_events(got, want)
-        assert list(many._slot_of) == list(ref.detectors)  # same tracks, same LRU order
+        assert list(many._slots) == list(ref.detectors)  # same tracks, same LRU order
         for tid in ref.detectors:
             assert many.last_score(tid) == pytest.approx(ref.detectors[tid].last_score,
                                                          rel=1e-9, abs=1e-12)

@@ -22,13 +22,15 @@ from livespt.models.simulate import Camera, MovieConfig, simulate_movie
 from livespt.server.pipeline.detect import (
     DetectorConfig,
     Spots,
-    best_f1_threshold,
-    common_errors,
     detect,
     log_kernel,
-    match_detections,
     quality_map,
     quality_noise_sd,
+)
+from livespt.server.pipeline.scoring import (
+    best_f1_threshold,
+    common_errors,
+    match_detections,
     score_movie,
 )
 

@@ -21,7 +21,8 @@ from scipy.sparse.csgraph import connected_components
 
 from livespt.models.simulate import simulate_trajectories
 from livespt.server.pipeline import link as link_module
-from livespt.server.pipeline.link import LinkerConfig, OnlineLinker, link_scores
+from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
+from livespt.server.pipeline.scoring import link_scores
 
 DT_S = 0.05
 SIGMA_LOC_UM = 0.03

@@ -31,9 +31,9 @@ from livespt.server.io.trackmate import trackmate_log_detect, trackmate_log_dete
 from livespt.server.pipeline.detect import (
     DetectorConfig,
     detect,
-    match_detections,
     quality_noise_sd,
 )
+from livespt.server.pipeline.scoring import match_detections
 
 MIRROR = Path("/work/.mirror/MorphoSource+fiji-app-pinned/repo")
 FIJI = fiji.find_fiji()

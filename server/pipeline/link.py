@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -470,62 +470,3 @@ def _positions(name: str, values: Any) -> NDArray[np.float64]:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
-
-
-class LinkScores(NamedTuple):
-    """Link precision and recall of a tracking result against ground truth."""
-
-    precision: float
-    """Fraction of predicted links joining two detections of the same true particle."""
-    recall: float
-    """Fraction of true links (consecutive detections of a particle) predicted."""
-    n_predicted: int
-    """Number of predicted links."""
-    n_true: int
-    """Number of true links."""
-
-
-def link_scores(frames: ArrayLike, true_ids: ArrayLike, track_ids: ArrayLike) -> LinkScores:
-    """Score a linking result link by link.
-
-    A link joins two consecutive detections (in frame order) of one track. A
-    predicted link is correct when both detections belong to the same true
-    particle; a true link joins consecutive detections of one particle (across
-    missed detections too) and is recovered when the same pair is a predicted
-    link.
-
-    Parameters
-    ----------
-    frames : array_like of int, shape (N,)
-        Frame of each detection.
-    true_ids : array_like of int, shape (N,)
-        Ground-truth particle of each detection.
-    track_ids : array_like of int, shape (N,)
-        Track assigned to each detection by the linker under test.
-
-    Returns
-    -------
-    LinkScores
-        Precision, recall and the link counts (a score is 1.0 when it has no link to score).
-    """
-    f = np.asarray(frames, dtype=np.int64)
-    t = np.asarray(true_ids, dtype=np.int64)
-    p = np.asarray(track_ids, dtype=np.int64)
-    if not f.shape == t.shape == p.shape or f.ndim != 1:
-        raise ValueError(
-            f"frames, true_ids and track_ids must be 1-D of one length, got "
-            f"{f.shape}, {t.shape}, {p.shape}"
-        )
-    n = f.size
-
-    def pairs(groups: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        order = np.lexsort((f, groups))
-        same = groups[order][1:] == groups[order][:-1]
-        return order[:-1][same], order[1:][same]
-
-    pa, pb = pairs(p)
-    ta, tb = pairs(t)
-    n_pred, n_true = pa.size, ta.size
-    precision = float(np.mean(t[pa] == t[pb])) if n_pred else 1.0
-    recall = float(np.mean(np.isin(ta * n + tb, pa * n + pb))) if n_true else 1.0
-    return LinkScores(precision, recall, int(n_pred), int(n_true))

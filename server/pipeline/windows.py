@@ -12,11 +12,13 @@ gives the same windows for a whole track at once (track files, ``AnalyzeTracks``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from livespt.models import _validate
+from livespt.server.pipeline.track_slots import TrackSlots
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class WindowBuffers:
     """Per-track ring buffers that emit sliding windows, fed one frame at a time.
 
     Per-track ring buffers live in preallocated arrays (one row per live track,
-    rows reused after :meth:`drop`), so feeding a frame of K points and finding
+    assigned by a :class:`~livespt.server.pipeline.track_slots.TrackSlots` table and
+    reused after :meth:`drop`), so feeding a frame of K points and finding
     the windows it completes are a handful of numpy operations, not K Python
     calls. Memory is bounded by the number of live tracks times ``length``.
 
@@ -102,10 +105,9 @@ class WindowBuffers:
     def __init__(self, config: WindowConfig, patch_px: int | None = None) -> None:
         self.config = config
         self.patch_px = patch_px
-        self._slot: dict[int, int] = {}
-        cap = 64
+        self._slots = TrackSlots(64)  # track id -> row of the arrays below
+        cap = self._slots.capacity
         L = config.length
-        self._free: list[int] = list(range(cap - 1, -1, -1))
         self._track = np.zeros(cap, dtype=np.int64)  # track id of each row
         self._frames = np.zeros((cap, L), dtype=np.int64)
         self._vals = np.zeros((cap, L, 3), dtype=np.float64)  # x um, y um, sigma um
@@ -120,35 +122,36 @@ class WindowBuffers:
     @property
     def n_tracks(self) -> int:
         """Tracks currently buffered."""
-        return len(self._slot)
+        return len(self._slots)
 
     def _grow(self) -> None:
-        old = self._count.size
-        self._track = np.concatenate([self._track, np.zeros_like(self._track)])
-        self._frames = np.concatenate([self._frames, np.zeros_like(self._frames)])
-        self._vals = np.concatenate([self._vals, np.zeros_like(self._vals)])
-        self._count = np.concatenate([self._count, np.zeros_like(self._count)])
-        self._since = np.concatenate([self._since, np.zeros_like(self._since)])
-        if self._patches is not None:
-            self._patches = np.concatenate([self._patches, np.zeros_like(self._patches)])
-        self._free.extend(range(2 * old - 1, old - 1, -1))
+        """Extend the arrays to the table's capacity (existing rows keep their numbers)."""
+        cap = self._slots.capacity
 
-    def _rows(self, track_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        def grown(a: NDArray[Any]) -> NDArray[Any]:
+            out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+            out[: a.shape[0]] = a
+            return out
+
+        self._track = grown(self._track)
+        self._frames = grown(self._frames)
+        self._vals = grown(self._vals)
+        self._count = grown(self._count)
+        self._since = grown(self._since)
+        if self._patches is not None:
+            self._patches = grown(self._patches)
+
+    def _rows(self, track_ids: NDArray[np.int64]) -> NDArray[np.intp]:
         """Rows of the given tracks, allocating rows for tracks not seen before."""
-        out = np.empty(track_ids.size, dtype=np.int64)
-        get = self._slot.get
-        for k, tid in enumerate(track_ids.tolist()):
-            r = get(tid)
-            if r is None:
-                if not self._free:
-                    self._grow()
-                r = self._free.pop()
-                self._slot[tid] = r
-                self._track[r] = tid
-                self._count[r] = 0
-                self._since[r] = self.config.stride - 1  # the first full window is due
-            out[k] = r
-        return out
+        rows, new = self._slots.rows(track_ids)
+        if self._slots.capacity > self._count.size:
+            self._grow()
+        if new.size:
+            r = rows[new]
+            self._track[r] = track_ids[new]
+            self._count[r] = 0
+            self._since[r] = self.config.stride - 1  # the first full window is due
+        return rows
 
     def add_many(
         self,
@@ -209,9 +212,7 @@ class WindowBuffers:
 
     def drop(self, track_id: int) -> None:
         """Forget a track that ended (its queued windows are still estimated)."""
-        r = self._slot.pop(track_id, None)
-        if r is not None:
-            self._free.append(r)
+        self._slots.release(track_id)
 
     def take_due(self) -> DueWindows:
         """The windows queued since the last call, in queue order (the queue is emptied)."""
