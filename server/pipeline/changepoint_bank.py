@@ -52,14 +52,14 @@ from numpy.typing import NDArray
 
 from livespt.models import _validate
 from livespt.server.pipeline.changepoint import (
-    _INITIAL_CAPACITY_STEPS,
-    _TINY_UM2_S,
+    INITIAL_CAPACITY_STEPS,
+    TINY_UM2_S,
     ChangeConfig,
     ChangePoint,
-    _append_step_at,
-    _change_point,
-    _compact_at,
-    _scan_window,
+    append_step_at,
+    change_point_at,
+    compact_at,
+    scan_window,
 )
 from livespt.server.pipeline.track_slots import TrackSlots
 
@@ -125,7 +125,7 @@ class ChangeDetectorBank:
         self._last_s2 = np.zeros(0)
         self._last_score = np.zeros(0)
         # Per slot and step: start frame; prefix sums (column 0 = 0) of y, c, a, s.
-        self._width = min(_INITIAL_CAPACITY_STEPS, self._max_cap)
+        self._width = min(INITIAL_CAPACITY_STEPS, self._max_cap)
         self._start = np.zeros((0, self._width), dtype=np.int64)
         self._py = np.zeros((0, self._width + 1))
         self._pc = np.zeros((0, self._width + 1))
@@ -361,7 +361,7 @@ class ChangeDetectorBank:
             self._width = width
         else:
             lo = max(int(self._restart[slot]), hi - self._w)
-            _compact_at(self._start[slot], (self._py[slot], self._pc[slot], self._pa[slot],
+            compact_at(self._start[slot], (self._py[slot], self._pc[slot], self._pa[slot],
                                             self._ps[slot]), lo, hi)
             self._restart[slot] -= lo
             self._hi[slot] = hi - lo
@@ -385,7 +385,7 @@ class ChangeDetectorBank:
             hi = self._hi.item(slot)
         py, pc, pa, ps = self._py[slot], self._pc[slot], self._pa[slot], self._ps[slot]
         start = self._start[slot]
-        _append_step_at(start, py, pc, pa, ps, hi, prev, frame - prev, q, s, self._dt,
+        append_step_at(start, py, pc, pa, ps, hi, prev, frame - prev, q, s, self._dt,
                         self._blur)
         hi += 1
         self._hi[slot] = hi
@@ -393,13 +393,13 @@ class ChangeDetectorBank:
         if hi - lo < 2 * self._m:
             self._last_score[slot] = 0.0
             return None
-        jb, score, f = _scan_window(py, pc, pa, ps, self._counts, lo, hi, self._m, self._blur,
+        jb, score, f = scan_window(py, pc, pa, ps, self._counts, lo, hi, self._m, self._blur,
                                     self._dt)
         self._last_score[slot] = score
         if not score > self._threshold:
             return None
         self._restart[slot] = jb
-        return _change_point(py, pc, start, lo, hi, jb, score, f, frame,
+        return change_point_at(py, pc, start, lo, hi, jb, score, f, frame,
                              self.config.confidence, self._slots.id_of(slot))
 
     # ------------------------------------------------------------------ many tracks
@@ -421,7 +421,7 @@ class ChangeDetectorBank:
         if slots.size == 0:
             return []
 
-        # One step per slot (_append_step_at).
+        # One step per slot (append_step_at).
         for slot in slots[self._hi[slots] == self._width].tolist():
             if self._hi.item(slot) == self._width:  # (one widening serves them all)
                 self._make_room(self._width, slot)
@@ -438,7 +438,7 @@ class ChangeDetectorBank:
         hi += 1
         self._hi[slots] = hi
 
-        # Scan the windows with at least 2 m steps (_scan_window).
+        # Scan the windows with at least 2 m steps (scan_window).
         lo = np.maximum(self._restart[slots], hi - self._w)
         self._last_score[slots] = 0.0
         full = hi - lo >= 2 * self._m
@@ -450,7 +450,7 @@ class ChangeDetectorBank:
         events = []
         for i in np.flatnonzero(score > self._threshold).tolist():
             slot, j = int(slots[i]), int(jb[i])
-            events.append(_change_point(
+            events.append(change_point_at(
                 self._py[slot], self._pc[slot], self._start[slot], int(lo[i]), int(hi[i]), j,
                 float(score[i]), float(f[i]), frame, self.config.confidence,
                 self._slots.id_of(slot),
@@ -461,11 +461,11 @@ class ChangeDetectorBank:
     def _scan_many(
         self, slots: NDArray[np.intp], lo: NDArray[np.int64], hi: NDArray[np.int64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-        """:func:`_scan_window` of the windows ``[lo, hi)`` of ``slots`` (all >= 2 m steps).
+        """:func:`scan_window` of the windows ``[lo, hi)`` of ``slots`` (all >= 2 m steps).
 
         The candidate splits of all windows are laid end to end in flat arrays,
         processed in chunks of whole windows that fit the work arrays (which stay in
-        cache). Exactly as in :func:`_scan_window`, element by element, except that
+        cache). Exactly as in :func:`scan_window`, element by element, except that
         the negated log-likelihoods ``A = n log(u) + y / u`` are summed (negation is
         exact, so ``-LLR`` is obtained bit for bit) and minimized.
         """
@@ -545,7 +545,7 @@ def _neg_profile_ll(
         tmp = np.empty(np.shape(y))
     np.maximum(y, c, out=tmp)
     tmp /= n
-    np.maximum(tmp, _TINY_UM2_S, out=tmp)  # u
+    np.maximum(tmp, TINY_UM2_S, out=tmp)  # u
     np.log(tmp, out=out)
     out *= n
     np.divide(y, tmp, out=tmp)

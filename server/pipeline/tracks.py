@@ -28,7 +28,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from livespt.models.estimators import cve
-from livespt.server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from livespt.server.pipeline.changepoint import ChangeConfig
+from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.estimate import Acquisition, WindowEstimator
 from livespt.server.pipeline.records import ChangeEvent, TrackEstimate, WindowEstimate
 from livespt.server.pipeline.windows import DueWindows, WindowConfig, sliding_windows

@@ -25,7 +25,8 @@ from livespt.models.units import px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
-from livespt.server.pipeline.changepoint import ChangeConfig, ChangeDetectorBank
+from livespt.server.pipeline.changepoint import ChangeConfig
+from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
 from livespt.server.pipeline.estimate import WindowEstimator
 from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
