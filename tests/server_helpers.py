@@ -31,11 +31,15 @@ def background_frames(n: int, h: int = 32, w: int = 32, seed: int = 0) -> Iterat
         yield (100 + rng.poisson(10, size=(h, w))).astype(np.uint16)
 
 
-def match_detections(
+def match_track_points(
     points: pd.DataFrame, truth: pd.DataFrame, pixel_size_um: float, max_px: float = 2.0,
     shape_px: tuple[int, int] | None = None, border_px: float = 3.0,
 ) -> pd.DataFrame:
-    """Match detections to ground truth frame by frame (Hungarian, within ``max_px``).
+    """Match a stream's track points to ground truth frame by frame (Hungarian, within ``max_px``).
+
+    DataFrame-level and keeps track ids, unlike
+    :func:`livespt.server.pipeline.scoring.match_detections` (arrays of one frame), which
+    the detector benchmarks use.
 
     Returns one row per ground-truth or detected point: ``frame, particle_id, track_id,
     dist_px`` with NaN where unmatched. Ground-truth particles within ``border_px`` of

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from server_helpers import background_frames, config, frame_msg, match_detections
+from server_helpers import background_frames, config, frame_msg, match_track_points
 
 from livespt.models.estimators import cve_variance
 from livespt.models.simulate import MovieConfig, simulate_movie
@@ -108,7 +108,7 @@ def test_every_frame_is_acknowledged_in_order_with_a_summary(sparse_run: dict) -
 
 
 def test_detection_recall_and_precision_at_snr_12(sparse_run: dict) -> None:
-    m = match_detections(sparse_run["points"], sparse_run["movie"].ground_truth, PX,
+    m = match_track_points(sparse_run["points"], sparse_run["movie"].ground_truth, PX,
                          shape_px=(256, 256))
     counted = m[m["counted"]]
     recall = counted["track_id"].notna()[counted["particle_id"].notna()].mean()
@@ -121,7 +121,7 @@ def test_detection_recall_and_precision_at_snr_12(sparse_run: dict) -> None:
 
 
 def test_links_are_correct(sparse_run: dict) -> None:
-    m = match_detections(sparse_run["points"], sparse_run["movie"].ground_truth, PX)
+    m = match_track_points(sparse_run["points"], sparse_run["movie"].ground_truth, PX)
     m = m.dropna(subset=["particle_id", "track_id"]).sort_values(["track_id", "frame"])
     same_track = m["track_id"].to_numpy()[1:] == m["track_id"].to_numpy()[:-1]
     same_particle = m["particle_id"].to_numpy()[1:] == m["particle_id"].to_numpy()[:-1]
@@ -139,7 +139,7 @@ def test_per_track_d_within_the_cve_tolerance(server: EmbeddedServer, sparse_run
     4 / sqrt(n) of 0 plus a 0.3 allowance for the detector's sigma being estimated.
     """
     points = sparse_run["points"]
-    m = match_detections(points, sparse_run["movie"].ground_truth, PX)
+    m = match_track_points(points, sparse_run["movie"].ground_truth, PX)
     owner = m.dropna(subset=["track_id", "particle_id"]).groupby("track_id")["particle_id"]
     purity = owner.agg(lambda s: s.value_counts().iloc[0] / len(s))
     major = owner.agg(lambda s: s.value_counts().index[0])
@@ -169,7 +169,7 @@ def test_per_track_d_within_the_cve_tolerance(server: EmbeddedServer, sparse_run
 
 def test_window_estimates_cover_the_truth(sparse_run: dict) -> None:
     res = sparse_run["result"]
-    m = match_detections(sparse_run["points"], sparse_run["movie"].ground_truth, PX)
+    m = match_track_points(sparse_run["points"], sparse_run["movie"].ground_truth, PX)
     owner = (m.dropna(subset=["track_id", "particle_id"]).groupby("track_id")["particle_id"]
              .agg(lambda s: s.value_counts().index[0]))
     est = pd.DataFrame([e.__dict__ for e in res.estimates])
@@ -193,7 +193,7 @@ def test_a_5x_change_of_d_is_detected_within_a_few_frames(server: EmbeddedServer
     with LiveSptClient(server.target) as client:
         res = _stream(client, movie.frames)
     points = pd.DataFrame([p.__dict__ for p in res.points])
-    m = match_detections(points, movie.ground_truth, PX)
+    m = match_track_points(points, movie.ground_truth, PX)
     m = m.dropna(subset=["track_id", "particle_id"])
     spanning = [t for t, g in m.groupby("track_id")
                 if g["frame"].min() <= change - 20 and g["frame"].max() >= change + 20]

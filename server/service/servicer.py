@@ -14,7 +14,6 @@ the wire.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -100,25 +99,12 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     ) -> pb.ServerInfo:
         """Version, device, models, estimators, trackers and limits."""
         reg = self.registry
-        models = reg.info() if reg is not None else []
-        return pb.ServerInfo(
-            version=__version__,
-            device=self.device,
-            models=[pb.ModelInfo(
-                name=m["name"], kind="estimator", sha256=m["sha256"] or "", device=m["device"],
-                variant=m["variant"], used_for=m["used_for"], parameters=m["parameters"] or 0,
-                card_json=json.dumps({k: v for k, v in m.items() if k != "used_for"}))
-                for m in models],
-            estimators=["cve", *(f"vit:{m['name']}" for m in models)],
-            trackers=list(AVAILABLE_TRACKERS),
-            limits=pb.Limits(
-                max_message_bytes=self.limits.max_message_bytes,
-                max_frame_pixels=self.limits.max_frame_pixels,
-                max_sessions=self.limits.max_sessions,
-                max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
-                max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0,
-            ),
-        )
+        return wire.server_info_to_proto(
+            version=__version__, device=self.device,
+            models=reg.info() if reg is not None else [],
+            trackers=list(AVAILABLE_TRACKERS), limits=self.limits,
+            max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
+            max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0)
 
     # ------------------------------------------------------------ stream
     async def StreamFrames(
@@ -145,7 +131,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             first = await _next_or_none(request_iterator)
             if first is None:
                 await abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    "stream ended before its config message")
+                            "stream ended before its config message")
             assert first is not None
             if first.WhichOneof("payload") != "config":
                 await abort(

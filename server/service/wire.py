@@ -9,6 +9,7 @@ error names the field as it appears on the wire (``config.window.length``,
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -244,4 +245,46 @@ def analysis_to_proto(a: TrackAnalysis) -> pb.AnalyzeTracksResponse:
         windows=[estimate_to_proto(e) for e in a.windows],
         changes=[change_to_proto(c) for c in a.changes],
         warnings=[pb.Warning(code=code, message=msg) for code, msg in a.warnings],
+    )
+
+
+# ------------------------------------------------------------ GetServerInfo
+def server_info_to_proto(
+    version: str, device: str, models: list[dict[str, Any]], trackers: list[str],
+    limits: Limits, max_batch_windows: int, max_batch_delay_ms: float,
+) -> pb.ServerInfo:
+    """The ``GetServerInfo`` answer.
+
+    Parameters
+    ----------
+    version, device : str
+        LiveSPT version and compute device.
+    models : list of dict
+        :meth:`ModelRegistry.info` entries (name, variant, sha256, ..., used_for).
+    trackers : list of str
+        Trackers the server runs.
+    limits : Limits
+        Server-side limits.
+    max_batch_windows : int
+        Most windows per forward pass (0: no model).
+    max_batch_delay_ms : float
+        Longest a window waits for its batch, ms.
+    """
+    return pb.ServerInfo(
+        version=version,
+        device=device,
+        models=[pb.ModelInfo(
+            name=m["name"], kind="estimator", sha256=m["sha256"] or "", device=m["device"],
+            variant=m["variant"], used_for=m["used_for"], parameters=m["parameters"] or 0,
+            card_json=json.dumps({k: v for k, v in m.items() if k != "used_for"}))
+            for m in models],
+        estimators=["cve", *(f"vit:{m['name']}" for m in models)],
+        trackers=trackers,
+        limits=pb.Limits(
+            max_message_bytes=limits.max_message_bytes,
+            max_frame_pixels=limits.max_frame_pixels,
+            max_sessions=limits.max_sessions,
+            max_batch_windows=max_batch_windows,
+            max_batch_delay_ms=max_batch_delay_ms,
+        ),
     )
