@@ -16,9 +16,9 @@ Methods, all single-threaded on the same frames:
   session default, 7 robust noise SDs of the quality map);
 * ``trackmate``: TrackMate 7.5.1's ``LogDetectorFactory`` (sub-pixel localization on, no
   median filter), same radius (``sqrt(2)`` x PSF sigma = 0.127 um), run through
-  ``server.trackmate`` (each frame's detector with one thread); with a tuned threshold and
-  with TrackMate's own automatic choice, Otsu's threshold on the qualities of all spots
-  found at threshold 0 (``TMUtils.otsuThreshold``: TrackMate's GUI "auto" for the quality
+  ``livespt.server.io.trackmate`` (each frame's detector with one thread); with a tuned
+  threshold and with TrackMate's own automatic choice, Otsu's threshold on the qualities of
+  all spots found at threshold 0 (``TMUtils.otsuThreshold``: TrackMate's GUI "auto" for the quality
   filter; TrackMate's default detector threshold is 0, i.e. no filtering at all);
 * ``trackpy``: ``trackpy.locate`` (diameter 5 px, its defaults), tuned ``minmass``.
 

@@ -12,7 +12,7 @@ Each scene is run with every detection and with 10 % of them missed at random.
   same search range and ``memory`` = our ``max_gap_frames``. trackpy's search
   range stays fixed across a gap; ours grows like sqrt(elapsed frames).
 
-Both are scored link by link (:func:`server.pipeline.scoring.link_scores`).
+Both are scored link by link (:func:`livespt.server.pipeline.scoring.link_scores`).
 Writes JSON to ``benchmarks/results/link.json`` (or ``--out``) and prints it.
 
     python benchmarks/bench_link.py [--frames 200] [--repeats 5] [--out PATH]

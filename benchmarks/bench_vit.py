@@ -6,7 +6,7 @@ For each shipped weight file (or ``--weights``), on 10-point windows:
 * ``per_session_unbatched``: S concurrent sessions, each running its own forward pass
   on its frame's windows (W windows per call) - what a server without a batcher does;
 * ``dynamic_batching``: the same sessions submitting to one shared
-  :class:`server.batcher.DynamicBatcher` (one forward pass per gathered batch).
+  :class:`livespt.server.inference.batcher.DynamicBatcher` (one forward pass per gathered batch).
 
 Input preparation (features, normalisation) is timed separately: in the server it
 runs in each session's worker thread. Writes JSON (default

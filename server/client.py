@@ -75,6 +75,7 @@ class LiveSptClient:
 
     def __init__(self, target: str, limits: Limits | None = None) -> None:
         lim = limits or Limits()
+        self.target = target
         self.channel = grpc.insecure_channel(target, options=[
             ("grpc.max_send_message_length", lim.max_message_bytes),
             ("grpc.max_receive_message_length", lim.max_message_bytes),
@@ -92,8 +93,19 @@ class LiveSptClient:
         self.channel.close()
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Block until the server accepts connections (raises on timeout)."""
-        grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+        """Block until the server accepts connections.
+
+        Raises
+        ------
+        ConnectionError
+            When no server answers at the target within ``timeout_s`` seconds.
+        """
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(
+                f"no LiveSPT server answered at {self.target} within {timeout_s:g} s "
+                "(start one with `livespt serve`, or use --embedded)") from None
 
     def info(self, timeout_s: float = 10.0) -> pb.ServerInfo:
         """GetServerInfo."""

@@ -1,4 +1,4 @@
-"""Detection in worker processes (server/detection.py).
+"""Detection in worker processes (server/service/detection_pool.py).
 
 The workers must give exactly what the server process itself would detect, and
 a worker that dies (killed, out of memory) must cost no stream a frame: its

@@ -417,3 +417,14 @@ def test_analyze_tracks_warns_about_short_tracks_and_estimates_the_rest(
     t = resp.tracks[0]
     assert t.d_low_um2_s <= t.d_um2_s <= t.d_high_um2_s and t.n_spots == 60
     assert len(resp.windows) == 60 - 10 + 1
+
+
+def test_a_client_with_no_server_gets_one_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with LiveSptClient(f"127.0.0.1:{port}") as client, \
+            pytest.raises(ConnectionError, match=f"no LiveSPT server answered at 127.0.0.1:{port}"):
+        client.wait_ready(timeout_s=1.0)

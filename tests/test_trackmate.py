@@ -1,12 +1,12 @@
 """TrackMate's LoG detector in a real Fiji (server/trackmate.py) against the truth and ours.
 
 Needs a Fiji.app with TrackMate (``scripts/install-fiji`` or ``make fiji``, found by
-``server.fiji.find_fiji``). Without one the module is skipped, with the places searched
+``livespt.server.io.fiji.find_fiji``). Without one the module is skipped, with the places searched
 in the reason; under CI (``CI=true``) on a machine that has the offline Fiji mirror
 ``scripts/install-fiji`` installs from, a missing Fiji is a failure instead.
 
 One JVM per process: the module starts ImageJ once (module-scoped fixture, 5-15 s) and the
-JVM lives until pytest exits (``server.fiji`` shuts it down at exit). A subprocess checks
+JVM lives until pytest exits (``livespt.server.io.fiji`` shuts it down at exit). A subprocess checks
 that a script using TrackMate exits promptly.
 """
 

@@ -2,7 +2,7 @@
 
 The steps of a track are Gaussian with zero mean and the tridiagonal covariance
 ``Sigma(theta) = D Sigma_D + sigma^2 Sigma_S``, theta = (D, sigma^2), independently in
-each of d dimensions (:mod:`models.estimators._tracks`). The Fisher information of a
+each of d dimensions (:mod:`livespt.models.estimators._tracks`). The Fisher information of a
 zero-mean Gaussian is
 
     I_ij = (d / 2) tr(Sigma^-1 dSigma/dtheta_i Sigma^-1 dSigma/dtheta_j),

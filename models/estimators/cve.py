@@ -172,7 +172,7 @@ def cve(
     Estimate
         ``method="cve"``. ``d_um2_s`` is unbiased and may be <= 0 for short noisy
         tracks (it is not clipped); the interval (by test inversion, see
-        :func:`models.estimators.quadform.interval_by_test_inversion`) is >= 0. The
+        :func:`livespt.models.estimators.quadform.interval_by_test_inversion`) is >= 0. The
         standard error is exact for the model, evaluated at the estimated
         (zero-clipped) D and sigma^2.
 

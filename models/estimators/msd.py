@@ -7,7 +7,7 @@ The model, for a lag of n frames in d dimensions (Berglund 2010; Michalet 2010):
 exactly linear in ``n - 2R``, so a least-squares line through the MSD values is an
 unbiased estimator of D for any fixed weights: slope / (2 d dt). The MSD values are
 quadratic forms of the steps (a lag-n displacement is a sum of steps), so the variance
-of every fit is exact (:mod:`models.estimators.quadform`) and the interval is built
+of every fit is exact (:mod:`livespt.models.estimators.quadform`) and the interval is built
 by test inversion, as for the CVE.
 
 Fits (``fit=``):

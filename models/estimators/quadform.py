@@ -3,7 +3,7 @@
 Every estimator of this package is, per dimension, a quadratic form ``q = s^T A s`` of
 the Gaussian step vector ``s ~ N(0, Sigma)`` (averaged over the d independent
 dimensions), with ``Sigma = D Sigma_D + sigma^2 Sigma_S`` tridiagonal (see
-:mod:`models.estimators._tracks`). Then exactly
+:mod:`livespt.models.estimators._tracks`). Then exactly
 
     E[q] = tr(A Sigma),        Var[q] = 2 tr(A Sigma A Sigma),
 

@@ -1,6 +1,6 @@
 """Checks and plumbing shared by the simulator modules (not public API).
 
-The generic checks live in :mod:`models._validate`; the few here are specific to
+The generic checks live in :mod:`livespt.models._validate`; the few here are specific to
 the simulator (probabilities, seeds, devices, optional arrays) and follow the
 same rule: a :class:`ValueError` whose message starts with the parameter name.
 """

@@ -28,7 +28,7 @@ SNR is defined once, here, and everywhere else refers to this definition:
 
 where ``N`` is the photons the particle emits per frame, ``f0`` the fraction of
 them in the brightest pixel of a *static* particle centred on that pixel
-(:func:`models.psf.centred_pixel_fraction`, ``erf(1/(2 sqrt(2) sigma_px))^2``),
+(:func:`livespt.models.psf.centred_pixel_fraction`, ``erf(1/(2 sqrt(2) sigma_px))^2``),
 ``b`` the background photons per pixel and ``r`` the read noise in electrons:
 the expected peak signal over the noise standard deviation at that pixel. Gain
 and offset cancel. A moving particle's blurred peak is lower, so its apparent

@@ -1,11 +1,11 @@
 """Full-frame single-particle tracking movies with ground truth.
 
-Each particle follows the Brownian path of :mod:`models.simulate.trajectories`;
+Each particle follows the Brownian path of :mod:`livespt.models.simulate.trajectories`;
 each of its ``S`` sub-steps inside an exposure is rendered through the
-pixel-integrated Gaussian PSF (:mod:`models.psf`) with ``photons / S`` photons,
+pixel-integrated Gaussian PSF (:mod:`livespt.models.psf`) with ``photons / S`` photons,
 so the frame integrates the motion blur. Photophysics
-(:mod:`models.simulate.photophysics`) sets the photons per frame, and the camera
-(:mod:`models.simulate.camera`) adds background, shot and read noise, gain,
+(:mod:`livespt.models.simulate.photophysics`) sets the photons per frame, and the camera
+(:mod:`livespt.models.simulate.camera`) adds background, shot and read noise, gain,
 offset and 16-bit digitisation. Frames are rendered in chunks so memory stays
 bounded for long movies.
 
@@ -92,7 +92,7 @@ class MovieConfig:
     photons : float or array_like, optional
         Detected photons per particle per frame while emitting, scalar or ``(P,)``.
     snr : float, optional
-        Signal-to-noise ratio (definition in :mod:`models.simulate.camera`); give
+        Signal-to-noise ratio (definition in :mod:`livespt.models.simulate.camera`); give
         exactly one of ``photons`` and ``snr``.
     camera : Camera
         Background and noise model.
@@ -200,7 +200,7 @@ class MovieConfig:
         return arr
 
     def nominal_snr(self) -> NDArray[np.float64]:
-        """SNR of each particle as defined in :mod:`models.simulate.camera`, shape ``(P,)``."""
+        """SNR of each particle (:mod:`livespt.models.simulate.camera`), shape ``(P,)``."""
         return np.array([
             snr_of(n, self.sigma_px, self.camera.background_photons, self.camera.read_noise_e)
             for n in self.photons_per_particle()

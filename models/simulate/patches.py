@@ -10,7 +10,7 @@ localization error, and must be trained on exactly that. So, for each sequence:
 2. photons per frame from the photophysics (blinking, bleaching);
 3. localized positions = true exposure-mean positions + isotropic Gaussian error
    with the Mortensen et al. (2010) precision for that frame's photons,
-   background, read noise and PSF (:mod:`models.simulate.localization`);
+   background, read noise and PSF (:mod:`livespt.models.simulate.localization`);
 4. each frame's patch is centred on the pixel containing the localized
    position (``round`` to the pixel grid: pixel ``j`` covers
    ``[j - 1/2, j + 1/2)``), and rendered directly on that patch's pixels -
@@ -140,7 +140,7 @@ def simulate_patches(
     photons : float or array_like, optional
         Photons per frame while emitting, scalar or ``(B,)``.
     snr : float or array_like, optional
-        SNR (definition in :mod:`models.simulate.camera`), scalar or ``(B,)``;
+        SNR (definition in :mod:`livespt.models.simulate.camera`), scalar or ``(B,)``;
         give exactly one of ``photons`` and ``snr``.
     psf_sigma_um : float, optional
         PSF standard deviation in um; default ``0.21 wavelength_um / numerical_aperture``.

@@ -25,7 +25,7 @@ for ``|a - b| <= dt``. Averaging over the sub-steps,
 
 which for the midpoints above is ``R = (t_E - 2 m) / (2 dt)
 = t_E / (6 dt) * (1 - 1/S^2)``. It tends to the continuous-exposure value
-``t_E / (6 dt)`` (Berglund 2010; :func:`models.units.blur_coefficient`) as
+``t_E / (6 dt)`` (Berglund 2010; :func:`livespt.models.units.blur_coefficient`) as
 ``S`` grows, and is 0 for ``S = 1`` (a single instantaneous sample: no blur).
 Lags of ``n >= 1`` frames give ``2 D dt (n - 2 R)``; estimators that assume the
 continuous value should be fed :func:`effective_blur_coefficient` when ``S`` is

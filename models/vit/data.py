@@ -3,7 +3,7 @@
 Each batch draws its acquisition (PSF width, exposure / interval, camera
 background and its over-dispersion, blinking, brightness fluctuation) and, per
 window, D (log-uniform) and SNR (log-uniform), then simulates patch sequences
-with :func:`models.simulate.simulate_patches` - noisy localizations, sub-pixel
+with :func:`livespt.models.simulate.simulate_patches` - noisy localizations, sub-pixel
 offsets, motion blur - and keeps each window's localized points (frames where
 the particle emitted nothing are dropped, as a tracker's gap would drop them).
 The list of what broke on real data in the report's section 5.3 (unstable

@@ -11,7 +11,7 @@ What differs from the report, and why:
 
 * **Units.** The network works in the units of the images: pixels and frames.
   It predicts ``D* = D dt / px^2`` (px^2 per frame), and every input is made
-  dimensionless before it enters (:mod:`models.vit.inputs`), so one model
+  dimensionless before it enters (:mod:`livespt.models.vit.inputs`), so one model
   serves any pixel size and frame rate; the physical D is ``D* px^2 / dt``. The
   report's unit handling was one of its failures on real data.
 * **Always positive, always with an interval.** The output is ``log D*`` with a
@@ -57,7 +57,7 @@ class ViTConfig:
         Longest window (positional embeddings), frames.
     n_features : int
         Inputs fused into the regression token: the 25 trajectory features and
-        the two classical anchors of :func:`models.vit.inputs.prepare`.
+        the two classical anchors of :func:`livespt.models.vit.inputs.prepare`.
     dim : int
         Token width.
     depth : int
@@ -160,7 +160,7 @@ class DiffusionViT(nn.Module):
 
     Notes
     -----
-    Inputs come from :func:`models.vit.inputs.prepare` (dimensionless):
+    Inputs come from :func:`livespt.models.vit.inputs.prepare` (dimensionless):
 
     * ``images``: (B, T, P, P) background-subtracted, intensity-normalised patches;
     * ``geometry``: (B, T, N_GEOM) placement of each crop;

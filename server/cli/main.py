@@ -295,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad parameters are the user's to fix: say which, without a traceback.
         print(f"livespt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:
+        print(f"livespt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

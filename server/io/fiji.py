@@ -27,7 +27,7 @@ still reach the network:
   not in the installation, makes imglyb's JVM-start hooks tolerant of its
   absence. The cost: imglyb's zero-copy numpy <-> ImgLib2 views
   (``ij.py.to_java(ndarray)``) are unavailable; LiveSPT copies pixels into
-  ImageJ 1 processors through JPype arrays instead (:mod:`server.trackmate`).
+  ImageJ 1 processors through JPype arrays instead (:mod:`livespt.server.io.trackmate`).
 
 With those two settings no Maven or JDK download happens (checked on a machine
 without internet). Script languages whose jars are absent from the mirror or
@@ -40,7 +40,7 @@ One JVM per process, and it cannot be restarted once stopped (JPype). An
 ``atexit`` hook (:func:`shutdown_imagej`) disposes the ImageJ context and calls
 ``scyjava.shutdown_jvm()``. JPype's shutdown (``DestroyJavaVM``) waits for every
 non-daemon Java thread, so one leaked thread pool (``TrackMate.execDetection``
-in TrackMate 7.5.1 leaks one per call; :mod:`server.trackmate` does not call it)
+in TrackMate 7.5.1 leaks one per call; :mod:`livespt.server.io.trackmate` does not call it)
 would keep the process alive forever after the script ends. Pools still running
 after the context is disposed are shut down first (by reflection; the JVM is
 started with ``--add-opens=java.base/java.util.concurrent=ALL-UNNAMED`` for
@@ -222,7 +222,8 @@ def start_imagej(fiji_dir: str | os.PathLike[str] | None = None, *,
 
         if scyjava.jvm_started():
             raise RuntimeError("a JVM is already running in this process; ImageJ must be "
-                               "started by server.fiji.start_imagej before any other Java use")
+                               "started by livespt.server.io.fiji.start_imagej before any "
+                               "other Java use")
         _offline_config(want, fetch_java)
         if max_heap:
             scyjava.config.add_option(f"-Xmx{max_heap}")

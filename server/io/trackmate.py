@@ -3,12 +3,12 @@
 :func:`trackmate_log_detect` hands a movie to TrackMate 7
 (``fiji.plugin.trackmate.detection.LogDetectorFactory``) through pyimagej and
 returns its spots. It exists to compare LiveSPT's detector
-(:mod:`server.pipeline.detect`, a re-implementation of the same LoG plus a
+(:mod:`livespt.server.pipeline.detect`, a re-implementation of the same LoG plus a
 Gaussian MLE fit) with the original on the same data
 (``tests/test_trackmate.py``, ``benchmarks/bench_detect_trackmate.py``).
 TrackMate tracking and TrackMate XML export are not wired in yet.
 
-Fiji is found and started by :mod:`server.fiji` (``scripts/install-fiji``
+Fiji is found and started by :mod:`livespt.server.io.fiji` (``scripts/install-fiji``
 installs one); the first call pays the JVM and ImageJ start (5-15 s).
 """
 
@@ -235,8 +235,8 @@ def trackmate_log_detect(
     coordinates, and a spot's position is its pixel coordinate times the pixel
     size, with the ImagePlus origin ignored (set to 0 here). LiveSPT uses the
     same convention: pixel ``(i, j)`` (row, column) is centred at
-    ``(x, y) = (j, i) * pixel_size_um`` (:mod:`models.simulate.movie`,
-    ``docs/simulator.md``; ``Spots.x_px`` of :mod:`server.pipeline.detect`). So
+    ``(x, y) = (j, i) * pixel_size_um`` (:mod:`livespt.models.simulate.movie`,
+    ``docs/simulator.md``; ``Spots.x_px`` of :mod:`livespt.server.pipeline.detect`). So
     TrackMate's ``POSITION_X``/``POSITION_Y`` are returned unchanged and are
     directly comparable with the simulator's ground truth ``x_um, y_um`` and
     with ``Spots.x_px * pixel_size_um`` (checked in ``tests/test_trackmate.py``
@@ -246,7 +246,7 @@ def trackmate_log_detect(
     ------
     ValueError
         Bad movie shape/values or parameters, or settings TrackMate rejects.
-    server.fiji.FijiNotFoundError
+    livespt.server.io.fiji.FijiNotFoundError
         No Fiji with TrackMate is installed (see ``scripts/install-fiji``).
     RuntimeError
         ImageJ could not start, or TrackMate's detection failed.

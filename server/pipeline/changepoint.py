@@ -180,7 +180,7 @@ class ChangeConfig:
         are proportional), in ``[2 min_segment_steps, 400]``.
     blur_coefficient : float, optional
         Overrides R when it is known exactly (e.g. the simulator's finite
-        sub-steps, :func:`models.simulate.effective_blur_coefficient`), in
+        sub-steps, :func:`livespt.models.simulate.effective_blur_coefficient`), in
         ``[0, 0.25)``.
     score_threshold : float, optional
         Overrides the calibrated threshold (e.g. to trace an ROC curve); then

@@ -119,7 +119,7 @@ __all__ = [
 #: camera (10 background photons, 1.5 e- read noise): 0.9, 0.03 and 0 noise
 #: maxima per frame above 5, 6 and 7 of them; with an over-dispersed background
 #: (``background_cv`` 0.3, a heavier right tail) 34, 4.6 and 0.7. A static SNR-5
-#: spot (definition in :mod:`models.simulate.camera`) reaches ~11.
+#: spot (definition in :mod:`livespt.models.simulate.camera`) reaches ~11.
 AUTO_THRESHOLD_NOISE_SD = 7.0
 
 _SQRT2 = math.sqrt(2.0)

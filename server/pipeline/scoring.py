@@ -256,7 +256,7 @@ def score_movie(
         Detected ``(x, y)`` in pixels, one array per frame from frame 0.
     ground_truth : pandas.DataFrame
         One row per particle and frame with ``frame``, ``x_um``, ``y_um`` and
-        ``photons`` (as :func:`models.simulate.simulate_movie` gives); particles
+        ``photons`` (as :func:`livespt.models.simulate.simulate_movie` gives); particles
         with no photons in a frame are not scored there.
     pixel_size_um : float
         Pixel size, um.

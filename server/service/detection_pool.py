@@ -1,6 +1,6 @@
 """The detection stage of a stream, in worker processes.
 
-Detection (:func:`server.pipeline.detect.detect`, plus the image patches a
+Detection (:func:`livespt.server.pipeline.detect.detect`, plus the image patches a
 resident model reads) is the most expensive step of a frame and is independent
 from frame to frame. Most of it is many small NumPy operations that hold the
 GIL, so detection threads and the tracking stage would take turns on one core
