@@ -28,9 +28,11 @@ class WindowConfig:
     Attributes
     ----------
     length : int
-        Points per window (>= 3), default 10.
+        Frames per window (>= 3), default 10: the last ``length`` frames in which
+        the track was localized (a frame where it was missed is not counted; the
+        gap is part of the window's input).
     stride : int
-        New points between two windows of a track (>= 1), default 1.
+        Localized frames between two windows of a track (>= 1), default 1.
     """
 
     length: int = 10
