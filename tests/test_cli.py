@@ -182,3 +182,48 @@ def test_serve_bad_flags_exit_2_naming_the_flag(
     assert rc == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
+
+
+def test_stream_camera_flags_are_recorded_and_a_default_that_cannot_hold_is_flagged(
+    tmp_path: Path,
+) -> None:
+    # An 8-bit camera read with its baseline near 20 ADU: the default offset (100 ADU)
+    # cannot describe it, and the stream says so, naming the field.
+    rng = np.random.default_rng(0)
+    movie = tmp_path / "m8.tif"
+    tifffile.imwrite(movie, (20 + rng.poisson(10, (8, 48, 48))).astype(np.uint8),
+                     photometric="minisblack")
+    calib = ["--pixel-size", "0.1", "--frame-interval", "0.05"]
+    assert main(["stream", str(movie), "--embedded", *calib, "--out", str(tmp_path / "a")]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    camera = summary["effective_config"]["camera"]
+    assert camera["offset_adu"] == 100.0 and set(camera["source"].values()) == {"default"}
+    flagged = [w for w in summary["warnings"] if w.startswith("CAMERA_MODEL")]
+    assert len(flagged) == 2
+    assert all("config.detector.camera_offset_adu" in w for w in flagged)
+    assert "is above 100% of the pixels" in flagged[0] and "8-bit" in flagged[1]
+    # Given, the camera is used as given, recorded as such, and nothing is flagged.
+    assert main(["stream", str(movie), "--embedded", *calib, "--camera-offset", "0",
+                 "--camera-gain", "2", "--read-noise", "1.5",
+                 "--out", str(tmp_path / "b")]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    camera = summary["effective_config"]["camera"]
+    assert (camera["offset_adu"], camera["gain_adu_per_e"], camera["read_noise_e"]) == (0, 2, 1.5)
+    assert set(camera["source"].values()) == {"given"}
+    assert summary["warnings"] == []
+    server_side = json.loads(
+        (Path(summary["server_summary"]["output_dir"]) / "summary.json").read_text())
+    assert server_side["camera"] == camera
+
+
+def test_stream_bad_camera_flags_name_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((3, 16, 16), np.uint16),
+                     photometric="minisblack")
+    for flag, value, field in (("--camera-gain", "0", "camera_gain_adu_per_e"),
+                               ("--read-noise", "-1", "read_noise_e")):
+        rc = main(["stream", str(tmp_path / "m.tif"), "--embedded", "--pixel-size", "0.1",
+                   "--frame-interval", "0.05", flag, value, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"detector.{field}" in err and "Traceback" not in err

@@ -58,6 +58,7 @@ def test_models_never_import_server_grpc_or_java() -> None:
     "livespt.server.pipeline.link",
     "livespt.server.pipeline.windows",
     "livespt.server.pipeline.estimate",
+    "livespt.server.pipeline.camera",
     "livespt.server.pipeline.changepoint",
     "livespt.server.pipeline.tracks",
     "livespt.server.service.settings",

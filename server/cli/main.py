@@ -159,6 +159,13 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                    help="exposure in s (default: the frame interval)")
     p.add_argument("--window", type=int, default=None, help="sliding-window length in frames "
                    "(server default 10)")
+    p.add_argument("--camera-offset", type=float, default=None, metavar="ADU",
+                   help="camera offset (baseline) in ADU; default: 100, checked against the "
+                        "first frame (a warning when it cannot hold)")
+    p.add_argument("--camera-gain", type=float, default=None, metavar="ADU_PER_E",
+                   help="camera gain in ADU per photo-electron (> 0); default: 1")
+    p.add_argument("--read-noise", type=float, default=None, metavar="E",
+                   help="camera read noise in electrons RMS (>= 0); default: 0")
     p.add_argument("--radius", type=float, default=None,
                    help="expected spot radius in um (server default 0.15)")
     p.add_argument("--threshold", type=float, default=None,

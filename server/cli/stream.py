@@ -173,7 +173,9 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
         detector=DetectorSettings(
             radius_um=args.radius or d0.radius_um, threshold=args.threshold or 0.0,
-            dark_spots=args.dark_spots, median_filter=args.median_filter),
+            dark_spots=args.dark_spots, median_filter=args.median_filter,
+            camera_offset_adu=args.camera_offset, camera_gain_adu_per_e=args.camera_gain,
+            read_noise_e=args.read_noise),
         linker=LinkerSettings(max_distance_um=args.max_distance or l0.max_distance_um),
         window=WindowConfig(length=args.window or w0.length),
         tracker=args.tracker, name=str(args.movie),
@@ -197,6 +199,10 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
 
             def on_update(upd: pb.AnalysisUpdate) -> None:
                 nonlocal n_changes
+                if upd.WhichOneof("update") == "warning":
+                    # Any: the generated stub's `Warning` type is shadowed by the builtin.
+                    w: Any = upd.warning
+                    bar.write(f"warning: {w.code}: {w.message}")
                 if upd.WhichOneof("update") == "frame" and upd.frame.changes:
                     n_changes += len(upd.frame.changes)
                     for c in upd.frame.changes:

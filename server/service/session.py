@@ -25,6 +25,7 @@ from livespt.models.units import px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
+from livespt.server.pipeline.camera import check_frame
 from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
@@ -67,6 +68,7 @@ class FrameOutput:
     points: list[TrackPoint] = field(default_factory=list)
     estimates: list[WindowEstimate] = field(default_factory=list)
     changes: list[ChangeEvent] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # found while receiving this frame
 
 
 class Session:
@@ -98,15 +100,18 @@ class Session:
         self.started_at = time.time()
         self._dtype = s.dtype
         d = s.detector
+        self.camera = d.camera()
         self.detector_config = DetectorConfig(
             radius_px=um_to_px(d.radius_um, s.pixel_size_um), median_filter=d.median_filter,
-            invert=d.dark_spots, offset_adu=d.camera_offset_adu,
-            gain_adu_per_e=d.camera_gain_adu_per_e,
+            invert=d.dark_spots, offset_adu=self.camera.offset_adu,
+            gain_adu_per_e=self.camera.gain_adu_per_e, read_noise_e=self.camera.read_noise_e,
             threshold=d.threshold if d.threshold > 0 else None)  # 0: automatic
         self.linker = OnlineLinker(LinkerConfig(max_distance_um=s.linker.max_distance_um,
                                                 max_gap_frames=s.linker.max_gap_frames))
         self.estimator = WindowEstimator(s.window, s.acquisition(), model)
         self.warnings: list[str] = list(self.estimator.warnings)
+        # Camera warnings found in the first frame, sent with that frame's results.
+        self._new_warnings: list[str] = []
         self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
         self.windows = WindowBuffers(s.window, patch_px=self.estimator.patch_px)
         self.changes: ChangeDetectorBank | None = None
@@ -147,6 +152,10 @@ class Session:
         frame = np.frombuffer(data, dtype=self._dtype).reshape(s.height, s.width)
         if self._dtype.kind == "f" and not np.all(np.isfinite(frame)):
             raise ValueError(f"frame.data of frame {index} contains NaN or infinite values")
+        if self.last_index is None:  # the first frame: can the camera model describe it?
+            found = check_frame(self.camera, frame, "config.detector.")
+            self._new_warnings.extend(found)
+            self.warnings.extend(found)
         self.last_index = index  # accepted: the next frame must come after it
         return frame
 
@@ -183,7 +192,8 @@ class Session:
         xy_um = px_to_um(np.column_stack([spots.x_px, spots.y_px]), s.pixel_size_um)
         prec_um = px_to_um(np.asarray(spots.precision_px, dtype=float), s.pixel_size_um)
         ids = self.linker.link(index, xy_um)
-        out = FrameOutput(index=index, n_spots=len(ids))
+        out = FrameOutput(index=index, n_spots=len(ids), warnings=self._new_warnings)
+        self._new_warnings = []
         if len(ids):
             self.n_tracks = max(self.n_tracks, int(ids.max()) + 1)
         out.points = [
@@ -224,6 +234,7 @@ class Session:
             "device": self.device,
             "tracker": self.settings.tracker,
             "estimators": {"window": self.estimator.method, "change": "glr"},
+            "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
             "config": self.settings.to_dict(),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from livespt.models import _validate
+from livespt.server.pipeline.camera import CameraModel
 from livespt.server.pipeline.estimate import Acquisition
 from livespt.server.pipeline.windows import WindowConfig
 
@@ -69,26 +70,38 @@ class DetectorSettings:
         3 x 3 median pre-filter.
     dark_spots : bool
         Dark particles on a light background.
-    camera_offset_adu : float
-        Camera offset (bias), ADU.
-    camera_gain_adu_per_e : float
-        Camera gain, ADU per photo-electron (> 0).
+    camera_offset_adu : float or None
+        Camera offset (bias), ADU; None: not given (the default, 100 ADU, is used
+        and checked against the frames).
+    camera_gain_adu_per_e : float or None
+        Camera gain, ADU per photo-electron (> 0); None: not given (1).
+    read_noise_e : float or None
+        Camera read noise, electrons RMS (>= 0); None: not given (0).
     """
 
     radius_um: float = 0.15
     threshold: float = 0.0
     median_filter: bool = False
     dark_spots: bool = False
-    camera_offset_adu: float = 100.0
-    camera_gain_adu_per_e: float = 1.0
+    camera_offset_adu: float | None = None
+    camera_gain_adu_per_e: float | None = None
+    read_noise_e: float | None = None
 
     def __post_init__(self) -> None:
         _validate.positive("detector.radius_um", self.radius_um)
         _validate.non_negative("detector.threshold", self.threshold)
-        if not math.isfinite(self.camera_offset_adu):
+        if self.camera_offset_adu is not None and not math.isfinite(self.camera_offset_adu):
             raise ValueError(
                 f"detector.camera_offset_adu must be finite, got {self.camera_offset_adu!r}")
-        _validate.positive("detector.camera_gain_adu_per_e", self.camera_gain_adu_per_e)
+        if self.camera_gain_adu_per_e is not None:
+            _validate.positive("detector.camera_gain_adu_per_e", self.camera_gain_adu_per_e)
+        if self.read_noise_e is not None:
+            _validate.non_negative("detector.read_noise_e", self.read_noise_e)
+
+    def camera(self) -> CameraModel:
+        """The camera model: the given values, defaults for the others, and which is which."""
+        return CameraModel.resolve(self.camera_offset_adu, self.camera_gain_adu_per_e,
+                                   self.read_noise_e)
 
 
 @dataclass(frozen=True)
@@ -227,8 +240,12 @@ class StreamSettings:
             psf_sigma_um=self.detector.radius_um / math.sqrt(2.0))
 
     def to_dict(self) -> dict[str, Any]:
-        """The effective settings as plain nested dicts (recorded in summaries)."""
-        return asdict(self)
+        """The effective settings as plain nested dicts (recorded in summaries).
+
+        ``camera`` adds the camera model in use: each value, and whether it was
+        ``given`` or is the ``default``.
+        """
+        return {**asdict(self), "camera": self.detector.camera().to_dict()}
 
     def to_json(self) -> str:
         """The effective settings as JSON."""
