@@ -205,15 +205,10 @@ def track_request_from_proto(
         Naming the wire field.
     """
     dt = request.frame_interval_s
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(f"frame_interval_s must be > 0, got {dt!r}")
-    te = request.exposure_s or dt
-    if not (math.isfinite(te) and 0 < te <= dt):
-        raise ValueError(f"exposure_s must be in (0, frame_interval_s = {dt}], got {te!r}")
-    px = request.pixel_size_um
-    if not (math.isfinite(px) and px >= 0):
-        raise ValueError(f"pixel_size_um must be > 0 (or 0: unknown), got {px!r}")
-    acquisition = Acquisition(frame_interval_s=dt, exposure_s=te, pixel_size_um=px or None)
+    te = request.exposure_s or dt  # 0 on the wire: the frame interval
+    # Acquisition checks all three, naming the field (pixel_size_um 0: unknown).
+    acquisition = Acquisition(frame_interval_s=dt, exposure_s=te,
+                              pixel_size_um=request.pixel_size_um or None)
     w0 = WindowConfig()
     window = WindowConfig(length=_or(request.window.length, w0.length),
                           stride=_or(request.window.stride, w0.stride))
