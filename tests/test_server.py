@@ -173,7 +173,10 @@ def test_window_estimates_cover_the_truth(sparse_run: dict) -> None:
     owner = (m.dropna(subset=["track_id", "particle_id"]).groupby("track_id")["particle_id"]
              .agg(lambda s: s.value_counts().index[0]))
     est = pd.DataFrame([e.__dict__ for e in res.estimates])
-    assert (est["method"] == "cve").all()
+    # A track's first windows: sigma-unknown CVE; once it has 20 step pairs, its own noise.
+    assert set(est["method"]) == {"cve", "cve:track-sigma"}
+    first = est.groupby("track_id")["frame_start"].transform("min") == est["frame_start"]
+    assert (est.loc[first, "method"] == "cve").all()
     assert (est["frame_end"] - est["frame_start"] >= 9).all()
     est = est[est["track_id"].isin(owner.index)]
     d_true = sparse_run["d_values"][owner.loc[est["track_id"]].astype(int).to_numpy()]
@@ -182,6 +185,9 @@ def test_window_estimates_cover_the_truth(sparse_run: dict) -> None:
     # nominal 90 % intervals are not badly miscalibrated.
     print(f"window coverage: {covered.mean():.3f} over {len(est)} windows")
     assert 0.8 <= covered.mean() <= 0.98
+    own = (est["method"] == "cve:track-sigma").to_numpy()
+    print(f"  with the track's own sigma: {covered[own].mean():.3f} over {own.sum()} windows")
+    assert 0.8 <= covered[own].mean() <= 0.98
 
 
 def test_a_5x_change_of_d_is_detected_within_a_few_frames(server: EmbeddedServer) -> None:

@@ -101,11 +101,19 @@ def _cve_arrays(
     r: float,
     sigma2_known: float | NDArray[np.float64] | None,
     confidence: float,
+    sigma2_var: float | NDArray[np.float64] = 0.0,
 ) -> tuple[NDArray[np.float64], ...]:
     """CVE for (M, N, d) positions sharing ``frames``: (d, low, high, se, sigma2)."""
     d_hat, sigma2 = cve_point_estimates(pos, frames, dt, r, sigma2_known)
     q = _cve_coefficients(frames, dt, r, sigma2_known is not None)
-    low, high, se = interval_by_test_inversion(d_hat, q, sigma2, pos.shape[2], confidence)
+    extra: float | NDArray[np.float64] = 0.0
+    if sigma2_known is not None:
+        # D_hat = (m2 - 2 sigma^2) / (2 dt (kbar - 2R)): an estimated sigma^2 adds
+        # Var(sigma^2) / (dt (kbar - 2R))^2.
+        kbar = float(_tracks.gaps(frames).mean())
+        extra = np.asarray(sigma2_var, dtype=np.float64) / (dt * (kbar - 2.0 * r)) ** 2
+    low, high, se = interval_by_test_inversion(d_hat, q, sigma2, pos.shape[2], confidence,
+                                               extra_var=extra)
     return d_hat, low, high, se, sigma2
 
 
@@ -225,6 +233,7 @@ def cve_batch(
     sigma_um: float | ArrayLike | None = None,
     confidence: float = 0.9,
     blur_coefficient: float | None = None,
+    sigma2_var_um4: float | ArrayLike = 0.0,
 ) -> EstimateBatch:
     """CVE of M tracks at once; same parameters and results as :func:`cve`.
 
@@ -235,6 +244,10 @@ def cve_batch(
     sigma_um : float or array_like of shape (M,), optional
         Known localization precision per dimension in um, one for all tracks or one
         per track (e.g. each window's mean fitted precision); None: sigma unknown.
+    sigma2_var_um4 : float or array_like of shape (M,)
+        Variance (um^4) of ``sigma_um**2`` when it is itself an estimate (e.g. from
+        the track's whole step history); widens the intervals accordingly. 0:
+        sigma exactly known. Ignored when ``sigma_um`` is None.
     frame_interval_s, exposure_s, confidence, blur_coefficient
         As in :func:`cve`.
     frames : array_like of int, shape (N,), optional
@@ -248,8 +261,11 @@ def cve_batch(
     """
     pos, fr = _tracks.validate_batch(positions_um, frames)
     dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    var = np.asarray(sigma2_var_um4, dtype=np.float64)
+    if var.ndim > 1 or (var.ndim == 1 and var.shape != (pos.shape[0],)) or not np.all(var >= 0):
+        raise ValueError(f"sigma2_var_um4 must be >= 0, a scalar or shape ({pos.shape[0]},)")
     d_hat, low, high, se, sigma2 = _cve_arrays(
-        pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence)
+        pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence), var
     )
     return EstimateBatch(
         d_um2_s=d_hat,

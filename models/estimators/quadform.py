@@ -372,6 +372,7 @@ def interval_by_test_inversion(
     sigma2_plugin: ArrayLike,
     ndim: int,
     confidence: float,
+    extra_var: ArrayLike = 0.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Interval ``{D >= 0 : (D_hat - D)^2 <= z^2 Var(D)}`` and the standard error.
 
@@ -401,6 +402,9 @@ def interval_by_test_inversion(
         Number of dimensions averaged.
     confidence : float
         Two-sided level in (0, 1).
+    extra_var : array_like
+        Variance added to ``Var(D)`` whatever D, (um^2/s)^2 (e.g. from an
+        estimated, not known, ``sigma^2``); 0 by default.
 
     Returns
     -------
@@ -412,7 +416,8 @@ def interval_by_test_inversion(
     s2 = np.maximum(np.asarray(sigma2_plugin, dtype=np.float64), 0.0)
     c2 = np.broadcast_to(np.asarray(q.dd, dtype=np.float64) / ndim, d.shape)
     c1 = np.asarray(q.ds, dtype=np.float64) * s2 / ndim
-    c0 = np.asarray(q.ss, dtype=np.float64) * s2 * s2 / ndim
+    c0 = (np.asarray(q.ss, dtype=np.float64) * s2 * s2 / ndim
+          + np.asarray(extra_var, dtype=np.float64))
     z2 = float(ndtri(0.5 + 0.5 * confidence)) ** 2  # normal quantile (norm.ppf, 100x cheaper)
 
     a = 1.0 - z2 * c2

@@ -7,8 +7,11 @@ This is the one place that decides how a window is estimated, for every caller
   (:data:`MIN_MODEL_WINDOW` .. its ``max_frames`` points) and, for a model that
   reads images, the windows carry their patches; its estimates say
   ``method = vit:<model name>``;
-* otherwise the covariance-based estimator (CVE, ``method = cve``), vectorized
-  over windows that share a pattern of frames.
+* otherwise the covariance-based estimator (CVE), vectorized over windows that
+  share a pattern of frames: sigma known from the track's own step history once
+  the track has enough of it (``method = cve:track-sigma``,
+  :mod:`livespt.server.pipeline.track_noise`), before that sigma unknown (or the
+  fitted precision, for callers that trust it) with ``method = cve``.
 
 Why a model is not used is said once, in :attr:`WindowEstimator.warnings`. All
 px/um conversions of the model's inputs go through :mod:`livespt.models.units`
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
     from livespt.server.inference.resident import ResidentModel
 
 MIN_MODEL_WINDOW = 5
+
+TRACK_SIGMA_METHOD = "cve:track-sigma"
+"""``method`` of CVE windows that used their track's own noise estimate."""
 """Shortest window (points) given to a model; shorter ones use the CVE."""
 
 NOMINAL_PIXEL_UM = 0.1
@@ -95,9 +101,13 @@ class WindowEstimator:
     model : ResidentModel, optional
         A resident transformer; None: every window is estimated with the CVE.
     use_fitted_sigma : bool
-        CVE only. True: sigma-known CVE with each window's mean fitted precision
-        (falls back to sigma unknown when a point has none); False: the
-        sigma-unknown CVE, unbiased whatever the precision estimates are.
+        CVE only, for windows whose track has no noise estimate of its own
+        (``DueWindows.sigma_track_um`` NaN or absent). True: sigma-known CVE with
+        the window's mean fitted precision (sigma unknown when a point has none);
+        False: the sigma-unknown CVE, unbiased whatever the precision estimates
+        are. Windows with a track noise estimate always use the sigma-known CVE
+        with it, its variance added to the interval; their ``method`` is
+        ``cve:track-sigma`` (see :mod:`livespt.server.pipeline.track_noise`).
 
     Attributes
     ----------
@@ -194,18 +204,34 @@ class WindowEstimator:
         patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
         group = group.reshape(-1)
         d, lo, hi = np.empty(m), np.empty(m), np.empty(m)
-        method = "cve"
+        methods = np.full(m, "cve", dtype=object)
+        tsig = (due.sigma_track_um if due.sigma_track_um is not None else np.full(m, np.nan))
+        tvar = (due.sigma2_track_var_um4 if due.sigma2_track_var_um4 is not None
+                else np.full(m, np.nan))
+        has_track = np.isfinite(tsig) & np.isfinite(tvar)
+        acq = self.acquisition
         for g, pattern in enumerate(patterns):
-            members = np.flatnonzero(group == g)
+            in_group = group == g
+            # Windows whose track knows its own noise: sigma-known CVE with it.
+            members = np.flatnonzero(in_group & has_track)
+            if members.size:
+                est = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
+                                exposure_s=acq.exposure_s, sigma_um=tsig[members],
+                                sigma2_var_um4=tvar[members])
+                d[members], lo[members], hi[members] = (est.d_um2_s, est.d_low_um2_s,
+                                                        est.d_high_um2_s)
+                methods[members] = TRACK_SIGMA_METHOD
+            members = np.flatnonzero(in_group & ~has_track)
+            if members.size == 0:
+                continue
             arr = values[members]
             sigma = arr[:, :, 2].mean(axis=1) if self.use_fitted_sigma else None
             if sigma is not None and not np.all(np.isfinite(sigma)):
                 sigma = None  # a point without a fitted precision: sigma unknown
-            est = cve_batch(arr[:, :, :2], self.acquisition.frame_interval_s, pattern,
-                            exposure_s=self.acquisition.exposure_s, sigma_um=sigma)
+            est = cve_batch(arr[:, :, :2], acq.frame_interval_s, pattern,
+                            exposure_s=acq.exposure_s, sigma_um=sigma)
             d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
-            method = est.method
-        return window_records(due.track_ids, frames, d, lo, hi, method)
+        return window_records(due.track_ids, frames, d, lo, hi, methods.tolist())
 
 
 def window_records(
@@ -214,15 +240,20 @@ def window_records(
     d_um2_s: NDArray[np.float64],
     d_low_um2_s: NDArray[np.float64],
     d_high_um2_s: NDArray[np.float64],
-    method: str,
+    method: str | list[str],
 ) -> list[WindowEstimate]:
-    """One :class:`WindowEstimate` per window from arrays of shape (M,) (frames: (M, L))."""
+    """One :class:`WindowEstimate` per window from arrays of shape (M,) (frames: (M, L)).
+
+    ``method`` is one for all windows or one per window.
+    """
+    n = len(np.asarray(track_ids))
+    methods = [method] * n if isinstance(method, str) else method
     return [
         WindowEstimate(track_id=t, frame_start=a, frame_end=b, d_um2_s=x, d_low_um2_s=y,
-                       d_high_um2_s=z, method=method)
-        for t, a, b, x, y, z in zip(
+                       d_high_um2_s=z, method=mth)
+        for t, a, b, x, y, z, mth in zip(
             np.asarray(track_ids).tolist(), frames[:, 0].tolist(), frames[:, -1].tolist(),
             np.asarray(d_um2_s).tolist(), np.asarray(d_low_um2_s).tolist(),
-            np.asarray(d_high_um2_s).tolist(), strict=True)
+            np.asarray(d_high_um2_s).tolist(), methods, strict=True)
     ]
 

@@ -53,8 +53,38 @@ frames, however long the stream. (Call it after every frame: tracks that
 expire while it is not called are dropped from the state at the next frame but
 their ids wait, as plain integers, until it is.)
 
-Not modelled: merging and splitting, velocity (directed motion), intensity or
-shape features in the cost, global gap closing over the whole movie.
+Motion-blurred spots
+--------------------
+A particle that moves a few pixels during the exposure leaves a streak, and the
+detector may find two (or more) maxima on it. Left alone, the extra maximum
+starts a new track every frame it appears, and the particle's track breaks
+into many short pieces (measured: 10 tracks per particle at ``D dt / px^2 =
+5``). So a detection that would *start* a track is instead *merged* into a
+track linked in the same frame when it lies within ``blur_merge_steps`` times
+that track's own RMS frame-to-frame step of the track's detection (and inside
+its gate): the region the particle's motion during one exposure can smear it
+over. :meth:`OnlineLinker.link` then gives both detections the same id, the
+head moves to their weighted mean, and :func:`merge_same_track` turns them into
+one point. The radius comes from each track's own history (no merging before a
+track's first step), so slow particles, whose RMS step is below the distance at
+which two maxima can be found at all, are never merged, and no setting has to
+match the sample. Two real particles closer than that radius where one of them
+is just appearing are merged too (they cannot be told apart from one streak);
+:attr:`OnlineLinker.n_merged` counts merges for the session summary.
+
+Fast particles
+--------------
+``max_distance_um`` is a setting, and a sample's fastest particles may step
+farther than it (a 1.0 um gate loses 0.7 % of the steps of a particle with RMS
+step 0.45 um, and each lost step breaks its track). A track with at least
+:data:`ADAPTIVE_GATE_MIN_STEPS` steps therefore gets its own gate,
+:data:`ADAPTIVE_GATE_STEPS` times its RMS step when that is wider (at most
+:data:`ADAPTIVE_GATE_MAX_SCALE` times ``max_distance_um``), and its link costs
+are measured in units of that gate: the u-track way of letting each track's
+motion set its search radius.
+
+Not modelled: splitting and merging of particles, velocity (directed motion),
+intensity or shape features in the cost, global gap closing over the whole movie.
 """
 
 from __future__ import annotations
@@ -80,6 +110,27 @@ ALTERNATIVE_COST_FACTOR = 1.05
 # (fixed overhead ~0.1 ms, scales well); below, by label propagation (faster
 # on small graphs, but its rounds grow with the components' diameter).
 _PROPAGATION_MAX_EDGES = 1000
+
+# Two maxima on one motion-blurred streak are at most the streak's length apart;
+# the streak's end-to-end RMS length is the RMS step times sqrt(exposure /
+# interval) <= the RMS step, and a 2-D Brownian displacement exceeds 2.5 times
+# its RMS with probability exp(-6.25) = 0.2 %. Measured on the README's movie
+# (D dt / px^2 = 5): 1.5 left 3.8 tracks per particle, 2.5 left 2.1 (before the
+# adaptive gate below).
+BLUR_MERGE_STEPS = 2.5
+
+# A track is taken for a duplicate of an older track on the same streak only while
+# it has at most this many steps: duplicates are born on a streak before the
+# merge radius is known; two established tracks that meet are two particles.
+DUPLICATE_MAX_STEPS = 2
+
+# Fast particles: a track whose own RMS step (over at least ADAPTIVE_GATE_MIN_STEPS
+# steps) makes max_distance_um too tight gets a wider gate, ADAPTIVE_GATE_STEPS
+# RMS steps (a 2-D Brownian step exceeds 3 RMS steps with probability e^-9), up to
+# ADAPTIVE_GATE_MAX_SCALE times max_distance_um.
+ADAPTIVE_GATE_STEPS = 3.0
+ADAPTIVE_GATE_MIN_STEPS = 3
+ADAPTIVE_GATE_MAX_SCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +164,21 @@ class LinkerConfig:
         Guard, >= 1, on the number of tracks the linker keeps at once: a frame
         that would exceed it is refused with ``ValueError`` (the linker's
         state is left unchanged). None disables the guard.
+    blur_merge_steps : float
+        A detection that would start a track is merged into a track linked in
+        the same frame when closer to that track's detection than this many
+        times the track's RMS frame-to-frame step (see "Motion-blurred spots"),
+        >= 0; 0 (default) disables merging: the linker alone does not know that
+        its detections come from images. A live session sets
+        :data:`BLUR_MERGE_STEPS`.
+    blur_merge_min_step_um : float
+        Only tracks whose RMS step is at least this (um, >= 0) merge: a streak
+        much shorter than the PSF has one maximum (a live session uses the
+        detector's spot radius).
+    adaptive_gate : bool
+        Widen the gate of a track whose own RMS step makes ``max_distance_um``
+        too tight (see "Fast particles"); False: every track uses
+        ``max_distance_um``.
     """
 
     max_distance_um: float
@@ -121,6 +187,9 @@ class LinkerConfig:
     birth_cost_um2: float | None = None
     death_cost_um2: float | None = None
     max_tracks: int | None = 100_000
+    blur_merge_steps: float = 0.0
+    blur_merge_min_step_um: float = 0.0
+    adaptive_gate: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -135,6 +204,10 @@ class LinkerConfig:
                 set_(self, name, _validate.positive(name, value))
         if self.max_tracks is not None:
             set_(self, "max_tracks", _validate.positive_int("max_tracks", self.max_tracks))
+        set_(self, "blur_merge_steps",
+             _validate.in_range("blur_merge_steps", self.blur_merge_steps, 0.0, 10.0))
+        set_(self, "blur_merge_min_step_um",
+             _validate.non_negative("blur_merge_min_step_um", self.blur_merge_min_step_um))
 
     @property
     def alternative_costs_um2(self) -> tuple[float, float]:
@@ -175,6 +248,13 @@ class OnlineLinker:
         self._ids: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._xy: NDArray[np.float64] = np.empty((0, 2), dtype=np.float64)
         self._last: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        # Per track: sum of squared steps scaled to one frame (um^2) and their count,
+        # for the blur-merge radius.
+        self._s2: NDArray[np.float64] = np.empty(0, dtype=np.float64)
+        self._ns: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._ids_alive: NDArray[np.int64] = self._ids
+        self.n_merged = 0
+        """Detections merged into another detection's track (motion-blurred spots), so far."""
         # Ids dropped because a later frame skipped past them, not yet reported.
         self._pending_ended: list[int] = []
         self._next_id = 0
@@ -190,7 +270,8 @@ class OnlineLinker:
         """The latest frame linked or declared done by :meth:`ended`; None before any."""
         return self._frame
 
-    def link(self, frame: int, positions_um: ArrayLike) -> NDArray[np.int64]:
+    def link(self, frame: int, positions_um: ArrayLike,
+             weights: ArrayLike | None = None) -> NDArray[np.int64]:
         """Assign one frame's detections to tracks; the assignment is final.
 
         Parameters
@@ -201,12 +282,17 @@ class OnlineLinker:
             frames with no detection.
         positions_um : array_like, shape (K, 2)
             Detections ``(x, y)`` in um, finite; ``K = 0`` is an empty frame.
+        weights : array_like, shape (K,), optional
+            Weight of each detection (e.g. photons, > 0) in the mean position of
+            detections merged into one track; None: equal weights.
 
         Returns
         -------
         ndarray of int64, shape (K,)
             Track id of each detection: the id of the track it continues, or a
             new id (counting up from 0 over the linker's life) for a birth.
+            Detections merged as one motion-blurred spot share an id
+            (:func:`merge_same_track` makes them one point).
 
         Raises
         ------
@@ -224,8 +310,11 @@ class OnlineLinker:
         # called for the frames in between) cannot take part; keep them aside.
         alive = (f - self._last - 1) <= cfg.max_gap_frames
         ids, xy, last = self._ids[alive], self._xy[alive], self._last[alive]
+        s2, ns = self._s2[alive], self._ns[alive]
 
-        det_track = self._assign(f, xy, last, pos)
+        det_track = self._assign(f, xy, last, pos, self._gate_scale(s2, ns))
+        self._ids_alive = ids
+        n_merged, dup = self._merge_blurred(det_track, pos, xy, last, s2, ns, f)
         born = det_track < 0
         n_born = int(np.count_nonzero(born))
         n_kept = ids.shape[0] + n_born
@@ -242,12 +331,37 @@ class OnlineLinker:
         out[linked] = ids[det_track[linked]]
         new_ids = np.arange(self._next_id, self._next_id + n_born, dtype=np.int64)
         out[born] = new_ids
-        xy[det_track[linked]] = pos[linked]
-        last[det_track[linked]] = f
+        heads = det_track[linked]
+        if n_merged:  # the head of a merged track is its detections' weighted mean
+            w = (np.ones(pos.shape[0]) if weights is None
+                 else np.maximum(np.asarray(weights, dtype=np.float64).reshape(-1), 1e-12))
+            wl = w[linked]
+            tw = np.bincount(heads, weights=wl, minlength=xy.shape[0])
+            new_xy = np.column_stack([
+                np.bincount(heads, weights=wl * pos[linked, a], minlength=xy.shape[0])
+                for a in range(2)]) / np.maximum(tw, 1e-300)[:, None]
+            u = np.unique(heads)
+            step2 = np.sum((new_xy[u] - xy[u]) ** 2, axis=1) / (f - last[u])
+            xy[u] = new_xy[u]
+        else:
+            u = heads
+            step2 = np.sum((pos[linked] - xy[u]) ** 2, axis=1) / (f - last[u])
+            xy[u] = pos[linked]
+        s2[u] += step2
+        ns[u] += 1
+        last[u] = f
+        self.n_merged += n_merged
         self._pending_ended.extend(self._ids[~alive].tolist())
+        if dup.size:  # duplicate tracks of a blurred spot end now
+            self._pending_ended.extend(ids[dup].tolist())
+            keep = np.ones(ids.shape[0], dtype=bool)
+            keep[dup] = False
+            ids, xy, last, s2, ns = ids[keep], xy[keep], last[keep], s2[keep], ns[keep]
         self._ids = np.concatenate([ids, new_ids])
         self._xy = np.concatenate([xy, pos[born]])
         self._last = np.concatenate([last, np.full(n_born, f, dtype=np.int64)])
+        self._s2 = np.concatenate([s2, np.zeros(n_born)])
+        self._ns = np.concatenate([ns, np.zeros(n_born, dtype=np.int64)])
         self._next_id += n_born
         self._frame = f
         return out
@@ -282,6 +396,7 @@ class OnlineLinker:
         out = self._pending_ended + self._ids[done].tolist()
         keep = ~done
         self._ids, self._xy, self._last = self._ids[keep], self._xy[keep], self._last[keep]
+        self._s2, self._ns = self._s2[keep], self._ns[keep]
         self._pending_ended = []
         self._frame = f
         return sorted(out)
@@ -295,8 +410,89 @@ class OnlineLinker:
         self._ids = np.empty(0, dtype=np.int64)
         self._xy = np.empty((0, 2), dtype=np.float64)
         self._last = np.empty(0, dtype=np.int64)
+        self._s2 = np.empty(0, dtype=np.float64)
+        self._ns = np.empty(0, dtype=np.int64)
         self._pending_ended = []
         return sorted(out)
+
+    def _merge_blurred(
+        self,
+        det_track: NDArray[np.int64],
+        pos: NDArray[np.float64],
+        xy: NDArray[np.float64],
+        last: NDArray[np.int64],
+        s2: NDArray[np.float64],
+        ns: NDArray[np.int64],
+        frame: int,
+    ) -> tuple[int, NDArray[np.int64]]:
+        """Merge detections on one blur streak into one track (``det_track`` in place).
+
+        Returns the number of detections merged and the rows of tracks that were
+        duplicates of an older track on the same streak (to be ended now).
+        """
+        k = self.config.blur_merge_steps
+        linked = np.flatnonzero(det_track >= 0)
+        none = np.empty(0, dtype=np.int64)
+        if k <= 0 or linked.size == 0 or pos.shape[0] < 2:
+            return 0, none
+        t = det_track[linked]
+        el = (frame - last[t]).astype(np.float64)
+        now2 = np.sum((pos[linked] - xy[t]) ** 2, axis=1) / el
+        # The track's RMS step including this frame's: a track seen once has one step.
+        rms = np.sqrt((s2[t] + now2) / (ns[t] + 1))
+        radius = np.where(rms >= self.config.blur_merge_min_step_um, k * rms, 0.0)
+        if not np.any(radius > 0):
+            return 0, none
+        tree = cKDTree(pos[linked])
+        n_merged = 0
+        # 1. A would-be birth on a linked track's streak joins that track.
+        born = np.flatnonzero(det_track < 0)
+        if born.size:
+            pairs = tree.sparse_distance_matrix(cKDTree(pos[born]), float(radius.max()),
+                                                output_type="ndarray")
+            li, bj, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+            gate = self.config.max_distance_um * np.sqrt(el[li])
+            ok = (dist <= radius[li]) & (np.hypot(*(pos[born[bj]] - xy[t[li]]).T) <= gate)
+            if np.any(ok):
+                li, bj, dist = li[ok], bj[ok], dist[ok]
+                order = np.lexsort((dist, bj))  # the nearest linked detection per birth
+                first = np.ones(order.size, dtype=bool)
+                first[1:] = bj[order[1:]] != bj[order[:-1]]
+                sel = order[first]
+                det_track[born[bj[sel]]] = t[li[sel]]
+                n_merged += int(sel.size)
+        # 2. Two tracks on one streak (both born on it before a step was known): the
+        # younger one's detection joins the older track, and the younger track ends
+        # (only while it is at most DUPLICATE_MAX_STEPS steps old).
+        pairs = tree.sparse_distance_matrix(tree, float(radius.max()), output_type="ndarray")
+        i, j, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+        ids = self._ids_alive
+        older = (ids[t[i]] < ids[t[j]])
+        r_old = radius[i]
+        heads_apart = np.hypot(*(xy[t[i]] - xy[t[j]]).T)
+        ok = older & (ns[t[j]] <= DUPLICATE_MAX_STEPS) & (dist <= r_old) & (heads_apart <= r_old)
+        ended: list[int] = []
+        if np.any(ok):
+            i, j, dist = i[ok], j[ok], dist[ok]
+            gone: set[int] = set()
+            for a_, b_ in zip(i[np.argsort(dist)].tolist(), j[np.argsort(dist)].tolist(),
+                              strict=True):
+                if a_ in gone or b_ in gone:
+                    continue
+                gone.add(b_)
+                ended.append(int(t[b_]))
+                det_track[det_track == t[b_]] = t[a_]
+                n_merged += 1
+        return n_merged, np.asarray(ended, dtype=np.int64)
+
+    def _gate_scale(self, s2: NDArray[np.float64], ns: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Per track: its gate over ``max_distance_um`` (>= 1; see "Fast particles")."""
+        if not self.config.adaptive_gate:
+            return np.ones(s2.shape[0])
+        rms = np.sqrt(s2 / np.maximum(ns, 1))
+        scale = np.where(ns >= ADAPTIVE_GATE_MIN_STEPS,
+                         ADAPTIVE_GATE_STEPS * rms / self.config.max_distance_um, 1.0)
+        return np.clip(scale, 1.0, ADAPTIVE_GATE_MAX_SCALE)
 
     def _assign(
         self,
@@ -304,6 +500,7 @@ class OnlineLinker:
         xy: NDArray[np.float64],
         last: NDArray[np.int64],
         pos: NDArray[np.float64],
+        scale: NDArray[np.float64] | None = None,
     ) -> NDArray[np.int64]:
         """Index into the given heads of the track each detection continues, -1 for a birth."""
         n, k = xy.shape[0], pos.shape[0]
@@ -311,13 +508,15 @@ class OnlineLinker:
         if n == 0 or k == 0:
             return det_track
         cfg = self.config
+        if scale is None:
+            scale = np.ones(n)
         elapsed = frame - last  # >= 1
         # Gate with the largest radius any head may have, then per head.
-        r_max = cfg.max_distance_um * math.sqrt(int(elapsed.max()))
+        r_max = cfg.max_distance_um * float(scale.max()) * math.sqrt(int(elapsed.max()))
         pairs = cKDTree(xy).sparse_distance_matrix(cKDTree(pos), r_max, output_type="ndarray")
         ti = pairs["i"].astype(np.int64)
         dj = pairs["j"].astype(np.int64)
-        dist = pairs["v"]
+        dist = pairs["v"] / scale[pairs["i"].astype(np.int64)]  # in units of the track's gate
         n_el = elapsed[ti].astype(np.float64)
         cost = dist**2 / n_el * cfg.gap_penalty ** (n_el - 1.0)
         # A link dearer than death + birth is never chosen: drop it early so
@@ -470,3 +669,64 @@ def _positions(name: str, values: Any) -> NDArray[np.float64]:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def merge_same_track(
+    track_ids: NDArray[np.int64],
+    xy_um: NDArray[np.float64],
+    precision_um: NDArray[np.float64],
+    weights: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """One point per track from a frame's detections (merging a blurred spot's maxima).
+
+    Parameters
+    ----------
+    track_ids : ndarray of int, shape (K,)
+        Track id of each detection (:meth:`OnlineLinker.link`; merged
+        detections share one).
+    xy_um : ndarray, shape (K, 2)
+        Positions, um.
+    precision_um : ndarray, shape (K,)
+        Localization precision per axis, um.
+    weights : ndarray, shape (K,), optional
+        Weights of the mean position (e.g. photons); None: equal.
+
+    Returns
+    -------
+    representative : ndarray of int, shape (P,)
+        For each point, the detection with the largest weight (for per-detection
+        data such as image patches).
+    ids : ndarray of int, shape (P,)
+    xy_um : ndarray, shape (P, 2)
+        Weighted mean position of the track's detections.
+    precision_um : ndarray, shape (P,)
+        Per axis: the weighted mean's propagated precision combined in
+        quadrature with the RMS spread of the merged detections about their mean
+        (a streak's fitted maxima are not its exposure-mean position).
+
+    Notes
+    -----
+    Without duplicates the inputs are returned unchanged (same order).
+    """
+    ids = np.asarray(track_ids, dtype=np.int64)
+    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    if uniq.size == ids.size:
+        return np.arange(ids.size), ids, xy_um, precision_um
+    w = (np.ones(ids.size) if weights is None
+         else np.maximum(np.asarray(weights, dtype=np.float64).reshape(-1), 1e-12))
+    tw = np.bincount(inv, weights=w)
+    mx = np.bincount(inv, weights=w * xy_um[:, 0]) / tw
+    my = np.bincount(inv, weights=w * xy_um[:, 1]) / tw
+    var_mean = np.bincount(inv, weights=(w * precision_um) ** 2) / tw**2
+    spread = np.bincount(inv, weights=w * ((xy_um[:, 0] - mx[inv]) ** 2
+                                           + (xy_um[:, 1] - my[inv]) ** 2) / 2.0) / tw
+    prec = np.sqrt(var_mean + spread / counts)
+    # Representative: the heaviest detection of each track, in first-appearance order.
+    order = np.lexsort((-w, inv))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = inv[order[1:]] != inv[order[:-1]]
+    rep_by_track = order[first]  # indexed by position in ``uniq``
+    appear = np.unique(inv, return_index=True)[1]
+    seq = np.argsort(appear, kind="stable")  # tracks in order of first detection
+    return (rep_by_track[seq], uniq[seq], np.column_stack([mx, my])[seq],
+            np.where(counts > 1, prec, np.asarray(precision_um)[rep_by_track])[seq])

@@ -11,6 +11,7 @@ gives the same windows for a whole track at once (track files, ``AnalyzeTracks``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,12 +57,25 @@ class DueWindows:
         x (um), y (um), localization precision (um) per point.
     patches : ndarray, shape (M, L, P, P), float32, optional
         Image patch per point, when kept.
+    sigma_track_um : ndarray, shape (M,), optional
+        The track's localization noise per axis from its step history
+        (:mod:`livespt.server.pipeline.track_noise`), um; NaN where not known yet.
+    sigma2_track_var_um4 : ndarray, shape (M,), optional
+        Variance of ``sigma_track_um**2``, um^4.
     """
 
     track_ids: NDArray[np.int64]
     frames: NDArray[np.int64]
     values: NDArray[np.float64]
     patches: NDArray[np.float32] | None = None
+    sigma_track_um: NDArray[np.float64] | None = None
+    sigma2_track_var_um4: NDArray[np.float64] | None = None
+
+    def with_track_noise(self, sigma_um: NDArray[np.float64],
+                         sigma2_var_um4: NDArray[np.float64]) -> DueWindows:
+        """The same windows with each track's noise estimate attached (arrays of shape (M,))."""
+        return dataclasses.replace(self, sigma_track_um=np.asarray(sigma_um, np.float64),
+                                   sigma2_track_var_um4=np.asarray(sigma2_var_um4, np.float64))
 
     def __len__(self) -> int:
         return int(self.track_ids.shape[0])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livespt.models.units import px_to_um, um_to_px
+from livespt.models.units import blur_coefficient, px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
@@ -30,8 +30,14 @@ from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
 from livespt.server.pipeline.estimate import WindowEstimator
-from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
+from livespt.server.pipeline.link import (
+    BLUR_MERGE_STEPS,
+    LinkerConfig,
+    OnlineLinker,
+    merge_same_track,
+)
 from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.pipeline.track_noise import TrackNoise
 from livespt.server.pipeline.windows import WindowBuffers
 from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
 from livespt.server.service.settings import StreamSettings
@@ -106,9 +112,16 @@ class Session:
             invert=d.dark_spots, offset_adu=self.camera.offset_adu,
             gain_adu_per_e=self.camera.gain_adu_per_e, read_noise_e=self.camera.read_noise_e,
             threshold=d.threshold if d.threshold > 0 else None)  # 0: automatic
-        self.linker = OnlineLinker(LinkerConfig(max_distance_um=s.linker.max_distance_um,
-                                                max_gap_frames=s.linker.max_gap_frames))
-        self.estimator = WindowEstimator(s.window, s.acquisition(), model)
+        # Detections come from images: merge the maxima of one motion-blurred streak
+        # (tracks whose RMS step exceeds the spot radius; link.py, "Motion-blurred spots").
+        self.linker = OnlineLinker(LinkerConfig(
+            max_distance_um=s.linker.max_distance_um, max_gap_frames=s.linker.max_gap_frames,
+            blur_merge_steps=BLUR_MERGE_STEPS, blur_merge_min_step_um=d.radius_um))
+        # Windows use each track's own noise estimate (track_noise.py) once it has one,
+        # the sigma-unknown CVE before: the fitted precisions ignore motion blur and
+        # follow the camera model, which may be wrong.
+        self.estimator = WindowEstimator(s.window, s.acquisition(), model, use_fitted_sigma=False)
+        self.noise = TrackNoise(blur_coefficient(s.exposure_s, s.frame_interval_s))
         self.warnings: list[str] = list(self.estimator.warnings)
         # Camera warnings found in the first frame, sent with that frame's results.
         self._new_warnings: list[str] = []
@@ -191,8 +204,14 @@ class Session:
         self.n_frames += 1
         xy_um = px_to_um(np.column_stack([spots.x_px, spots.y_px]), s.pixel_size_um)
         prec_um = px_to_um(np.asarray(spots.precision_px, dtype=float), s.pixel_size_um)
-        ids = self.linker.link(index, xy_um)
-        out = FrameOutput(index=index, n_spots=len(ids), warnings=self._new_warnings)
+        photons = np.asarray(spots.photons, dtype=float)
+        ids = self.linker.link(index, xy_um, weights=np.where(np.isfinite(photons), photons, 1.0))
+        n_spots = len(ids)
+        # A motion-blurred spot detected twice is one point of one track.
+        rep, ids, xy_um, prec_um = merge_same_track(ids, xy_um, prec_um, photons)
+        patches = (detected.patches if detected.patches is None or rep.size == n_spots
+                   else detected.patches[rep])
+        out = FrameOutput(index=index, n_spots=n_spots, warnings=self._new_warnings)
         self._new_warnings = []
         if len(ids):
             self.n_tracks = max(self.n_tracks, int(ids.max()) + 1)
@@ -201,19 +220,30 @@ class Session:
             for t, x, y, p in zip(ids.tolist(), xy_um[:, 0].tolist(), xy_um[:, 1].tolist(),
                                   prec_um.tolist(), strict=True)
         ]
-        self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um,
-                              patches=detected.patches)
+        self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um, patches=patches)
+        self.noise.update_many(ids, index, xy_um)
         if self.changes is not None and len(ids):
-            # One vectorized update for every track of the frame.
+            # One vectorized update for every track of the frame, with the track's own
+            # noise estimate where it has one.
+            track_sig = self.noise.sigma(ids)[0]
+            sig = np.where(np.isfinite(track_sig), track_sig, prec_um)
             out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
-                           for ev in self.changes.update_many(ids, index, xy_um, prec_um)]
-        out.estimates = self.estimator.estimate(self.windows.take_due())
+                           for ev in self.changes.update_many(ids, index, xy_um, sig)]
+        out.estimates = self._estimate_due()
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
+            self.noise.drop(tid)
             if self.changes is not None:
                 self.changes.drop(tid)
         self.writer.write([*out.points, *out.estimates, *out.changes])
         return out
+
+    def _estimate_due(self) -> list[WindowEstimate]:
+        """Estimate the queued windows, each with its track's current noise estimate."""
+        due = self.windows.take_due()
+        if len(due) == 0:
+            return []
+        return self.estimator.estimate(due.with_track_noise(*self.noise.sigma(due.track_ids)))
 
     def process(self, index: int, frame: NDArray[Any]) -> FrameOutput:
         """Detect, link and estimate one decoded frame in this thread (no detection pool).
@@ -234,6 +264,7 @@ class Session:
             "device": self.device,
             "tracker": self.settings.tracker,
             "estimators": {"window": self.estimator.method, "change": "glr"},
+            "merged_blurred_detections": self.linker.n_merged,
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
@@ -260,7 +291,7 @@ class Session:
         self.closed = True
         for tid in self.linker.close():
             self.windows.drop(tid)
-        records = self.estimator.estimate(self.windows.take_due())
+        records = self._estimate_due()
         self.writer.write(records)
         summary = self.summary(status)
         self.writer.write_summary(summary)

@@ -1,0 +1,88 @@
+"""Each track's noise from its step history: unbiased, its stated variance right, used by windows.
+
+Statistical checks use tests/tracksim.py (positions averaged over sub-steps inside each
+exposure, i.e. motion blur, plus Gaussian noise) with fixed seeds and bands of Z
+standard errors (tracksim.Z = 5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tracksim import Z, coverage_band, mean_band, simulate_tracks
+
+from livespt.models.estimators import cve_batch
+from livespt.server.pipeline.estimate import TRACK_SIGMA_METHOD, Acquisition, WindowEstimator
+from livespt.server.pipeline.track_noise import MIN_STEP_PAIRS, TrackNoise, track_sigma
+from livespt.server.pipeline.windows import WindowConfig, sliding_windows
+
+DT = 0.05
+
+
+@pytest.mark.parametrize(("d", "sigma"), [(0.05, 0.03), (0.5, 0.03), (1.0, 0.0)])
+def test_track_sigma_is_unbiased_and_its_variance_is_right(d: float, sigma: float) -> None:
+    """sigma^2 estimates over 400 tracks of 100 frames: mean = truth, spread = stated variance."""
+    sim = simulate_tracks(400, 100, d, DT, sigma_um=sigma, substeps=20, seed=11)
+    est = np.array([track_sigma(sim.frames, p, sim.blur_coefficient) for p in sim.positions_um])
+    s2_hat = np.sign(est[:, 0]) * est[:, 0] ** 2  # clipped at 0: compare above the clip
+    var = est[:, 1]
+    # The clip at 0 biases sigma^2 up when sigma = 0; the raw moments are unbiased.
+    if sigma > 0:
+        emp_var = float(np.var(s2_hat))
+        assert abs(s2_hat.mean() - sigma**2) < mean_band(len(s2_hat), emp_var)
+        # The stated variance (Gaussian approximation, correlations between the two
+        # moments neglected) must not understate the real one, and be within 2x of it.
+        ratio = float(np.mean(var)) / emp_var
+        print(f"D={d} sigma={sigma}: stated/empirical variance {ratio:.2f}")
+        assert 0.8 < ratio < 2.0
+    else:
+        assert np.median(est[:, 0]) < 0.03 * np.sqrt(2 * d * DT)
+
+
+def test_streaming_equals_the_whole_track_and_skips_gaps() -> None:
+    sim = simulate_tracks(3, 120, 0.3, DT, sigma_um=0.02, drop_fraction=0.1, seed=2)
+    noise = TrackNoise(sim.blur_coefficient)
+    for i, f in enumerate(sim.frames.tolist()):
+        noise.update_many([7, 8, 9], f, sim.positions_um[:, i])
+    got_s, got_v = noise.sigma([7, 8, 9, 10])
+    for j in range(3):
+        s, v = track_sigma(sim.frames, sim.positions_um[j], sim.blur_coefficient)
+        assert got_s[j] == pytest.approx(s, rel=1e-9) and got_v[j] == pytest.approx(v, rel=1e-9)
+    assert np.isnan(got_s[3]) and np.isnan(got_v[3])  # unknown track
+    # Too few one-frame step pairs: no estimate.
+    short = TrackNoise(sim.blur_coefficient)
+    for i in range(MIN_STEP_PAIRS):  # MIN_STEP_PAIRS points give MIN_STEP_PAIRS - 2 pairs
+        short.update_many([1], i, sim.positions_um[0, i][None])
+    assert np.isnan(short.sigma([1])[0][0])
+    noise.drop(7)
+    assert np.isnan(noise.sigma([7])[0][0])
+
+
+def test_windows_with_the_track_sigma_beat_the_sigma_unknown_cve_and_cover() -> None:
+    """Same windows: lower RMSE than the sigma-unknown CVE, and 90 % intervals that hold."""
+    d, sigma, n_tracks = 0.2, 0.04, 150
+    sim = simulate_tracks(n_tracks, 120, d, DT, sigma_um=sigma, substeps=20, seed=5)
+    cfg = WindowConfig(length=10, stride=10)
+    est = WindowEstimator(cfg, Acquisition(frame_interval_s=DT, exposure_s=DT),
+                          use_fitted_sigma=False)
+    ours, plain, covered = [], [], []
+    for t, p in enumerate(sim.positions_um):
+        due = sliding_windows(cfg, t, sim.frames, p, np.full(len(p), np.nan))
+        s, v = track_sigma(sim.frames, p, sim.blur_coefficient)
+        recs = est.estimate(due.with_track_noise(np.full(len(due), s), np.full(len(due), v)))
+        assert {r.method for r in recs} == {TRACK_SIGMA_METHOD}
+        ours += [r.d_um2_s for r in recs]
+        covered += [r.d_low_um2_s <= d <= r.d_high_um2_s for r in recs]
+        plain += cve_batch(due.values[:, :, :2], DT, due.frames[0], exposure_s=DT).d_um2_s.tolist()
+    ours_a, plain_a = np.array(ours) / d - 1, np.array(plain) / d - 1
+    rmse_ours, rmse_plain = np.sqrt(np.mean(ours_a**2)), np.sqrt(np.mean(plain_a**2))
+    cov = float(np.mean(covered))
+    print(f"rel. RMSE: track sigma {rmse_ours:.3f}, sigma unknown {rmse_plain:.3f}; "
+          f"coverage {cov:.3f} over {len(covered)} windows")
+    # Paired comparison on the same windows: the squared-error difference, Z bands.
+    diff = ours_a**2 - plain_a**2
+    assert diff.mean() + mean_band(len(diff), float(np.var(diff))) < 0
+    # Windows of one track share its sigma estimate, so coverage varies more than
+    # binomially: band for the number of tracks, not of windows.
+    assert abs(cov - 0.9) < coverage_band(n_tracks, 0.9)
+    assert Z == 5.0
