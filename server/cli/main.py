@@ -160,12 +160,19 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=None, help="sliding-window length in frames "
                    "(server default 10)")
     p.add_argument("--camera-offset", type=float, default=None, metavar="ADU",
-                   help="camera offset (baseline) in ADU; default: 100, checked against the "
-                        "first frame (a warning when it cannot hold)")
+                   help="camera offset (baseline) in ADU; not given: estimated from the "
+                        "movie where possible (a lower bound when the read noise is not "
+                        "given), else 100; checked against the first frame")
     p.add_argument("--camera-gain", type=float, default=None, metavar="ADU_PER_E",
-                   help="camera gain in ADU per photo-electron (> 0); default: 1")
+                   help="camera gain in ADU per photo-electron (> 0); not given: estimated "
+                        "from the movie by photon transfer where the data allow, else 1; "
+                        "a given gain the data contradict gets a CAMERA_MODEL warning")
     p.add_argument("--read-noise", type=float, default=None, metavar="E",
-                   help="camera read noise in electrons RMS (>= 0); default: 0")
+                   help="camera read noise in electrons RMS (>= 0); not given: estimated "
+                        "when the offset is given, else 0")
+    p.add_argument("--camera-estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="estimate the camera values not given from the first 50 frames "
+                        "(photon transfer; recorded with their source in summary.json)")
     p.add_argument("--radius", type=float, default=None,
                    help="expected spot radius in um (server default 0.15)")
     p.add_argument("--threshold", type=float, default=None,

@@ -3,6 +3,21 @@
 Writes ``DIR/tracks.csv``, ``DIR/estimates.csv``, ``DIR/changes.csv``,
 ``DIR/summary.json`` and ``DIR/d_vs_time.png``. The server keeps its own copy of
 the same records in its session directory (named in ``summary.json``).
+
+Camera: the values the user gives (``--camera-offset``, ``--camera-gain``,
+``--read-noise``) are used as given; the missing ones are estimated from the
+movie's first 50 frames by photon transfer
+(:func:`~livespt.server.pipeline.camera.estimate_camera`) when the frames
+identify them, and left to the server's defaults otherwise. One line says what
+was estimated (value ± standard error) or why not, and a given gain that the
+frames contradict is flagged (``CAMERA_MODEL`` warning naming
+``config.detector.camera_gain_adu_per_e``). Estimated values are sent marked as
+such (``DetectorParams.camera_estimated``), so the server's summary records
+their source as ``estimated`` too; ``summary.json`` here is the complete record:
+``camera`` holds each value, its source (``given``, ``estimated`` or
+``default``), the standard errors of the estimated ones, a note per value (the
+assumption an estimate rests on, or why a default was not replaced) and the
+whole estimate.
 """
 
 from __future__ import annotations
@@ -31,6 +46,13 @@ from livespt.server.client import (
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.io.csv_records import RecordWriter
 from livespt.server.io.tiff import read_calibration
+from livespt.server.pipeline.camera import (
+    CAMERA_FIELDS,
+    CameraEstimate,
+    CameraModel,
+    check_gain,
+    estimate_camera,
+)
 from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 
@@ -63,6 +85,70 @@ def open_movie(path: str | Path) -> tuple[Any, float | None, float | None]:
         raise ValueError(f"MOVIE: frames must be 2D (one channel, one plane), "
                          f"got frame shape {frames.frame_shape}")
     return frames, px, dt
+
+
+CAMERA_FRAMES = 50
+"""Frames from the start of the movie the camera is estimated from."""
+
+_WIRE_NAME = {"offset_adu": "camera_offset_adu", "gain_adu_per_e": "camera_gain_adu_per_e",
+              "read_noise_e": "read_noise_e"}
+
+
+def camera_from_movie(
+    frames: Any, offset_adu: float | None, gain_adu_per_e: float | None,
+    read_noise_e: float | None, estimate: bool = True,
+) -> tuple[CameraModel, CameraEstimate | None, list[str]]:
+    """The camera model to stream with: given values, then estimates, then defaults.
+
+    Parameters
+    ----------
+    frames : sequence of (H, W) arrays
+        The movie (only its first :data:`CAMERA_FRAMES` frames are read).
+    offset_adu, gain_adu_per_e, read_noise_e : float or None
+        Values the user gave: offset (ADU), gain (ADU/e-), read noise (e-); None: not given.
+    estimate : bool
+        Estimate the missing values from the frames (and check a given gain).
+
+    Returns
+    -------
+    camera : CameraModel
+        Values and their sources (``given``, ``estimated``, ``default``).
+    estimate : CameraEstimate or None
+        The photon transfer estimate (None when ``estimate`` is False).
+    warnings : list of str
+        ``CAMERA_MODEL: ...`` when a given gain disagrees with the frames.
+    """
+    if not estimate:
+        return CameraModel.resolve(offset_adu, gain_adu_per_e, read_noise_e), None, []
+    est = estimate_camera(frames, offset_adu=offset_adu, gain_adu_per_e=gain_adu_per_e,
+                          read_noise_e=read_noise_e, max_frames=CAMERA_FRAMES)
+    cam = est.camera()
+    warnings = [f"CAMERA_MODEL: {w}" for w in check_gain(cam, est, "config.detector.")]
+    return cam, est, warnings
+
+
+def camera_record(camera: CameraModel, estimate: CameraEstimate | None) -> dict[str, Any]:
+    """The client's record of the camera for ``summary.json``.
+
+    Each value with its source, the standard errors of the estimated values
+    (None for the others), a note per value (what an estimate assumes, or why
+    the frames did not replace a default) and the whole estimate (None when
+    estimation was off).
+    """
+    notes: dict[str, str] = {}
+    for name in CAMERA_FIELDS:
+        src = camera.source[name]
+        if estimate is None or src == "given":
+            notes[name] = "estimation off" if estimate is None and src == "default" else ""
+        else:
+            notes[name] = estimate.quantity(name).note
+    return {
+        **camera.to_dict(),
+        "standard_error": (estimate.standard_errors() if estimate is not None
+                           else dict.fromkeys(CAMERA_FIELDS)),
+        "note": notes,
+        "estimate": estimate.to_dict() if estimate is not None else None,
+    }
 
 
 def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
@@ -169,13 +255,27 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     if dt is None:
         raise ValueError("--frame-interval is required (the movie carries no frame interval)")
     d0, l0, w0 = DetectorSettings(), LinkerSettings(), WindowConfig()
+    # Checked before the frames are read for the camera estimate.
+    DetectorSettings(camera_offset_adu=args.camera_offset,
+                     camera_gain_adu_per_e=args.camera_gain, read_noise_e=args.read_noise)
+    camera, cam_est, cam_warnings = camera_from_movie(
+        frames, args.camera_offset, args.camera_gain, args.read_noise,
+        estimate=args.camera_estimate)
+    if cam_est is not None:
+        print(cam_est.describe())
+    for w in cam_warnings:
+        print(f"warning: {w}")
+    sent = {n: (getattr(camera, n) if camera.source[n] != "default" else None)
+            for n in CAMERA_FIELDS}
     options = StreamSettings(
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
         detector=DetectorSettings(
             radius_um=args.radius or d0.radius_um, threshold=args.threshold or 0.0,
             dark_spots=args.dark_spots, median_filter=args.median_filter,
-            camera_offset_adu=args.camera_offset, camera_gain_adu_per_e=args.camera_gain,
-            read_noise_e=args.read_noise),
+            camera_offset_adu=sent["offset_adu"], camera_gain_adu_per_e=sent["gain_adu_per_e"],
+            read_noise_e=sent["read_noise_e"],
+            camera_estimated=tuple(_WIRE_NAME[n] for n in CAMERA_FIELDS
+                                   if camera.source[n] == "estimated")),
         linker=LinkerSettings(max_distance_um=args.max_distance or l0.max_distance_um),
         window=WindowConfig(length=args.window or w0.length),
         tracker=args.tracker, name=str(args.movie),
@@ -216,8 +316,10 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         if embedded is not None:
             embedded.stop()
     elapsed = time.perf_counter() - t0
+    result.warnings[:0] = cam_warnings
     summary = save_result(result, out, options, {
         "movie": str(args.movie),
+        "camera": camera_record(camera, cam_est),
         "server": "embedded" if args.embedded else target,
         "server_info": info,
         "elapsed_s": round(elapsed, 3),

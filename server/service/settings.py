@@ -56,6 +56,11 @@ class Limits:
         return self.max_frame_pixels * 4 + (1 << 20)
 
 
+_CAMERA_FIELD = {"camera_offset_adu": "offset_adu", "camera_gain_adu_per_e": "gain_adu_per_e",
+                 "read_noise_e": "read_noise_e"}
+"""Camera settings by their names here and on the wire -> in :class:`CameraModel`."""
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """Spot detection (LoG + maximum-likelihood fit).
@@ -77,6 +82,11 @@ class DetectorSettings:
         Camera gain, ADU per photo-electron (> 0); None: not given (1).
     read_noise_e : float or None
         Camera read noise, electrons RMS (>= 0); None: not given (0).
+    camera_estimated : tuple of str
+        Which of ``camera_offset_adu``, ``camera_gain_adu_per_e`` and
+        ``read_noise_e`` the client estimated from the frames rather than the
+        user giving them (``livespt stream``): their source is recorded as
+        ``estimated``. Each must be set.
     """
 
     radius_um: float = 0.15
@@ -86,6 +96,7 @@ class DetectorSettings:
     camera_offset_adu: float | None = None
     camera_gain_adu_per_e: float | None = None
     read_noise_e: float | None = None
+    camera_estimated: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate.positive("detector.radius_um", self.radius_um)
@@ -97,11 +108,21 @@ class DetectorSettings:
             _validate.positive("detector.camera_gain_adu_per_e", self.camera_gain_adu_per_e)
         if self.read_noise_e is not None:
             _validate.non_negative("detector.read_noise_e", self.read_noise_e)
+        object.__setattr__(self, "camera_estimated", tuple(self.camera_estimated))
+        for name in self.camera_estimated:
+            if name not in _CAMERA_FIELD:
+                raise ValueError(
+                    f"detector.camera_estimated: unknown field {name!r} "
+                    f"(one of {', '.join(_CAMERA_FIELD)})")
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"detector.camera_estimated names {name}, which is not set")
 
     def camera(self) -> CameraModel:
         """The camera model: the given values, defaults for the others, and which is which."""
         return CameraModel.resolve(self.camera_offset_adu, self.camera_gain_adu_per_e,
-                                   self.read_noise_e)
+                                   self.read_noise_e,
+                                   [_CAMERA_FIELD[n] for n in self.camera_estimated])
 
 
 @dataclass(frozen=True)
@@ -243,7 +264,7 @@ class StreamSettings:
         """The effective settings as plain nested dicts (recorded in summaries).
 
         ``camera`` adds the camera model in use: each value, and whether it was
-        ``given`` or is the ``default``.
+        ``given``, ``estimated`` (by the client, from the frames) or is the ``default``.
         """
         return {**asdict(self), "camera": self.detector.camera().to_dict()}
 

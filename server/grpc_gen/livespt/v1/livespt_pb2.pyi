@@ -64,7 +64,7 @@ class StreamConfig(_message.Message):
     def __init__(self, pixel_size_um: _Optional[float] = ..., frame_interval_s: _Optional[float] = ..., exposure_s: _Optional[float] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detector: _Optional[_Union[DetectorParams, _Mapping]] = ..., linker: _Optional[_Union[LinkerParams, _Mapping]] = ..., window: _Optional[_Union[WindowParams, _Mapping]] = ..., change: _Optional[_Union[ChangeParams, _Mapping]] = ..., tracker: _Optional[_Union[Tracker, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DetectorParams(_message.Message):
-    __slots__ = ("radius_um", "threshold", "median_filter", "dark_spots", "camera_offset_adu", "camera_gain_adu_per_e", "read_noise_e")
+    __slots__ = ("radius_um", "threshold", "median_filter", "dark_spots", "camera_offset_adu", "camera_gain_adu_per_e", "read_noise_e", "camera_estimated")
     RADIUS_UM_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class DetectorParams(_message.Message):
     CAMERA_OFFSET_ADU_FIELD_NUMBER: _ClassVar[int]
     CAMERA_GAIN_ADU_PER_E_FIELD_NUMBER: _ClassVar[int]
     READ_NOISE_E_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     radius_um: float
     threshold: float
     median_filter: bool
@@ -79,7 +80,8 @@ class DetectorParams(_message.Message):
     camera_offset_adu: float
     camera_gain_adu_per_e: float
     read_noise_e: float
-    def __init__(self, radius_um: _Optional[float] = ..., threshold: _Optional[float] = ..., median_filter: _Optional[bool] = ..., dark_spots: _Optional[bool] = ..., camera_offset_adu: _Optional[float] = ..., camera_gain_adu_per_e: _Optional[float] = ..., read_noise_e: _Optional[float] = ...) -> None: ...
+    camera_estimated: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, radius_um: _Optional[float] = ..., threshold: _Optional[float] = ..., median_filter: _Optional[bool] = ..., dark_spots: _Optional[bool] = ..., camera_offset_adu: _Optional[float] = ..., camera_gain_adu_per_e: _Optional[float] = ..., read_noise_e: _Optional[float] = ..., camera_estimated: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LinkerParams(_message.Message):
     __slots__ = ("max_distance_um", "max_gap_frames")
