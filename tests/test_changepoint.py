@@ -23,6 +23,7 @@ from livespt.server.pipeline.changepoint import (
     CALIBRATION_RATES_PER_1000,
     CALIBRATION_THRESHOLDS,
     ChangeConfig,
+    MEDIAN_CONFIRM_Z,
     ChangePoint,
     TrackChangeDetector,
     calibrated_threshold,
@@ -151,9 +152,12 @@ def test_false_alarm_rate_in_steady_state_matches_calibration(
           f"({alarms / frames * 1000:.2f} per 1000, target {target})")
     assert alarms <= poisson_upper(expected)
     if two_sided:
-        # Not conservative by more than a Monte-Carlo band plus the step correlation
-        # left after the dispersion correction (measured: 0.9-1.1 x target).
-        assert alarms >= 0.6 * expected
+        # The GLR alone is calibrated (measured 0.9-1.1 x target); the median
+        # confirmation (confirmed_by_medians) then drops the alarms whose step medians
+        # do not differ by 3 standard errors: measured 0.41-0.45 x target here. The
+        # table has not been recalibrated with the confirmation in the loop, so the
+        # configured rate is an upper bound, not the rate itself.
+        assert alarms >= 0.3 * expected
 
 
 def test_false_alarms_on_short_stationary_tracks_within_target() -> None:
@@ -169,6 +173,31 @@ def test_false_alarms_on_short_stationary_tracks_within_target() -> None:
     print(f"\nstationary 200-frame tracks: {alarms} alarms in {frames} track-frames "
           f"({alarms / frames * 1000:.3f} per 1000, target {target})")
     assert alarms <= poisson_upper(target * frames / 1000)
+
+
+@pytest.mark.parametrize("case", ["student-t noise", "sigma 10x too small"])
+def test_false_alarms_hold_off_the_model(case: str) -> None:
+    """Constant D, steps the model does not describe: heavy-tailed localization noise
+    (Student t, 3 degrees of freedom: 1.7x the stated sigma and infinite kurtosis) or a
+    sigma given 10x too small. The rate must stay within the configured 0.5 per 1000
+    (one-sided Poisson bound). Without the median confirmation the t-noise case gave
+    1.9 per 1000 (this module's docstring)."""
+    n, t, sigma = 200, 500, 0.03
+    pos, blur = simulate(n, t, 0.2, 0.0, seed=21)
+    rng = np.random.default_rng(22)
+    if case == "student-t noise":
+        pos = pos + rng.standard_t(3, size=pos.shape) * sigma
+        given = sigma
+    else:
+        pos = pos + rng.normal(size=pos.shape) * sigma
+        given = sigma / 10
+    cfg = config(blur)
+    events = run(cfg, pos, given)
+    alarms = sum(len(ev) for ev in events)
+    frames = n * t
+    print(f"\n{case}: {alarms} alarms in {frames} track-frames "
+          f"({alarms / frames * 1000:.2f} per 1000, configured {cfg.false_alarm_per_1000})")
+    assert alarms <= poisson_upper(cfg.false_alarm_per_1000 * frames / 1000)
 
 
 def test_gaps_are_modelled() -> None:
@@ -268,8 +297,11 @@ def _reference_scores(frames: np.ndarray, xy: np.ndarray, sig: np.ndarray, dt: f
         rho = (2 * blur * d0 * dt - s_mean / 2) / (a_mean * d0 + s_mean)
         score = llr[jb] / (1 + 2 * rho**2)
         scores.append(score)
-        if score > threshold:
-            restart = lo + m + jb
+        split = m + jb
+        med1, med2 = np.median(y[:split]), np.median(y[split:])
+        se = math.sqrt(1 / split + 1 / (len(y) - split)) / math.log(2)
+        if score > threshold and abs(math.log(med2 / med1)) > MEDIAN_CONFIRM_Z * se:
+            restart = lo + split
             events.append((int(frames[i]), steps[restart][0]))
     return scores, events
 

@@ -59,6 +59,7 @@ from livespt.server.pipeline.changepoint import (
     append_step_at,
     change_point_at,
     compact_at,
+    confirmed_by_medians,
     scan_window,
 )
 from livespt.server.pipeline.track_slots import TrackSlots
@@ -398,6 +399,8 @@ class ChangeDetectorBank:
         self._last_score[slot] = score
         if not score > self._threshold:
             return None
+        if not confirmed_by_medians(py, lo, hi, jb):
+            return None
         self._restart[slot] = jb
         return change_point_at(py, pc, start, lo, hi, jb, score, f, frame,
                              self.config.confidence, self._slots.id_of(slot))
@@ -450,6 +453,8 @@ class ChangeDetectorBank:
         events = []
         for i in np.flatnonzero(score > self._threshold).tolist():
             slot, j = int(slots[i]), int(jb[i])
+            if not confirmed_by_medians(self._py[slot], int(lo[i]), int(hi[i]), j):
+                continue  # a few steps the model does not describe, not a change of D
             events.append(change_point_at(
                 self._py[slot], self._pc[slot], self._start[slot], int(lo[i]), int(hi[i]), j,
                 float(score[i]), float(f[i]), frame, self.config.confidence,
