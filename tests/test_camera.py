@@ -343,3 +343,13 @@ def test_stream_estimates_the_camera_and_records_values_sources_and_errors(
     assert summary["camera"]["gain_adu_per_e"] == 5.0
     flagged = [w for w in summary["warnings"] if "camera_gain_adu_per_e" in w]
     assert len(flagged) == 1 and flagged[0].startswith("CAMERA_MODEL: ")
+
+
+def test_stream_without_estimation_uses_the_defaults_and_says_so(tmp_path: Path) -> None:
+    movie = write_movie(tmp_path / "movie.tif", simulated_movie(12, 2.0, 100.0, size=64,
+                                                                n_frames=12), 0.1, 0.05)
+    assert main(["stream", str(movie), "--embedded", "--no-camera-estimate",
+                 "--out", str(tmp_path / "a")]) == 0
+    cam = json.loads((tmp_path / "a" / "summary.json").read_text())["camera"]
+    assert cam["source"] == dict.fromkeys(CAMERA_FIELDS, "default")
+    assert cam["estimate"] is None and cam["note"]["gain_adu_per_e"] == "estimation off"
