@@ -10,8 +10,11 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= demo_out
+# andi-datasets' own environment (see install-thirdparty)
+THIRDPARTY_VENV ?= .venv-thirdparty
 
-.PHONY: demo test lint typecheck bench proto install install-dev clean fiji eval-vit train-vit
+.PHONY: demo test lint typecheck bench proto install install-dev clean fiji eval-vit train-vit \
+	accuracy install-validation install-thirdparty
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +37,7 @@ demo: $(VENV)/.installed
 	$(BIN)/livespt demo --out $(OUT)
 
 ## Lint, type-check and run the whole test suite.
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.installed-validation $(THIRDPARTY_VENV)/.installed
 	$(BIN)/ruff check livespt models server tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -44,6 +47,29 @@ lint: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+
+# Third-party simulators for tests/test_thirdparty.py and `make accuracy` (issue 10):
+# DeepTrack2 into .venv (the `validation` extra); andi-datasets, which pins numpy<=1.26.4,
+# into its own environment (ignored by git through its own .gitignore), whose generator
+# script writes .npz files the harness reads (benchmarks/accuracy/andi_generate.py).
+$(VENV)/.installed-validation: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[validation]'
+	touch $@
+
+$(THIRDPARTY_VENV)/.installed: benchmarks/accuracy/requirements-thirdparty.txt
+	$(PYTHON) -m venv $(THIRDPARTY_VENV)
+	echo '*' > $(THIRDPARTY_VENV)/.gitignore
+	$(THIRDPARTY_VENV)/bin/pip install -q -r benchmarks/accuracy/requirements-thirdparty.txt
+	touch $@
+
+install-validation: $(VENV)/.installed-validation
+
+install-thirdparty: $(THIRDPARTY_VENV)/.installed
+
+## Accuracy on our simulator, DeepTrack2, andi-datasets and a real movie side by side
+## (docs/accuracy.md, docs/accuracy/*.png, benchmarks/results/accuracy.json; < 10 min on 2 cores).
+accuracy: $(VENV)/.installed-validation $(THIRDPARTY_VENV)/.installed
+	$(BIN)/python -m benchmarks.accuracy.report --out docs/accuracy.md --json benchmarks/results/accuracy.json
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
