@@ -105,6 +105,10 @@ def test_every_frame_is_acknowledged_in_order_with_a_summary(sparse_run: dict) -
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["frames"] == 60
     assert summary["tracker"] == "builtin" and summary["device"] == "cpu"
+    # Every window counted under the method that answered it.
+    est = pd.read_csv(out / "estimates.csv")
+    assert summary["windows_by_method"] == est["method"].value_counts().to_dict()
+    assert summary["merged_blurred_detections"] >= 0
 
 
 def test_detection_recall_and_precision_at_snr_12(sparse_run: dict) -> None:

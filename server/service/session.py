@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,8 @@ class Session:
         # follow the camera model, which may be wrong.
         self.estimator = WindowEstimator(s.window, s.acquisition(), model, use_fitted_sigma=False)
         self.noise = TrackNoise(blur_coefficient(s.exposure_s, s.frame_interval_s))
+        # Windows per `method` (which estimator answered, and why), for the summary.
+        self.window_methods: Counter[str] = Counter()
         self.warnings: list[str] = list(self.estimator.warnings)
         # Camera warnings found in the first frame, sent with that frame's results.
         self._new_warnings: list[str] = []
@@ -243,7 +246,9 @@ class Session:
         due = self.windows.take_due()
         if len(due) == 0:
             return []
-        return self.estimator.estimate(due.with_track_noise(*self.noise.sigma(due.track_ids)))
+        out = self.estimator.estimate(due.with_track_noise(*self.noise.sigma(due.track_ids)))
+        self.window_methods.update(e.method for e in out)
+        return out
 
     def process(self, index: int, frame: NDArray[Any]) -> FrameOutput:
         """Detect, link and estimate one decoded frame in this thread (no detection pool).
@@ -265,6 +270,7 @@ class Session:
             "tracker": self.settings.tracker,
             "estimators": {"window": self.estimator.method, "change": "glr"},
             "merged_blurred_detections": self.linker.n_merged,
+            "windows_by_method": dict(sorted(self.window_methods.items())),
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
