@@ -41,7 +41,7 @@ def test_shipped_weights_reproduce_their_card(path) -> None:
     n = int(card["training"]["val_windows"])
     val = validation_set(n, TrainingDistribution(**{
         k: tuple(v) if isinstance(v, list) else v for k, v in card["simulator"].items()}),
-        torch.device("cpu"))
+        torch.device("cpu"), patch_norm=est.model.config.patch_norm)
     got = evaluate(est.model, val)
     want = card["history"]["best_validation"]
     # Same seed, same simulator, same weights: equal up to float summation order.

@@ -163,3 +163,25 @@ def test_log_d_target_is_always_positive_d() -> None:
     assert torch.allclose(torch.exp(b.log_d_star.double()),
                           b.d_um2_s * 0.05 / 0.1**2, rtol=1e-5)
     assert math.isfinite(float(b.inputs.features.abs().max()))
+
+
+def test_weights_written_before_the_ood_guard_load_with_the_guard_off(tmp_path: Path) -> None:
+    from livespt.models.vit.model import OOD_BUFFERS
+    from livespt.models.vit.weights import WEIGHTS_FORMAT, sha256
+
+    model = DiffusionViT(ViTConfig(**SMALL))
+    state = {k: v for k, v in model.state_dict().items() if k not in OOD_BUFFERS}
+    old = tmp_path / "old.pt"
+    cfg = {k: v for k, v in ViTConfig(**SMALL).to_dict().items() if k != "patch_norm"}
+    torch.save({"format": WEIGHTS_FORMAT, "config": cfg, "state_dict": state}, old)
+    old.with_suffix(".json").write_text(json.dumps({"format": WEIGHTS_FORMAT,
+                                                    "sha256": sha256(old)}))
+    est = ViTEstimator.load(old)
+    assert est.model.config.patch_norm == "window" and not est.guard.fitted
+    # ... but a file missing a real weight is still refused.
+    del state["head.weight"]
+    torch.save({"format": WEIGHTS_FORMAT, "config": cfg, "state_dict": state}, old)
+    old.with_suffix(".json").write_text(json.dumps({"format": WEIGHTS_FORMAT,
+                                                    "sha256": sha256(old)}))
+    with pytest.raises(ModelLoadError, match=r"head\.weight"):
+        ViTEstimator.load(old)

@@ -31,6 +31,7 @@ from livespt.models.simulate.movie import (
 )
 from livespt.models.simulate.patches import PatchSequences, simulate_patches
 from livespt.models.simulate.photophysics import Photophysics, emission_states, emitted_photons
+from livespt.models.simulate.psf_shapes import PsfShape
 from livespt.models.simulate.smlm import SMLMBatch, simulate_smlm
 from livespt.models.simulate.trajectories import (
     Trajectories,
@@ -48,6 +49,7 @@ __all__ = [
     "MovieConfig",
     "PatchSequences",
     "Photophysics",
+    "PsfShape",
     "SMLMBatch",
     "Trajectories",
     "diffusion_schedule",

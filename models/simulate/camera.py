@@ -216,6 +216,31 @@ def _expose(signal: Tensor, camera: Camera, gen: torch.Generator, digitize: bool
     return adu
 
 
+def _expose_background_tensor(signal: Tensor, background: Tensor, camera: Camera,
+                              gen: torch.Generator, digitize: bool) -> Tensor:
+    """:func:`_expose` with a background given per pixel *and frame* as a tensor.
+
+    ``background`` (photons, broadcastable to ``signal``) replaces
+    ``camera.background_photons`` and ``background_map`` (structured, drifting
+    backgrounds of training patches); ``background_cv``, gain, offset, read noise
+    and digitisation are the camera's scalars (no sCMOS maps).
+    """
+    dev, dtype = signal.device, signal.dtype
+    bg = background.to(dtype).expand_as(signal)
+    if camera.background_cv > 0:
+        s2 = math.log1p(camera.background_cv**2)
+        z = torch.randn(signal.shape, generator=gen, dtype=dtype, device=dev)
+        bg = bg * torch.exp(math.sqrt(s2) * z - 0.5 * s2)
+    electrons = torch.poisson((signal + bg).clamp_min(0.0), generator=gen)
+    adu = electrons * camera.gain_adu_per_e + camera.offset_adu
+    read_std = camera.gain_adu_per_e * camera.read_noise_e
+    if read_std > 0:
+        adu = adu + torch.randn(signal.shape, generator=gen, dtype=dtype, device=dev) * read_std
+    if digitize:
+        adu = torch.round(adu).clamp_(0, camera.max_adu)
+    return adu
+
+
 def _poisson_uniform(
     lam: float, shape: torch.Size, gen: torch.Generator, dtype: torch.dtype, dev: torch.device
 ) -> Tensor:

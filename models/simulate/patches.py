@@ -24,6 +24,7 @@ position (or the first one, before any), as a tracker holding the track would do
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -36,9 +37,15 @@ from livespt.models import _validate
 from livespt.models import psf as _psf
 from livespt.models.psf import _render_gaussian_spots
 from livespt.models.simulate._common import Device, as_device, make_generator
-from livespt.models.simulate.camera import Camera, _expose, photons_for_snr
+from livespt.models.simulate.camera import (
+    Camera,
+    _expose,
+    _expose_background_tensor,
+    photons_for_snr,
+)
 from livespt.models.simulate.localization import localization_precision_um
 from livespt.models.simulate.photophysics import Photophysics, _emitted_photons
+from livespt.models.simulate.psf_shapes import PsfShape, render_mixture_spots
 from livespt.models.simulate.trajectories import resolve_exposure, simulate_trajectories
 
 # Sequence-frames rendered at once; bounds memory for very large batches.
@@ -115,6 +122,9 @@ def simulate_patches(
     seed: int = 0,
     generator: torch.Generator | None = None,
     device: Device = "cpu",
+    psf_shape: PsfShape | None = None,
+    background_patches: Tensor | None = None,
+    blur_error_fraction: float = 0.0,
 ) -> PatchSequences:
     """Simulate patch sequences cropped around noisy localizations, for training.
 
@@ -165,6 +175,21 @@ def simulate_patches(
         Generator on ``device``.
     device : str or torch.device
         Device of the computation and of the returned tensors.
+    psf_shape : PsfShape, optional
+        PSF shape (Airy, defocus, astigmatism; :mod:`livespt.models.simulate.psf_shapes`)
+        whose width is ``psf_sigma_um``; default: the Gaussian PSF. The localization
+        precision stays the Gaussian one for ``psf_sigma_um``.
+    background_patches : Tensor, optional
+        Relative background per pixel and frame, broadcastable to ``(B, T, P, P)``,
+        >= 0, multiplying ``camera.background_photons`` (structured and drifting
+        backgrounds); default: uniform.
+    blur_error_fraction : float
+        Extra localization error of motion-blurred spots, >= 0: an isotropic
+        Gaussian error of SD ``blur_error_fraction`` times the RMS distance (per
+        axis) of the frame's sub-step positions from their mean, added to the
+        localized positions (and so to the crops) but *not* to
+        ``localization_sigma_um``, as a fitter that reports the static-spot
+        precision of a streak would (default 0: none, no random draw).
 
     Returns
     -------
@@ -192,6 +217,20 @@ def simulate_patches(
     base = _photons_per_sequence(photons, snr, b, sigma_um / px, cam)
     dev = as_device(device)
     gen = make_generator(seed, generator, dev)
+    if psf_shape is not None and not isinstance(psf_shape, PsfShape):
+        raise ValueError(f"psf_shape must be a PsfShape, got {type(psf_shape)!r}")
+    bg_rel: Tensor | None = None
+    if background_patches is not None:
+        if not isinstance(background_patches, Tensor):
+            raise ValueError("background_patches must be a torch.Tensor")
+        try:
+            bg_rel = background_patches.to(device=dev, dtype=torch.float32).expand(
+                b, t, size, size).reshape(b * t, size, size)
+        except RuntimeError:
+            raise ValueError(f"background_patches of shape {tuple(background_patches.shape)} "
+                             f"does not broadcast to {(b, t, size, size)}") from None
+        if not bool((torch.isfinite(bg_rel) & (bg_rel >= 0)).all()):
+            raise ValueError("background_patches must be finite and >= 0")
 
     start = ((torch.rand((b, 2), generator=gen, dtype=torch.float64, device=dev) - 0.5) * px)
     traj = simulate_trajectories(
@@ -207,6 +246,13 @@ def simulate_patches(
     valid = torch.isfinite(sigma_loc)
     noise = torch.randn((b, t, 2), generator=gen, dtype=torch.float64, device=dev)
     raw = traj.mean_um + noise * torch.where(valid, sigma_loc, 0.0)[..., None]
+    if blur_error_fraction < 0 or not math.isfinite(blur_error_fraction):
+        raise ValueError(f"blur_error_fraction must be finite and >= 0, got {blur_error_fraction}")
+    if blur_error_fraction > 0:
+        spread = traj.substeps_um - traj.mean_um[:, :, None, :]
+        blur_sd = spread.pow(2).mean(dim=(2, 3)).sqrt()  # (B, T), per axis
+        extra = torch.randn((b, t, 2), generator=gen, dtype=torch.float64, device=dev)
+        raw = raw + extra * (blur_error_fraction * blur_sd * valid)[..., None]
     localized = _hold_last_valid(raw, valid)
     sigma_loc = torch.where(valid, sigma_loc, torch.full_like(sigma_loc, float("nan")))
 
@@ -219,15 +265,27 @@ def simulate_patches(
     weights = (emitted / s).reshape(b * t, 1).expand(b * t, s)
     images = torch.empty((b * t, size, size), dtype=torch.float32, device=dev)
     expected = torch.empty_like(images) if return_expected else None
-    for k0 in range(0, b * t, _CHUNK_PATCHES):
-        k1 = min(b * t, k0 + _CHUNK_PATCHES)
-        signal = _render_gaussian_spots(
-            local[k0:k1, :, 0], local[k0:k1, :, 1], weights[k0:k1], (size, size),
-            sigma_um / px, torch.float32,
-        )
+    n_comp = 1 if psf_shape is None else len(psf_shape.components(sigma_um / px)[2])
+    chunk = max(64, _CHUNK_PATCHES * 10 // max(10, s * n_comp))
+    for k0 in range(0, b * t, chunk):
+        k1 = min(b * t, k0 + chunk)
+        if psf_shape is None:
+            signal = _render_gaussian_spots(
+                local[k0:k1, :, 0], local[k0:k1, :, 1], weights[k0:k1], (size, size),
+                sigma_um / px, torch.float32,
+            )
+        else:
+            signal = render_mixture_spots(
+                local[k0:k1, :, 0], local[k0:k1, :, 1], weights[k0:k1], (size, size),
+                sigma_um / px, psf_shape, torch.float32,
+            )
         if expected is not None:
             expected[k0:k1] = signal
-        images[k0:k1] = _expose(signal, cam, gen, digitize)
+        if bg_rel is None:
+            images[k0:k1] = _expose(signal, cam, gen, digitize)
+        else:
+            images[k0:k1] = _expose_background_tensor(
+                signal, cam.background_photons * bg_rel[k0:k1], cam, gen, digitize)
 
     return PatchSequences(
         images=images.reshape(b, t, size, size),

@@ -20,7 +20,8 @@ from numpy.typing import NDArray
 
 from livespt.models.units import d_to_um2_s
 from livespt.models.vit.inputs import WindowInputs
-from livespt.models.vit.model import DiffusionViT, ViTConfig
+from livespt.models.vit.model import OOD_BUFFERS, DiffusionViT, ViTConfig
+from livespt.models.vit.ood import Guard, flag
 from livespt.models.vit.weights import (
     WEIGHTS_DIR,
     ModelLoadError,
@@ -72,6 +73,9 @@ class ViTEstimator:
         self.model = model.to(self.device).eval()
         self.card = card
         self.name = str(card.get("name", "vit"))
+        # A CPU copy of the out-of-distribution guard: callers hold their inputs on
+        # the CPU, and the guard is a small matrix product.
+        self.guard = Guard.of(self.model, "cpu")
 
     @property
     def method(self) -> str:
@@ -112,7 +116,10 @@ class ViTEstimator:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             config = ViTConfig(**blob["config"])
             model = DiffusionViT(config)
-            model.load_state_dict(blob["state_dict"], strict=True)
+            missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+            # Weights written before the OOD guard existed load with the guard off.
+            if unexpected or set(missing) - set(OOD_BUFFERS):
+                raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
         except Exception as exc:  # any failure here means a bad file
             raise ModelLoadError(f"model weights {path}: cannot be loaded ({exc})") from None
         return cls(model, card, device)
@@ -131,6 +138,16 @@ class ViTEstimator:
         """D (um^2/s) with a 90 % interval for windows of one acquisition."""
         mu, ls = self.predict_log(inputs)
         return to_physical(mu, ls, pixel_size_um, frame_interval_s)
+
+    def out_of_distribution(self, inputs: WindowInputs, mu: torch.Tensor) -> torch.Tensor:
+        """True (B,) for windows unlike the training windows (:mod:`livespt.models.vit.ood`).
+
+        ``mu`` is the model's predicted log D* for them. Weights without a fitted
+        guard flag nothing.
+        """
+        if not self.guard.fitted:
+            return torch.zeros(len(inputs), dtype=torch.bool)
+        return flag(self.guard, inputs.to("cpu"), mu.detach().float().cpu())
 
 
 def to_physical(mu: torch.Tensor, log_sd: torch.Tensor, pixel_size_um: float,

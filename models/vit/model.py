@@ -32,13 +32,14 @@ Three variants share the code: ``"image+features"`` (the default), ``"image"``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
 from livespt.models import _validate
-from livespt.models.vit.inputs import N_ACQ, N_GEOM
+from livespt.models.vit.inputs import N_ACQ, N_GEOM, N_STATS, PATCH_NORMS
 
 VARIANTS = ("image+features", "image", "features")
 
@@ -70,6 +71,10 @@ class ViTConfig:
         Channels of the first CNN stage (doubled once).
     dropout : float
         Dropout in the transformer layers.
+    patch_norm : str
+        How patches are normalised (:data:`livespt.models.vit.inputs.PATCH_NORMS`):
+        ``window`` for weights trained before per-frame normalisation (the default,
+        so their files load unchanged), ``frame`` for the domain-randomised ones.
     """
 
     variant: str = "image+features"
@@ -82,6 +87,7 @@ class ViTConfig:
     mlp_dim: int = 128
     cnn_channels: int = 16
     dropout: float = 0.0
+    patch_norm: str = "window"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -93,6 +99,8 @@ class ViTConfig:
         _validate.positive_int("heads", self.heads)
         _validate.positive_int("mlp_dim", self.mlp_dim)
         _validate.positive_int("cnn_channels", self.cnn_channels)
+        if self.patch_norm not in PATCH_NORMS:
+            raise ValueError(f"patch_norm must be one of {PATCH_NORMS}, got {self.patch_norm!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
 
@@ -179,6 +187,22 @@ class DiffusionViT(nn.Module):
         self.register_buffer("feat_std", torch.ones(c.n_features))
         self.feat_mean: Tensor
         self.feat_std: Tensor
+        # Out-of-distribution guard (livespt.models.vit.ood), fitted after training;
+        # an infinite threshold (weights without a fitted guard) never flags.
+        n_ood = c.n_features + N_ACQ + (N_STATS if c.variant != "features" else 0)
+        self.register_buffer("ood_mean", torch.zeros(n_ood))
+        self.register_buffer("ood_whiten", torch.eye(n_ood))
+        self.register_buffer("ood_threshold", torch.tensor(float("inf")))
+        self.register_buffer("ood_log_d_range", torch.tensor([-math.inf, math.inf]))
+        self.register_buffer("ood_anchor_high", torch.tensor(math.inf))
+        self.register_buffer("ood_stats_range", torch.tensor([[-math.inf] * N_STATS,
+                                                              [math.inf] * N_STATS]))
+        self.ood_mean: Tensor
+        self.ood_whiten: Tensor
+        self.ood_threshold: Tensor
+        self.ood_log_d_range: Tensor
+        self.ood_anchor_high: Tensor
+        self.ood_stats_range: Tensor
         cond = N_ACQ + (c.n_features if c.variant != "image" else 0)
         if c.variant == "features":
             self.mlp = nn.Sequential(
@@ -249,6 +273,11 @@ class DiffusionViT(nn.Module):
 def gaussian_nll(mu: Tensor, log_sigma: Tensor, target: Tensor) -> Tensor:
     """Mean Gaussian negative log-likelihood of ``target`` (log D*), constant dropped."""
     return (log_sigma + 0.5 * ((target - mu) * torch.exp(-log_sigma)) ** 2).mean()
+
+
+OOD_BUFFERS = ("ood_mean", "ood_whiten", "ood_threshold", "ood_log_d_range", "ood_anchor_high",
+               "ood_stats_range")
+"""Buffers of the out-of-distribution guard; files written before it lack them."""
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,6 +23,7 @@ from livespt.models import __version__
 from livespt.models.vit.data import TrainingDistribution, simulate_windows
 from livespt.models.vit.inputs import WindowInputs
 from livespt.models.vit.model import DiffusionViT, ViTConfig, count_parameters, gaussian_nll
+from livespt.models.vit.ood import FIT_BATCH, fit_guard
 from livespt.models.vit.weights import WEIGHTS_FORMAT, sha256, write_card
 
 
@@ -58,6 +59,13 @@ class TrainConfig:
         removes most of the checkpoint-to-checkpoint noise of on-the-fly data.
     seed : int
         Seed of the model initialisation and of the data stream.
+    ood_windows : int
+        Fresh training windows for the out-of-distribution guard's mean and
+        covariance, and as many again for its thresholds (0: no guard).
+    init_from : str, optional
+        Weights file (``.pt`` of the same architecture) to continue training from,
+        with a new warm-up and cosine schedule over this run's budget; its feature
+        standardisation is kept (None: a fresh model).
     """
 
     model: ViTConfig = field(default_factory=ViTConfig)
@@ -72,6 +80,8 @@ class TrainConfig:
     val_every: int = 250
     ema_decay: float = 0.998
     seed: int = 0
+    ood_windows: int = 16384
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -80,28 +90,38 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(
-        model=ViTConfig(dim=64, depth=4, heads=4, mlp_dim=128, cnn_channels=8),
+        model=ViTConfig(dim=64, depth=4, heads=4, mlp_dim=128, cnn_channels=8,
+                        patch_norm="frame"),
         batch_size=128, max_minutes=25.0, lr=1.5e-3),
     "gpu": TrainConfig(
-        model=ViTConfig(dim=64, depth=6, heads=4, mlp_dim=128, cnn_channels=16),
-        batch_size=1024, max_minutes=25.0, lr=1e-3, warmup_steps=500, val_windows=8000),
+        model=ViTConfig(dim=64, depth=6, heads=4, mlp_dim=128, cnn_channels=16,
+                        patch_norm="frame"),
+        batch_size=1024, max_minutes=25.0, lr=1e-3, warmup_steps=500, val_windows=8000,
+        ood_windows=65536),
     "tiny": TrainConfig(
-        model=ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64, cnn_channels=8),
-        batch_size=32, max_steps=30, max_minutes=2.0, val_windows=128, val_every=10),
+        model=ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64, cnn_channels=8,
+                        patch_norm="frame"),
+        batch_size=32, max_steps=30, max_minutes=2.0, val_windows=128, val_every=10,
+        ood_windows=512),
 }
 """Named training configurations (``livespt train vit --preset NAME``)."""
 
 
 def validation_set(n: int, dist: TrainingDistribution, device: torch.device,
-                   seed: int = 12345, length: int = 10, snr: float = 10.0) -> list[Any]:
-    """Fixed windows for model selection: ``length`` points at one SNR, a clean camera."""
+                   seed: int = 12345, length: int = 10, snr: float = 10.0,
+                   patch_norm: str = "window") -> list[Any]:
+    """Fixed windows for model selection: ``length`` points at one SNR, a clean camera.
+
+    ``patch_norm`` is the model's (``ViTConfig.patch_norm``); the windows are the
+    same for both, only the normalisation of their patches differs.
+    """
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for k in range(0, n, 500):
         m = min(500, n - k)
         out.append(simulate_windows(
             m, dist, gen, length=length, snr=torch.full((m,), snr, dtype=torch.float64),
-            psf_sigma_px=1.2, exposure_ratio=1.0, realistic=False,
+            psf_sigma_px=1.2, exposure_ratio=1.0, realistic=False, patch_norm=patch_norm,
             d_star=torch.exp(torch.empty(m, dtype=torch.float64, device=device).uniform_(
                 math.log(0.02), math.log(5.0), generator=gen))))
     return out
@@ -167,9 +187,18 @@ def train(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
     model = DiffusionViT(cfg.model).to(dev)
-    feats = torch.cat([simulate_windows(256, cfg.data, gen).inputs.features for _ in range(8)])
-    model.fit_feature_scaling(feats)
-    val = validation_set(cfg.val_windows, cfg.data, dev)
+    norm = cfg.model.patch_norm
+    if cfg.init_from:
+        blob = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        if ViTConfig(**blob["config"]) != cfg.model:
+            raise ValueError(f"init_from {cfg.init_from}: another architecture "
+                             f"({blob['config']})")
+        model.load_state_dict(blob["state_dict"], strict=False)
+    else:
+        feats = torch.cat([simulate_windows(256, cfg.data, gen, patch_norm=norm).inputs.features
+                           for _ in range(8)])
+        model.fit_feature_scaling(feats)
+    val = validation_set(cfg.val_windows, cfg.data, dev, patch_norm=norm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = dev.type == "cuda"
     t0 = time.monotonic()
@@ -187,7 +216,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        batch = simulate_windows(cfg.batch_size, cfg.data, gen)
+        batch = simulate_windows(cfg.batch_size, cfg.data, gen, patch_norm=norm)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             mu, ls = _forward(model, batch.inputs)
         loss = gaussian_nll(mu.float(), ls.float(), batch.log_d_star)
@@ -217,7 +246,15 @@ def train(
             best, best_state = m, ema.state_dict()
     model.load_state_dict(best_state if best_state else ema.state_dict())
     model.eval()
-    return model, {"steps": step, "windows_seen": seen,
+    guard: dict[str, Any] = {}
+    if cfg.ood_windows > 0:
+        t1 = time.monotonic()
+        guard = fit_guard(model, lambda: simulate_windows(
+            FIT_BATCH, cfg.data, gen, patch_norm=norm).inputs, n_windows=cfg.ood_windows)
+        guard["minutes"] = round((time.monotonic() - t1) / 60, 2)
+        log(f"OOD guard: threshold {guard['threshold']:.2f} "
+            f"(flags {guard['flagged_fraction_on_training_windows']:.4f} of training windows)")
+    return model, {"steps": step, "windows_seen": seen, "ood_guard": guard,
                    "minutes": round((time.monotonic() - t0) / 60, 2),
                    "best_validation": best, "validation": history,
                    "parameters": count_parameters(model),
@@ -283,3 +320,61 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if model_keys:
         cfg = replace(cfg, model=replace(cfg.model, **model_keys))
     return replace(cfg, **overrides) if overrides else cfg
+
+
+def refit_guard(path: Path, data: TrainingDistribution | None = None, n_windows: int = 16384,
+                seed: int = 7, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit (again) the out-of-distribution guard of a weights file, in place.
+
+    The network's weights are untouched; the guard's buffers are replaced, the
+    file rewritten, and its card's ``history.ood_guard`` and ``sha256`` updated.
+    Used for weights trained before the guard existed (their distribution is
+    read from their card) or trained with an older guard.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.pt`` file with its card.
+    data : TrainingDistribution, optional
+        Where the fitting windows come from; default: the card's ``simulator``.
+    n_windows : int
+        Windows for the mean and covariance, and as many for the thresholds.
+    seed : int
+        Seed of the fitting windows.
+    log : callable
+        Receives one line.
+
+    Returns
+    -------
+    dict
+        What the card records.
+    """
+    from livespt.models.vit.weights import read_card
+
+    path = Path(path)
+    card = read_card(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = DiffusionViT(ViTConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"], strict=False)
+    model.eval()
+    if data is None:
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in card["simulator"].items()
+                                  if k in TrainingDistribution.__dataclass_fields__}
+        data = TrainingDistribution(**fields)
+    gen = torch.Generator().manual_seed(seed)
+    norm = model.config.patch_norm
+    t0 = time.monotonic()
+    guard = fit_guard(model, lambda: simulate_windows(FIT_BATCH, data, gen,
+                                                      patch_norm=norm).inputs,
+                      n_windows=n_windows)
+    guard["minutes"] = round((time.monotonic() - t0) / 60, 2)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": blob["format"], "config": blob["config"], "state_dict": state}, path)
+    card.setdefault("history", {})["ood_guard"] = guard
+    card["simulator_for_ood_guard"] = data.to_dict()
+    card["sha256"] = sha256(path)
+    write_card(path, card)
+    log(f"{path.name}: OOD guard threshold {guard['threshold']:.2f}, flags "
+        f"{guard['flagged_fraction_on_training_windows']:.4f} of training windows")
+    return guard

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from livespt.models.vit.estimator import ViTEstimator, ViTPrediction, to_physical
@@ -102,6 +104,11 @@ class ResidentModel:
         return self.estimator.model.config.max_frames
 
     @property
+    def patch_norm(self) -> str:
+        """How the model's patches are normalised (``window`` or ``frame``)."""
+        return self.estimator.model.config.patch_norm
+
+    @property
     def patch_px(self) -> int:
         """Patch side the model expects, pixels."""
         return self.estimator.model.config.patch_px
@@ -112,13 +119,29 @@ class ResidentModel:
         mu, ls = self.batcher(inputs)
         return to_physical(mu, ls, pixel_size_um, frame_interval_s)
 
+    def estimate_guarded(self, inputs: WindowInputs, pixel_size_um: float,
+                         frame_interval_s: float) -> tuple[ViTPrediction, NDArray[np.bool_]]:
+        """:meth:`estimate`, and for each window whether it is out of the training distribution.
+
+        The guard (:mod:`livespt.models.vit.ood`) runs on the CPU in the caller's
+        thread, outside the batched forward pass.
+        """
+        mu, ls = self.batcher(inputs)
+        ood = self.estimator.out_of_distribution(inputs, mu).numpy().astype(bool)
+        return to_physical(mu, ls, pixel_size_um, frame_interval_s), ood
+
+    @property
+    def has_guard(self) -> bool:
+        """Whether the model's weights carry a fitted out-of-distribution guard."""
+        return self.estimator.guard.fitted
+
     def info(self) -> dict[str, Any]:
         """What GetServerInfo and session summaries report about this model."""
         card = self.estimator.card
         return {"name": self.estimator.name, "variant": self.variant, "file": str(self.path),
                 "sha256": card.get("sha256"), "parameters": card.get("parameters"),
                 "device": str(self.estimator.device), "date": card.get("date"),
-                "metrics": card.get("metrics", {})}
+                "metrics": card.get("metrics", {}), "ood_guard": self.has_guard}
 
 
 class ModelRegistry:

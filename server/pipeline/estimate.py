@@ -11,7 +11,12 @@ This is the one place that decides how a window is estimated, for every caller
   share a pattern of frames: sigma known from the track's own step history once
   the track has enough of it (``method = cve:track-sigma``,
   :mod:`livespt.server.pipeline.track_noise`), before that sigma unknown (or the
-  fitted precision, for callers that trust it) with ``method = cve``.
+  fitted precision, for callers that trust it) with ``method = cve``;
+* a window the model would take but whose inputs look unlike the model's
+  training windows (the out-of-distribution guard of :mod:`livespt.models.vit.ood`,
+  stored with the weights) gets the CVE path above, its ``method`` suffixed
+  with ``:ood`` (``cve:ood``, ``cve:track-sigma:ood``), and is counted in
+  :attr:`WindowEstimator.n_ood`.
 
 Why a model is not used is said once, in :attr:`WindowEstimator.warnings`. All
 px/um conversions of the model's inputs go through :mod:`livespt.models.units`
@@ -25,6 +30,7 @@ other sessions through the model's dynamic batcher.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,10 +49,13 @@ if TYPE_CHECKING:
     from livespt.server.inference.resident import ResidentModel
 
 MIN_MODEL_WINDOW = 5
+"""Shortest window (points) given to a model; shorter ones use the CVE."""
 
 TRACK_SIGMA_METHOD = "cve:track-sigma"
 """``method`` of CVE windows that used their track's own noise estimate."""
-"""Shortest window (points) given to a model; shorter ones use the CVE."""
+
+OOD_SUFFIX = ":ood"
+"""Appended to the CVE ``method`` of windows the model's out-of-distribution guard rejected."""
 
 NOMINAL_PIXEL_UM = 0.1
 NOMINAL_PSF_SIGMA_PX = 1.15
@@ -115,6 +124,11 @@ class WindowEstimator:
         The model actually used (None when it cannot take these windows).
     warnings : list of str
         Why a given model is not used, for the session summary and the client.
+    n_ood : int
+        Windows the model's out-of-distribution guard sent to the CVE so far
+        (their ``method`` ends in ``:ood``).
+    n_model : int
+        Windows given to the model so far (those answered by it plus ``n_ood``).
     """
 
     def __init__(self, window: WindowConfig, acquisition: Acquisition,
@@ -123,6 +137,8 @@ class WindowEstimator:
         self.acquisition = acquisition
         self.use_fitted_sigma = use_fitted_sigma
         self.warnings: list[str] = []
+        self.n_ood = 0
+        self.n_model = 0
         if model is not None and not (MIN_MODEL_WINDOW <= window.length <= model.max_frames):
             self.warnings.append(
                 f"window.length {window.length} is outside the {MIN_MODEL_WINDOW}.."
@@ -189,10 +205,22 @@ class WindowEstimator:
             torch.from_numpy(np.ascontiguousarray(due.values[:, :, 2])),
             torch.from_numpy(due.frames), torch.ones((m, length), dtype=torch.bool),
             pixel_size_um=px, frame_interval_s=acq.frame_interval_s,
-            exposure_s=acq.exposure_s, psf_sigma_um=psf)
-        pred = model.estimate(inputs, px, acq.frame_interval_s)
-        return window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
-                              pred.d_high_um2_s, model.method)
+            exposure_s=acq.exposure_s, psf_sigma_um=psf, patch_norm=model.patch_norm)
+        pred, ood = model.estimate_guarded(inputs, px, acq.frame_interval_s)
+        records = window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
+                                 pred.d_high_um2_s, model.method)
+        self.n_model += m
+        if ood.any():
+            # Unlike the training windows: the CVE answers, as it would without a model.
+            idx = np.flatnonzero(ood)
+            sub = DueWindows(
+                due.track_ids[idx], due.frames[idx], due.values[idx], None,
+                None if due.sigma_track_um is None else due.sigma_track_um[idx],
+                None if due.sigma2_track_var_um4 is None else due.sigma2_track_var_um4[idx])
+            for i, rec in zip(idx.tolist(), self._cve(sub), strict=True):
+                records[i] = dataclasses.replace(rec, method=rec.method + OOD_SUFFIX)
+            self.n_ood += int(idx.size)
+        return records
 
     # --------------------------------------------------------------- the CVE
     def _cve(self, due: DueWindows) -> list[WindowEstimate]:

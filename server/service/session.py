@@ -271,6 +271,7 @@ class Session:
             "estimators": {"window": self.estimator.method, "change": "glr"},
             "merged_blurred_detections": self.linker.n_merged,
             "windows_by_method": dict(sorted(self.window_methods.items())),
+            "windows_out_of_distribution": self.estimator.n_ood,
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
