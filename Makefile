@@ -105,4 +105,4 @@ proto: $(VENV)/.installed-dev
 	$(BIN)/python -m livespt.server.protogen
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(THIRDPARTY_VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info
