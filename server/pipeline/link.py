@@ -252,7 +252,6 @@ class OnlineLinker:
         # for the blur-merge radius.
         self._s2: NDArray[np.float64] = np.empty(0, dtype=np.float64)
         self._ns: NDArray[np.int64] = np.empty(0, dtype=np.int64)
-        self._ids_alive: NDArray[np.int64] = self._ids
         self.n_merged = 0
         """Detections merged into another detection's track (motion-blurred spots), so far."""
         # Ids dropped because a later frame skipped past them, not yet reported.
@@ -313,8 +312,7 @@ class OnlineLinker:
         s2, ns = self._s2[alive], self._ns[alive]
 
         det_track = self._assign(f, xy, last, pos, self._gate_scale(s2, ns))
-        self._ids_alive = ids
-        n_merged, dup = self._merge_blurred(det_track, pos, xy, last, s2, ns, f)
+        n_merged, dup = self._merge_blurred(det_track, pos, ids, xy, last, s2, ns, f)
         born = det_track < 0
         n_born = int(np.count_nonzero(born))
         n_kept = ids.shape[0] + n_born
@@ -419,6 +417,7 @@ class OnlineLinker:
         self,
         det_track: NDArray[np.int64],
         pos: NDArray[np.float64],
+        ids: NDArray[np.int64],
         xy: NDArray[np.float64],
         last: NDArray[np.int64],
         s2: NDArray[np.float64],
@@ -455,18 +454,18 @@ class OnlineLinker:
             ok = (dist <= radius[li]) & (np.hypot(*(pos[born[bj]] - xy[t[li]]).T) <= gate)
             if np.any(ok):
                 li, bj, dist = li[ok], bj[ok], dist[ok]
-                order = np.lexsort((dist, bj))  # the nearest linked detection per birth
-                first = np.ones(order.size, dtype=bool)
-                first[1:] = bj[order[1:]] != bj[order[:-1]]
-                sel = order[first]
+                sel = _first_per_group(bj, dist)  # the nearest linked detection per birth
                 det_track[born[bj[sel]]] = t[li[sel]]
                 n_merged += int(sel.size)
         # 2. Two tracks on one streak (both born on it before a step was known): the
         # younger one's detection joins the older track, and the younger track ends
         # (only while it is at most DUPLICATE_MAX_STEPS steps old).
-        pairs = tree.sparse_distance_matrix(tree, float(radius.max()), output_type="ndarray")
-        i, j, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
-        ids = self._ids_alive
+        young = np.flatnonzero(ns[t] <= DUPLICATE_MAX_STEPS)
+        if young.size == 0:  # the usual frame: no young track, nothing to test
+            return n_merged, none
+        pairs = tree.sparse_distance_matrix(cKDTree(pos[linked[young]]), float(radius.max()),
+                                            output_type="ndarray")
+        i, j, dist = pairs["i"].astype(np.int64), young[pairs["j"]], pairs["v"]
         older = (ids[t[i]] < ids[t[j]])
         r_old = radius[i]
         heads_apart = np.hypot(*(xy[t[i]] - xy[t[j]]).T)
@@ -545,10 +544,7 @@ class OnlineLinker:
         # all at once without solving anything.
         star = (tracks_in[edge_label] == 1) | (dets_in[edge_label] == 1)
         s = np.flatnonzero(star)
-        s = s[np.lexsort((cost[s], edge_label[s]))]
-        first = np.ones(s.size, dtype=bool)
-        first[1:] = edge_label[s[1:]] != edge_label[s[:-1]]
-        best = s[first]
+        best = s[_first_per_group(edge_label[s], cost[s])]
         det_track[dj[best]] = ti[best]
 
         rest = np.flatnonzero(~star)
@@ -581,6 +577,15 @@ class OnlineLinker:
             rows, cols = _augmented_lap(t_local[e], d_local[e], cost[rest[e]], ct.size, cd.size,
                                         self._birth, self._death)
             det_track[cd[cols]] = ct[rows]
+
+
+def _first_per_group(group: NDArray[np.integer[Any]],
+                     key: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Index of the smallest ``key`` in each group, groups in increasing order."""
+    order = np.lexsort((key, group))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = group[order[1:]] != group[order[:-1]]
+    return order[first]
 
 
 def _components(
@@ -722,10 +727,7 @@ def merge_same_track(
                                            + (xy_um[:, 1] - my[inv]) ** 2) / 2.0) / tw
     prec = np.sqrt(var_mean + spread / counts)
     # Representative: the heaviest detection of each track, in first-appearance order.
-    order = np.lexsort((-w, inv))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = inv[order[1:]] != inv[order[:-1]]
-    rep_by_track = order[first]  # indexed by position in ``uniq``
+    rep_by_track = _first_per_group(inv, -w)  # indexed by position in ``uniq``
     appear = np.unique(inv, return_index=True)[1]
     seq = np.argsort(appear, kind="stable")  # tracks in order of first detection
     return (rep_by_track[seq], uniq[seq], np.column_stack([mx, my])[seq],
