@@ -168,6 +168,12 @@ def test_stream_bad_arguments_are_clear(
                      photometric="minisblack")
     assert main(["stream", str(tmp_path / "plain.tif"), "--embedded"]) == 2
     assert "--pixel-size is required" in capsys.readouterr().err
+    # A file that is not what its name says: one line, naming the file and why.
+    (tmp_path / "odd.tif").write_text("hello")
+    assert main(["stream", str(tmp_path / "odd.tif"), "--embedded"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "MOVIE: cannot read" in err and "odd.tif as TIFF: not a TIFF file" in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

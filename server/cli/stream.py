@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,23 @@ def open_movie(path: str | Path) -> tuple[Any, float | None, float | None]:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"MOVIE: no such file: {p}")
+    is_tiff = p.suffix.lower() in (".tif", ".tiff")
     try:
-        frames = pims.open(str(p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pims' reader fallbacks warn as they go
+            # A TIFF is read by tifffile alone: pims' fallbacks would only add a page of
+            # other readers' errors (and try to download Bio-Formats).
+            frames = pims.TiffStack(str(p)) if is_tiff else pims.open(str(p))
     except Exception as exc:  # pims raises many types for unreadable files
-        raise ValueError(f"MOVIE: cannot read {p}: {exc}") from None
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        if is_tiff:
+            why = lines[0] if lines else type(exc).__name__
+            raise ValueError(f"MOVIE: cannot read {p} as TIFF: {why}") from None
+        raise ValueError(
+            f"MOVIE: cannot read {p}: none of the installed readers (pims) understands it; "
+            "convert it to a TIFF stack") from None
     px = dt = None
-    if p.suffix.lower() in (".tif", ".tiff"):
+    if is_tiff:
         cal = read_calibration(p)
         px, dt = cal.pixel_size_um, cal.frame_interval_s
     if len(frames) == 0:
