@@ -47,10 +47,12 @@ __all__ = [
     "change_scores",
     "detection_scores",
     "label_points",
+    "linking_references",
     "rel_rmse",
     "summarize_windows",
     "track_d_scores",
     "track_scores",
+    "visits",
     "window_table",
 ]
 
@@ -167,11 +169,43 @@ def label_points(tracks: pd.DataFrame, truth: pd.DataFrame, pixel_size_um: float
     return pts, detection
 
 
-def detection_scores(points: pd.DataFrame, truth_d: TruthD | None = None) -> dict[str, Any]:
+ISOLATED_UM = 0.6
+"""A point is *isolated* when no other true particle is within this distance, um."""
+
+CLOSE_UM = 0.3
+"""A point is on a *close pair* when another true particle is within this distance, um."""
+
+
+def nearest_other(points: pd.DataFrame, truth: pd.DataFrame) -> NDArray[np.float64]:
+    """Per point: distance (um) from its true particle to the nearest other true particle
+    in the same frame (inf when alone or unpaired)."""
+    out = np.full(len(points), np.inf)
+    by_frame = {int(f): g for f, g in truth.groupby("frame")}
+    pid = points["particle_id"].to_numpy()
+    xt, yt = points["x_true_um"].to_numpy(), points["y_true_um"].to_numpy()
+    for f, idx in points.groupby("frame").indices.items():
+        g = by_frame.get(int(f))
+        if g is None or len(g) < 2:
+            continue
+        gx, gy, gp = g["x_um"].to_numpy(), g["y_um"].to_numpy(), g["particle_id"].to_numpy()
+        idx = idx[pid[idx] >= 0]
+        if not idx.size:
+            continue
+        d = np.hypot(xt[idx, None] - gx[None], yt[idx, None] - gy[None])
+        d[pid[idx, None] == gp[None]] = np.inf
+        out[idx] = d.min(axis=1)
+    return out
+
+
+def detection_scores(points: pd.DataFrame, truth_d: TruthD | None = None,
+                     truth: pd.DataFrame | None = None) -> dict[str, Any]:
     """Position error of paired points: RMSE per axis (um) and Var(error / precision).
 
     With ``truth_d``, Var(error / precision) is also given separately for points of
-    particles slower and faster than D = 0.1 um^2/s (motion blur grows with D).
+    particles slower and faster than D = 0.1 um^2/s (motion blur grows with D); with
+    ``truth`` as well, for isolated points (no other particle within
+    :data:`ISOLATED_UM`) slow and fast, and for points on close pairs (another particle
+    within :data:`CLOSE_UM`: one spot for two particles).
     """
     ok = (points["particle_id"] >= 0).to_numpy() & np.isfinite(points["x_true_um"].to_numpy())
     p = points[ok]
@@ -191,7 +225,14 @@ def detection_scores(points: pd.DataFrame, truth_d: TruthD | None = None) -> dic
         d = np.full(len(p), np.nan)
         d[inside] = truth_d.d_um2_s[pid[inside], fr[inside]]
         d2 = np.concatenate([d, d])
-        for name, m in (("slow", d2 < 0.1), ("fast", d2 >= 0.1)):
+        groups = [("slow", d2 < 0.1), ("fast", d2 >= 0.1)]
+        if truth is not None:
+            nn = nearest_other(p.reset_index(drop=True), truth)
+            nn2 = np.concatenate([nn, nn])
+            iso = nn2 > ISOLATED_UM
+            groups += [("isolated_slow", iso & (d2 < 0.1)), ("isolated_fast", iso & (d2 >= 0.1)),
+                       ("close", nn2 < CLOSE_UM)]
+        for name, m in groups:
             out[f"z_variance_{name}"] = float(np.mean(z2[m])) if m.any() else math.nan
             out[f"n_points_{name}"] = int(m.sum() // 2)
     return out
@@ -199,7 +240,7 @@ def detection_scores(points: pd.DataFrame, truth_d: TruthD | None = None) -> dic
 
 # ------------------------------------------------------------------------ tracks
 def track_scores(points: pd.DataFrame, truth: pd.DataFrame,
-                 min_frames_present: int = 100) -> dict[str, Any]:
+                 min_frames_present: int = 100, max_gap_frames: int = 2) -> dict[str, Any]:
     """Fragmentation and purity of the linked tracks.
 
     Fragmentation: for each true particle present (in the field of view) in at least
@@ -208,6 +249,9 @@ def track_scores(points: pd.DataFrame, truth: pd.DataFrame,
     particle's largest D (below / from 0.1 um^2/s). Purity: over tracks of
     at least 2 points, the points of each track's majority particle divided by all its
     points (unpaired points count against it), summed over tracks.
+    ``visits_per_particle`` is the mean of :func:`visits` over the same particles: the
+    fewest tracks per particle a linker with memory ``max_gap_frames`` can give (a particle
+    that leaves the field for longer must come back as a new track).
     """
     present = truth.groupby("particle_id").size()
     long_ids = present.index[present >= min_frames_present].to_numpy()
@@ -230,10 +274,88 @@ def track_scores(points: pd.DataFrame, truth: pd.DataFrame,
         **split,
         "particles_long": int(frag.size),
         "tracks_per_particle": float(frag.mean()) if frag.size else math.nan,
+        "visits_per_particle": (float(visits(truth, max_gap_frames).reindex(frag.index).mean())
+                                if frag.size else math.nan),
         "max_tracks_per_particle": int(frag.max()) if frag.size else 0,
         "purity": majority / max(len(multi), 1),
         "n_tracks": int(points["track_id"].nunique()),
     }
+
+
+def visits(truth: pd.DataFrame, max_gap_frames: int) -> pd.Series:
+    """Per particle: its visits to the field of view, the fewest tracks any linker can give it.
+
+    A visit is a run of frames in the truth (the particle's exposure-mean position inside
+    the field) whose absences last at most ``max_gap_frames`` frames: a particle that stays
+    out longer cannot be continued by a linker with that memory and must start a new track.
+    """
+    out = {}
+    for pid, f in truth.groupby("particle_id")["frame"]:
+        fr = np.sort(f.to_numpy())
+        out[pid] = 1 + int(np.count_nonzero(np.diff(fr) > max_gap_frames + 1))
+    return pd.Series(out, dtype=np.int64)
+
+
+def linking_references(detections: pd.DataFrame, truth: pd.DataFrame, *,
+                       max_distance_um: float, max_gap_frames: int, pixel_size_um: float,
+                       shape_px: tuple[int, int], n_frames: int,
+                       min_frames_present: int) -> dict[str, dict[str, Any]]:
+    """Fragmentation and purity of other linkers on the same movie, scored like the live path.
+
+    * ``trackpy_on_detections``: ``trackpy.link`` (the peer; search range
+      ``max_distance_um``, memory ``max_gap_frames``) on the live path's own points
+      (``tracks.csv`` without its ids): linking alone, on LiveSPT's detections;
+    * ``livespt_on_truth``: LiveSPT's :class:`~livespt.server.pipeline.link.OnlineLinker`
+      (the session's settings, no blur merge: one point per particle) on the TRUE
+      exposure-mean positions: what perfect detection would leave;
+    * ``trackpy_on_truth``: ``trackpy.link`` on the true positions.
+
+    The two ``on_truth`` rows measure how ambiguous the movie is for a frame-to-frame
+    linker: Brownian particles that pass closer than their step give any such linker a
+    coin flip. Each row holds :func:`track_scores`, or ``{"error": ...}`` when that linker
+    failed (e.g. trackpy's subnetwork size limit).
+    """
+    from livespt.server.pipeline.link import LinkerConfig, OnlineLinker
+
+    def ours(pts: pd.DataFrame) -> pd.DataFrame:
+        lk = OnlineLinker(LinkerConfig(max_distance_um=max_distance_um,
+                                       max_gap_frames=max_gap_frames))
+        by_frame = {int(f): g for f, g in pts.groupby("frame")}
+        parts = []
+        for f in range(n_frames):
+            g = by_frame.get(f)
+            xy = np.zeros((0, 2)) if g is None else g[["x_um", "y_um"]].to_numpy()
+            ids = lk.link(f, xy)
+            lk.ended(f)
+            if g is not None:
+                parts.append(g.assign(track_id=ids))
+        return pd.concat(parts, ignore_index=True)
+
+    def peer(pts: pd.DataFrame) -> pd.DataFrame:
+        import trackpy
+
+        trackpy.quiet()
+        t = trackpy.link(pts.rename(columns={"x_um": "x", "y_um": "y"}),
+                         search_range=max_distance_um, memory=max_gap_frames)
+        return pd.DataFrame({"track_id": t["particle"].to_numpy(),
+                             "frame": t["frame"].to_numpy(),
+                             "x_um": t["x"].to_numpy(), "y_um": t["y"].to_numpy()})
+
+    det = detections[["frame", "x_um", "y_um"]].reset_index(drop=True)
+    tru = truth[["frame", "x_um", "y_um"]].reset_index(drop=True)
+    out: dict[str, dict[str, Any]] = {}
+    for name, link, pts in (("trackpy_on_detections", peer, det),
+                            ("livespt_on_truth", ours, tru),
+                            ("trackpy_on_truth", peer, tru)):
+        try:
+            linked = link(pts).assign(precision_um=np.nan)
+        except Exception as exc:  # a peer's own limit is a result to report, not a crash
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        labelled, _ = label_points(linked, truth, pixel_size_um, shape_px, n_frames)
+        out[name] = track_scores(labelled, truth, min_frames_present=min_frames_present,
+                                 max_gap_frames=max_gap_frames)
+    return out
 
 
 def majority_particle(points: pd.DataFrame) -> pd.DataFrame:
