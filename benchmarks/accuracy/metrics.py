@@ -529,6 +529,8 @@ def summarize_windows(win: pd.DataFrame) -> dict[str, Any]:
     d = e["d_true"].to_numpy()
     res: dict[str, Any] = {
         "n_windows": len(win), "n_eligible": len(e), "live_methods": methods,
+        "method_share": ({str(k): float(v) for k, v in
+                          win["method"].value_counts(normalize=True).items()} if len(win) else {}),
         "n_particles": int(e["particle_id"].nunique()),
     }
     for name, col in (("live", "d_um2_s"), ("cve", "d_cve"), ("floor", "d_floor")):

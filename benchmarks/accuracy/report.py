@@ -411,8 +411,9 @@ def _poisson_p(alarms: int, frames: int, rate_per_1000: float = FA_TARGET_PER_10
 
 def _main_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ("| source | data | recall | precision | tracks / particle | purity | windows scored "
-            "| live method | live rel. RMSE | CVE rel. RMSE (same windows) | floor: CVE on true "
-            "+ noise | CRLB | live 90 % coverage | CVE 90 % coverage | track D rel. RMSE "
+            "| live method (share of all windows) | live rel. RMSE | CVE rel. RMSE (same "
+            "windows) | floor: CVE on true + noise | CRLB | live 90 % coverage "
+            "| CVE 90 % coverage | track D rel. RMSE "
             "| change Jaccard | change position RMSE (frames) | false alarms / 1000 "
             "(no-change tracks; pure) |")
     lines = [head, "| " + " | ".join(["---"] * (head.count("|") - 1)) + " |"]
@@ -432,7 +433,7 @@ def _main_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append("| " + " | ".join([
             r["source"], r["data"], _f(det.get("recall")), _f(det.get("precision")),
             _f(trk.get("tracks_per_particle"), 2), _f(trk.get("purity")),
-            str(w["n_eligible"]), ", ".join(w["live_methods"]) or "n/a",
+            str(w["n_eligible"]), _methods(w),
             _f(w["live"]["rel_rmse"]), _f(w["cve"]["rel_rmse"]), _f(w["floor"]["rel_rmse"]),
             _f(w["crlb_rel_rmse"]), _f(w["live"]["coverage_90"]), _f(w["cve"]["coverage_90"]),
             _f(td.get("rel_rmse")),
@@ -441,6 +442,14 @@ def _main_table(rows: list[dict[str, Any]]) -> list[str]:
             fa,
         ]) + " |")
     return lines
+
+
+def _methods(w: dict[str, Any]) -> str:
+    """Live methods with their share of all windows, largest first."""
+    share = w.get("method_share") or {}
+    if not share:
+        return ", ".join(w["live_methods"]) or "n/a"
+    return ", ".join(f"{k} ({v:.0%})" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
 
 
 def _bias_table(rows: list[dict[str, Any]]) -> list[str]:

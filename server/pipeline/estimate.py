@@ -16,7 +16,13 @@ This is the one place that decides how a window is estimated, for every caller
   training windows (the out-of-distribution guard of :mod:`livespt.models.vit.ood`,
   stored with the weights) gets the CVE path above, its ``method`` suffixed
   with ``:ood`` (``cve:ood``, ``cve:track-sigma:ood``), and is counted in
-  :attr:`WindowEstimator.n_ood`.
+  :attr:`WindowEstimator.n_ood`;
+* a window of a track on which the model's answers have disagreed with the
+  sigma-unknown CVE on the same windows, beyond the CVE's noise and by more than
+  25 % (:mod:`livespt.server.pipeline.model_check`), gets the CVE path too, its
+  ``method`` suffixed with ``:model-bias``, and is counted in
+  :attr:`WindowEstimator.n_model_bias`. The caller reports ended tracks with
+  :meth:`WindowEstimator.drop`.
 
 Why a model is not used is said once, in :attr:`WindowEstimator.warnings`. All
 px/um conversions of the model's inputs go through :mod:`livespt.models.units`
@@ -42,6 +48,8 @@ from livespt.models import _validate
 from livespt.models.estimators import cve_batch
 from livespt.models.units import pixel_centre_um, px_to_um
 from livespt.models.vit.inputs import prepare
+from livespt.server.pipeline.model_check import METHOD_SUFFIX as MODEL_BIAS_SUFFIX
+from livespt.server.pipeline.model_check import ModelCheck
 from livespt.server.pipeline.records import WindowEstimate
 from livespt.server.pipeline.windows import DueWindows, WindowConfig
 
@@ -117,6 +125,10 @@ class WindowEstimator:
         are. Windows with a track noise estimate always use the sigma-known CVE
         with it, its variance added to the interval; their ``method`` is
         ``cve:track-sigma`` (see :mod:`livespt.server.pipeline.track_noise`).
+    model_check : bool
+        Compare the model's answers with the sigma-unknown CVE per track and per
+        session and let the CVE answer where they disagree
+        (:mod:`livespt.server.pipeline.model_check`); False only to study a model alone.
 
     Attributes
     ----------
@@ -128,17 +140,27 @@ class WindowEstimator:
         Windows the model's out-of-distribution guard sent to the CVE so far
         (their ``method`` ends in ``:ood``).
     n_model : int
-        Windows given to the model so far (those answered by it plus ``n_ood``).
+        Windows given to the model so far (those answered by it plus ``n_ood`` and
+        ``n_model_bias``).
+    n_model_bias : int
+        Windows of tracks the track-level check (:mod:`.model_check`) sent to the CVE
+        (their ``method`` ends in ``:model-bias``).
+    check : ModelCheck
+        The per-track comparison of the model with the CVE.
     """
 
     def __init__(self, window: WindowConfig, acquisition: Acquisition,
-                 model: ResidentModel | None = None, use_fitted_sigma: bool = True) -> None:
+                 model: ResidentModel | None = None, use_fitted_sigma: bool = True,
+                 model_check: bool = True) -> None:
         self.window = window
         self.acquisition = acquisition
         self.use_fitted_sigma = use_fitted_sigma
         self.warnings: list[str] = []
         self.n_ood = 0
         self.n_model = 0
+        self.n_model_bias = 0
+        self.check = ModelCheck(window.length)
+        self.model_check = model_check
         if model is not None and not (MIN_MODEL_WINDOW <= window.length <= model.max_frames):
             self.warnings.append(
                 f"window.length {window.length} is outside the {MIN_MODEL_WINDOW}.."
@@ -152,6 +174,10 @@ class WindowEstimator:
                 "windows are estimated with the CVE")
             model = None
         self.model = model
+
+    def drop(self, track_id: int) -> None:
+        """Forget a track that ended (its model check)."""
+        self.check.drop(track_id)
 
     @property
     def method(self) -> str:
@@ -210,17 +236,42 @@ class WindowEstimator:
         records = window_records(due.track_ids, due.frames, pred.d_um2_s, pred.d_low_um2_s,
                                  pred.d_high_um2_s, model.method)
         self.n_model += m
-        if ood.any():
-            # Unlike the training windows: the CVE answers, as it would without a model.
-            idx = np.flatnonzero(ood)
-            sub = DueWindows(
-                due.track_ids[idx], due.frames[idx], due.values[idx], None,
-                None if due.sigma_track_um is None else due.sigma_track_um[idx],
-                None if due.sigma2_track_var_um4 is None else due.sigma2_track_var_um4[idx])
-            for i, rec in zip(idx.tolist(), self._cve(sub), strict=True):
-                records[i] = dataclasses.replace(rec, method=rec.method + OOD_SUFFIX)
-            self.n_ood += int(idx.size)
+        # The track-level check: the model's answers against the sigma-unknown CVE on
+        # the same windows (model_check.py); guarded windows are not the model's.
+        ok = ~np.asarray(ood, dtype=bool)
+        if ok.any() and self.model_check:
+            idx = np.flatnonzero(ok)
+            self.check.update(due.track_ids[idx], due.frames[idx, 0],
+                              np.asarray(pred.d_um2_s, dtype=np.float64)[idx],
+                              self._cve_sigma_unknown(due.subset(idx)))
+        biased = ok & self.check.flagged(due.track_ids)
+        for mask, suffix in ((np.asarray(ood, dtype=bool), OOD_SUFFIX),
+                             (biased, MODEL_BIAS_SUFFIX)):
+            if not mask.any():
+                continue
+            # The CVE answers, as it would without a model.
+            idx = np.flatnonzero(mask)
+            for i, rec in zip(idx.tolist(), self._cve(due.subset(idx)), strict=True):
+                records[i] = dataclasses.replace(rec, method=rec.method + suffix)
+            if suffix == OOD_SUFFIX:
+                self.n_ood += int(idx.size)
+            else:
+                self.n_model_bias += int(idx.size)
         return records
+
+    def _cve_sigma_unknown(self, due: DueWindows) -> NDArray[np.float64]:
+        """The sigma-unknown CVE's D of every window (the model check's reference)."""
+        frames = due.frames
+        patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        d = np.empty(len(due))
+        acq = self.acquisition
+        for g, pattern in enumerate(patterns):
+            members = np.flatnonzero(group == g)
+            est = cve_batch(due.values[members][:, :, :2], acq.frame_interval_s, pattern,
+                            exposure_s=acq.exposure_s, sigma_um=None)
+            d[members] = est.d_um2_s
+        return d
 
     # --------------------------------------------------------------- the CVE
     def _cve(self, due: DueWindows) -> list[WindowEstimate]:

@@ -77,6 +77,13 @@ class DueWindows:
         return dataclasses.replace(self, sigma_track_um=np.asarray(sigma_um, np.float64),
                                    sigma2_track_var_um4=np.asarray(sigma2_var_um4, np.float64))
 
+    def subset(self, idx: NDArray[np.intp]) -> DueWindows:
+        """The windows at ``idx`` (without their patches: the CVE reads positions only)."""
+        return DueWindows(
+            self.track_ids[idx], self.frames[idx], self.values[idx], None,
+            None if self.sigma_track_um is None else self.sigma_track_um[idx],
+            None if self.sigma2_track_var_um4 is None else self.sigma2_track_var_um4[idx])
+
     def __len__(self) -> int:
         return int(self.track_ids.shape[0])
 

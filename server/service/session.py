@@ -236,6 +236,7 @@ class Session:
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
             self.noise.drop(tid)
+            self.estimator.drop(tid)
             if self.changes is not None:
                 self.changes.drop(tid)
         self.writer.write([*out.points, *out.estimates, *out.changes])
@@ -260,6 +261,7 @@ class Session:
     # ---------------------------------------------------------------- closing
     def summary(self, status: str) -> dict[str, Any]:
         """The session's effective configuration, provenance and totals."""
+        ratio = self.estimator.check.session_ratio()
         return {
             "session_id": self.session_id,
             "status": status,
@@ -272,6 +274,12 @@ class Session:
             "merged_blurred_detections": self.linker.n_merged,
             "windows_by_method": dict(sorted(self.window_methods.items())),
             "windows_out_of_distribution": self.estimator.n_ood,
+            "windows_model_bias": self.estimator.n_model_bias,
+            "tracks_model_bias": self.estimator.check.n_flagged_tracks,
+            "model_check": {
+                "session_flagged": self.estimator.check.session_flagged,
+                "model_over_cve": round(ratio, 4) if np.isfinite(ratio) else None,
+                "windows_compared": self.estimator.check.session_windows()},
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,

@@ -1,0 +1,183 @@
+"""Check of a model against the CVE, per track and per session: where it is biased, it steps aside.
+
+The out-of-distribution guard (:mod:`livespt.models.vit.ood`) looks at one window's
+inputs. A model can also be wrong on inputs that each look ordinary: a camera, PSF or
+sample its simulator never made, where every window passes the guard and the answers
+are still off by the same factor (measured on a real movie of beads in water: 95 % of
+the windows passed the guard and the transformer's mean window D was 47 % below the
+reference, the sigma-unknown CVE's 5 %). So the model's answers are also compared
+with an estimator that needs no training and is unbiased for free diffusion with
+localization noise and motion blur whatever the camera: the sigma-unknown CVE on
+the same windows.
+
+Over windows that do not overlap (a window is counted when it starts at least one
+window length after the last counted window of its track, so the counted pairs are
+independent), with ``a_k`` the model's D and ``c_k`` the CVE's, ``n`` pairs::
+
+    mean difference  m = mean(a_k - c_k),   standard error  s = SD(a_k - c_k) / sqrt(n)
+
+a set of pairs *disagrees* once ``n >= MIN_WINDOWS`` and both
+
+* ``|m| > t * s``, ``t`` the two-sided ``1 - ALPHA`` quantile of Student's t with
+  ``n - 1`` degrees of freedom (the disagreement is not the CVE's noise), and
+* ``sum a_k / sum c_k`` is above ``1 + BIAS_LIMIT`` or below ``1 / (1 + BIAS_LIMIT)``
+  (it is large enough to matter: the model's own bias on training-like data is within
+  ~11 % per D decade, docs/vit.md).
+
+Two sets are tested after every counted window: the track's own pairs (a particle the
+model gets wrong) and the session's pairs over all tracks (an acquisition the model
+gets wrong: it decides within a few frames where single tracks are short). Once a set
+disagrees, the windows it covers (that track's, or every window of the session) are
+estimated by the CVE (with the track's own noise estimate when it has one), their
+``method`` suffixed ``:model-bias``. Nothing is revised: windows already answered keep
+their answer. A track ended with :meth:`ModelCheck.drop` is forgotten; the session's
+pairs are kept.
+
+False flags on data like the training data: without bias, the first condition holds
+with probability ALPHA (0.27 %) per test; the second requires a 25 % disagreement on
+top. Both are properties of the estimators, not fitted to any data set;
+``docs/accuracy.md`` reports for every source how many windows went to the CVE this way.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import t as student_t
+
+__all__ = ["ALPHA", "BIAS_LIMIT", "METHOD_SUFFIX", "MIN_WINDOWS", "ModelCheck"]
+
+BIAS_LIMIT = 0.25
+"""Relative disagreement of the summed model and CVE D (either way) that flags a set."""
+
+ALPHA = 0.0027
+"""Two-sided level of the test on the mean difference (that of 3 SD of a normal)."""
+
+MIN_WINDOWS = 5
+"""Non-overlapping windows a set needs before it can be flagged."""
+
+METHOD_SUFFIX = ":model-bias"
+"""Appended to the CVE ``method`` of windows of flagged tracks (or sessions)."""
+
+
+@functools.lru_cache(maxsize=512)
+def _t_quantile(dof: int) -> float:
+    return float(student_t.ppf(1.0 - ALPHA / 2.0, dof))
+
+
+class _Pairs:
+    """Running sums of n, sum a, sum c, sum (a - c), sum (a - c)^2."""
+
+    __slots__ = ("n", "sum_a", "sum_c", "sum_d", "sum_d2")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum_a = self.sum_c = self.sum_d = self.sum_d2 = 0.0
+
+    def add(self, a: float, c: float) -> None:
+        d = a - c
+        self.n += 1
+        self.sum_a += a
+        self.sum_c += c
+        self.sum_d += d
+        self.sum_d2 += d * d
+
+    def disagrees(self) -> bool:
+        n = self.n
+        if n < MIN_WINDOWS or self.sum_c <= 0.0:
+            return False
+        ratio = self.sum_a / self.sum_c
+        if 1.0 / (1.0 + BIAS_LIMIT) <= ratio <= 1.0 + BIAS_LIMIT:
+            return False
+        mean = self.sum_d / n
+        var = max(self.sum_d2 / n - mean * mean, 0.0) * n / (n - 1.0)
+        return abs(mean) > _t_quantile(n - 1) * math.sqrt(var / n)
+
+    def ratio(self) -> float:
+        return self.sum_a / self.sum_c if self.sum_c > 0 else math.nan
+
+
+class ModelCheck:
+    """Running comparison of model and CVE window estimates, per track and per session.
+
+    Parameters
+    ----------
+    window_length : int
+        Points per window; a window is counted when its first frame is at least this
+        many frames after the first frame of the last counted window of its track.
+
+    Attributes
+    ----------
+    n_flagged_tracks : int
+        Tracks flagged on their own pairs so far (ended ones included).
+    session_flagged : bool
+        Whether the session's pairs disagreed: every later window goes to the CVE.
+    """
+
+    def __init__(self, window_length: int) -> None:
+        self.window_length = int(window_length)
+        self._last_start: dict[int, int] = {}
+        self._tracks: dict[int, _Pairs] = {}
+        self._flagged: set[int] = set()
+        self._session = _Pairs()
+        self.n_flagged_tracks = 0
+        self.session_flagged = False
+
+    def update(self, track_ids: NDArray[np.int64], first_frames: NDArray[np.int64],
+               d_model_um2_s: NDArray[np.float64], d_cve_um2_s: NDArray[np.float64]) -> None:
+        """Add the model's and the CVE's D of windows (in order of their first frame per track).
+
+        Parameters
+        ----------
+        track_ids, first_frames : ndarray of int, shape (M,)
+            Track and first frame of each window.
+        d_model_um2_s, d_cve_um2_s : ndarray, shape (M,)
+            The model's and the sigma-unknown CVE's D of each window, um^2/s; pairs
+            with a non-finite value are not counted.
+        """
+        if self.session_flagged:
+            return
+        for tid, f0, a, c in zip(np.asarray(track_ids).tolist(),
+                                 np.asarray(first_frames).tolist(),
+                                 np.asarray(d_model_um2_s, dtype=np.float64).tolist(),
+                                 np.asarray(d_cve_um2_s, dtype=np.float64).tolist(),
+                                 strict=True):
+            if not (math.isfinite(a) and math.isfinite(c)):
+                continue
+            last = self._last_start.get(tid)
+            if last is not None and f0 - last < self.window_length:
+                continue
+            self._last_start[tid] = f0
+            self._session.add(a, c)
+            if tid not in self._flagged:
+                pairs = self._tracks.setdefault(tid, _Pairs())
+                pairs.add(a, c)
+                if pairs.disagrees():
+                    self._flagged.add(tid)
+                    self.n_flagged_tracks += 1
+        if self._session.disagrees():
+            self.session_flagged = True
+
+    def flagged(self, track_ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Whether each track's windows should go to the CVE."""
+        if self.session_flagged:
+            return np.ones(len(track_ids), dtype=bool)
+        return np.fromiter((t in self._flagged for t in np.asarray(track_ids).tolist()),
+                           dtype=bool, count=len(track_ids))
+
+    def session_ratio(self) -> float:
+        """Sum of the model's over the CVE's D of the session's counted windows (NaN: none)."""
+        return self._session.ratio()
+
+    def session_windows(self) -> int:
+        """Counted (non-overlapping) window pairs of the session."""
+        return self._session.n
+
+    def drop(self, track_id: int) -> None:
+        """Forget a track that ended."""
+        self._last_start.pop(track_id, None)
+        self._tracks.pop(track_id, None)
+        self._flagged.discard(track_id)

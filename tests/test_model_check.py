@@ -1,0 +1,161 @@
+"""The model check: a model biased on a track (or a whole session) steps aside for the CVE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from livespt.models.estimators import cve_batch
+from livespt.models.simulate import simulate_trajectories
+from livespt.server.pipeline.model_check import ALPHA, METHOD_SUFFIX, MIN_WINDOWS, ModelCheck
+
+DT = 0.05
+SIGMA_UM = 0.03
+LENGTH = 10
+N_TRACKS = 300
+N_WINDOWS = 30
+
+
+@pytest.fixture(scope="module")
+def pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per track and non-overlapping window: the true D, the sigma-known and the
+    sigma-unknown CVE (two unbiased estimators; the first plays an unbiased model)."""
+    rng = np.random.default_rng(5)
+    d = np.exp(rng.uniform(math.log(0.05), math.log(1.0), N_TRACKS))
+    traj = simulate_trajectories(N_TRACKS, N_WINDOWS * LENGTH, d_um2_s=d,
+                                 frame_interval_s=DT, exposure_s=DT, seed=6)
+    xy = traj.mean_um.numpy() + rng.normal(0.0, SIGMA_UM, (N_TRACKS, N_WINDOWS * LENGTH, 2))
+    win = xy.reshape(N_TRACKS * N_WINDOWS, LENGTH, 2)
+    known = cve_batch(win, DT, exposure_s=DT, sigma_um=SIGMA_UM).d_um2_s
+    unknown = cve_batch(win, DT, exposure_s=DT, sigma_um=None).d_um2_s
+    return d, known.reshape(N_TRACKS, N_WINDOWS), unknown.reshape(N_TRACKS, N_WINDOWS)
+
+
+def _feed(check: ModelCheck, model: np.ndarray, cve: np.ndarray) -> None:
+    """Window k of every track, k = 0, 1, ... (as a live stream delivers them)."""
+    ids = np.arange(model.shape[0])
+    for k in range(model.shape[1]):
+        check.update(ids, np.full(ids.size, k * LENGTH), model[:, k], cve[:, k])
+
+
+def _null_bound(n_tracks: int) -> int:
+    # Each track is tested once per counted window from the MIN_WINDOWS-th on; each test
+    # flags an unbiased track with probability <= ALPHA (the t-test alone; the 25 % rule
+    # only removes flags), so by the union bound a track is flagged with probability
+    # <= tests * ALPHA. Upper 99.9 % binomial quantile of the flagged count.
+    per_track = (N_WINDOWS - MIN_WINDOWS + 1) * ALPHA
+    return int(binom.ppf(0.999, n_tracks, per_track))
+
+
+def test_an_unbiased_model_is_not_flagged(pairs) -> None:
+    _, known, unknown = pairs
+    check = ModelCheck(LENGTH)
+    _feed(check, known, unknown)
+    flagged = int(check.flagged(np.arange(N_TRACKS)).sum())
+    print(f"\nunbiased: {flagged} of {N_TRACKS} tracks flagged (bound {_null_bound(N_TRACKS)}), "
+          f"session ratio {check.session_ratio():.3f} over {check.session_windows()} windows")
+    assert not check.session_flagged
+    assert check.session_windows() == N_TRACKS * N_WINDOWS
+    assert abs(check.session_ratio() - 1.0) < 0.05
+    assert flagged <= _null_bound(N_TRACKS)
+
+
+def test_a_model_biased_on_some_tracks_is_flagged_on_those(pairs) -> None:
+    _, known, unknown = pairs
+    biased = np.zeros(N_TRACKS, dtype=bool)
+    biased[::10] = True  # 30 tracks where the model answers 40 % low
+    model = np.where(biased[:, None], 0.6 * known, known)
+    check = ModelCheck(LENGTH)
+    _feed(check, model, unknown)
+    flagged = check.flagged(np.arange(N_TRACKS))
+    print(f"\n{flagged[biased].sum()} of {biased.sum()} biased tracks flagged, "
+          f"{flagged[~biased].sum()} of {(~biased).sum()} others; session ratio "
+          f"{check.session_ratio():.3f}")
+    assert not check.session_flagged  # 10 % of the tracks do not make the session biased
+    assert flagged[biased].mean() >= 0.8
+    assert flagged[~biased].sum() <= _null_bound(int((~biased).sum()))
+    assert check.n_flagged_tracks == int(flagged.sum())
+    # An ended track is forgotten.
+    tid = int(np.flatnonzero(flagged)[0])
+    check.drop(tid)
+    assert not check.flagged(np.array([tid]))[0]
+
+
+def test_a_model_biased_for_the_whole_acquisition_is_flagged_at_once(pairs) -> None:
+    _, known, unknown = pairs
+    check = ModelCheck(LENGTH)
+    ids = np.arange(N_TRACKS)
+    # first windows of every track: 300 pairs, enough for the session
+    check.update(ids, np.zeros(N_TRACKS, dtype=np.int64), 0.6 * known[:, 0], unknown[:, 0])
+    assert check.session_flagged
+    assert check.flagged(np.array([0, 12345])).all()  # also tracks not seen yet
+    assert check.session_ratio() == pytest.approx(0.6 * known[:, 0].sum() / unknown[:, 0].sum())
+
+
+def test_overlapping_windows_are_counted_once_per_window_length() -> None:
+    check = ModelCheck(LENGTH)
+    ids = np.zeros(3 * LENGTH, dtype=np.int64)
+    starts = np.arange(3 * LENGTH)  # stride-1 windows of one track
+    check.update(ids, starts, np.ones(ids.size), np.ones(ids.size))
+    assert check.session_windows() == 3  # starts 0, 10, 20
+    check.update(np.array([0]), np.array([25]), np.array([1.0]), np.array([math.nan]))
+    assert check.session_windows() == 3  # non-finite pairs are not counted
+
+
+# --------------------------------------------------------- through the window estimator
+@pytest.fixture(scope="module")
+def features_model():
+    from livespt.server.inference.resident import ModelRegistry
+
+    reg = ModelRegistry(None, "cpu")
+    yield reg.track_model
+    reg.close()
+
+
+def test_the_window_estimator_lets_the_cve_answer_for_a_biased_model(
+        features_model, monkeypatch) -> None:
+    from livespt.models.vit.estimator import ViTPrediction
+    from livespt.server.pipeline.estimate import Acquisition, WindowEstimator
+    from livespt.server.pipeline.windows import DueWindows, WindowConfig, sliding_windows
+
+    rng = np.random.default_rng(9)
+    n, frames = 20, 120
+    traj = simulate_trajectories(n, frames, d_um2_s=0.3, frame_interval_s=DT, exposure_s=DT,
+                                 seed=10)
+    xy = traj.mean_um.numpy() + rng.normal(0.0, 0.02, (n, frames, 2))
+    cfg = WindowConfig(length=LENGTH)
+    due = DueWindows.concat([sliding_windows(cfg, i, np.arange(frames), xy[i],
+                                             np.full(frames, 0.02)) for i in range(n)],
+                            LENGTH, None)
+    acq = Acquisition(frame_interval_s=DT, exposure_s=DT)
+
+    honest = WindowEstimator(cfg, acq, features_model)
+    out = honest.estimate(due)
+    methods = {e.method for e in out}
+    print(f"\nshipped features model on its own kind of tracks: {methods}, session ratio "
+          f"{honest.check.session_ratio():.3f}")
+    assert methods <= {features_model.method, "cve:ood"}
+    assert honest.n_model_bias == 0 and not honest.check.session_flagged
+
+    original = features_model.estimate_guarded
+
+    def halved(*args, **kwargs):
+        pred, ood = original(*args, **kwargs)
+        return ViTPrediction(0.5 * pred.d_um2_s, 0.5 * pred.d_low_um2_s,
+                             0.5 * pred.d_high_um2_s, pred.log_sd), ood
+
+    monkeypatch.setattr(features_model, "estimate_guarded", halved)
+    biased = WindowEstimator(cfg, acq, features_model)
+    out_b = biased.estimate(due)
+    assert biased.check.session_flagged
+    flagged = [e for e in out_b if e.method.endswith(METHOD_SUFFIX)]
+    assert len(flagged) == biased.n_model_bias > 0.9 * len(out_b)
+    # Their answer is the CVE's: the same as an estimator without a model gives.
+    plain = {(e.track_id, e.frame_start): e for e in WindowEstimator(cfg, acq).estimate(due)}
+    for e in flagged:
+        ref = plain[(e.track_id, e.frame_start)]
+        assert e.method == ref.method + METHOD_SUFFIX
+        assert e.d_um2_s == pytest.approx(ref.d_um2_s, rel=1e-12)
