@@ -236,6 +236,27 @@ def test_stationary_tracks_raise_few_false_alarms(server: EmbeddedServer) -> Non
     assert len(res.changes) <= expected + 4 * np.sqrt(expected) + 1
 
 
+def test_a_dropped_frame_is_reported_and_listed_in_the_summary(server: EmbeddedServer) -> None:
+    # 400 slow particles; the camera "drops" movie frame 35: the stream's frame 35 is the
+    # movie's frame 36, two intervals after the stream's frame 34.
+    cfg = MovieConfig(shape_px=(320, 320), n_frames=50, n_particles=400, pixel_size_um=PX,
+                      frame_interval_s=DT, d_um2_s=0.05, snr=15.0)
+    movie = simulate_movie(cfg, seed=8)
+    frames = np.delete(movie.frames, 35, axis=0)
+    with LiveSptClient(server.target) as client:
+        res = _stream(client, frames)
+    timing = [w for w in res.warnings if w.startswith("FRAME_TIMING")]
+    print(f"\n{timing}")
+    assert len(timing) == 1 and "frame 35:" in timing[0] and "dropped frame" in timing[0]
+    summary = json.loads((Path(res.server_output_dir) / "summary.json").read_text())
+    flagged = summary["frame_timing"]["flagged"]
+    assert [f["frame"] for f in flagged] == [35]
+    # two intervals instead of one: (2 - 2R) / (1 - 2R) = 2.5 with full-frame exposure
+    # (R = 1/6), less with localization noise
+    assert 1.5 < flagged[0]["ratio"] < 3.0
+    assert summary["frame_timing"]["frames_tested"] >= 25
+
+
 # ---------------------------------------------------------------- bad input
 def _healthy_stream_in_background(server: EmbeddedServer) -> tuple[threading.Thread, dict]:
     out: dict = {}

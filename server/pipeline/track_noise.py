@@ -236,6 +236,26 @@ class TrackNoise:
         sig[known], var[known] = sk, vk
         return sig, var
 
+    def steps_into(self, track_ids: ArrayLike, frame: int,
+                   xy_um: ArrayLike) -> NDArray[np.float64]:
+        """Each track's one-frame step into ``frame``, um (K, 2); NaN where it has none.
+
+        ``xy - last position`` for tracks seen in ``frame - 1``. Call before
+        :meth:`update_many` for that frame (it reads, changes nothing); the frame
+        timing check (:mod:`livespt.server.pipeline.frame_timing`) uses it.
+        """
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+        xy = np.asarray(xy_um, dtype=np.float64).reshape(-1, 2)
+        steps = np.full((ids.size, 2), np.nan)
+        if ids.size == 0:
+            return steps
+        rows = self._slots.lookup(ids.tolist())
+        known = np.flatnonzero(rows >= 0)
+        r = rows[known]
+        one = (frame - self._last_frame[r]) == 1
+        steps[known[one]] = xy[known[one]] - self._last_xy[r[one]]
+        return steps
+
     def drop(self, track_id: int) -> None:
         """Forget a track that ended."""
         self._slots.release(track_id)

@@ -159,8 +159,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 async for done in run_stream(session, _frames(request_iterator),
                                              self.detection, self.executor):
                     out = done.output
-                    for w in out.warnings:
-                        yield pb.AnalysisUpdate(warning=pb.Warning(code="CAMERA_MODEL", message=w))
+                    for code, w in out.warnings:
+                        yield pb.AnalysisUpdate(warning=pb.Warning(code=code, message=w))
                     yield wire.frame_result_to_proto(out.index, out.n_spots, out.points,
                                                      out.estimates, out.changes, done.latency_ms)
             except StreamError as exc:

@@ -31,6 +31,7 @@ from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
 from livespt.server.pipeline.estimate import WindowEstimator
+from livespt.server.pipeline.frame_timing import FrameTiming
 from livespt.server.pipeline.link import (
     BLUR_MERGE_STEPS,
     LinkerConfig,
@@ -43,6 +44,8 @@ from livespt.server.pipeline.windows import WindowBuffers
 from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
 from livespt.server.service.settings import StreamSettings
 
+MAX_TIMING_WARNINGS = 5
+"""FRAME_TIMING warnings sent per stream; every flagged frame is in summary.json."""
 
 class LatencyHistogram:
     """Frame latencies in log-spaced bins: percentiles over any stream in fixed memory."""
@@ -75,7 +78,8 @@ class FrameOutput:
     points: list[TrackPoint] = field(default_factory=list)
     estimates: list[WindowEstimate] = field(default_factory=list)
     changes: list[ChangeEvent] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # found while receiving this frame
+    # (code, message) found while receiving or analysing this frame
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Session:
@@ -127,7 +131,9 @@ class Session:
         self.window_methods: Counter[str] = Counter()
         self.warnings: list[str] = list(self.estimator.warnings)
         # Camera warnings found in the first frame, sent with that frame's results.
-        self._new_warnings: list[str] = []
+        self._new_warnings: list[tuple[str, str]] = []
+        # Are the frames evenly spaced? (frame_timing.py; warns, corrects nothing)
+        self.timing = FrameTiming()
         self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
         self.windows = WindowBuffers(s.window, patch_px=self.estimator.patch_px)
         self.changes: ChangeDetectorBank | None = None
@@ -170,7 +176,7 @@ class Session:
             raise ValueError(f"frame.data of frame {index} contains NaN or infinite values")
         if self.last_index is None:  # the first frame: can the camera model describe it?
             found = check_frame(self.camera, frame, "config.detector.")
-            self._new_warnings.extend(found)
+            self._new_warnings.extend(("CAMERA_MODEL", w) for w in found)
             self.warnings.extend(found)
         self.last_index = index  # accepted: the next frame must come after it
         return frame
@@ -224,6 +230,15 @@ class Session:
                                   prec_um.tolist(), strict=True)
         ]
         self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um, patches=patches)
+        flagged = self.timing.test(index, ids, self.noise.steps_into(ids, index, xy_um))
+        if flagged is not None and len(self.timing.flagged) <= MAX_TIMING_WARNINGS:
+            msg = (flagged.describe() + "; the analysis assumes evenly spaced frames (a "
+                   "client that knows the acquisition times can give the frame after a "
+                   "dropped one the next frame.index: a gap, which the analysis handles)")
+            if len(self.timing.flagged) == MAX_TIMING_WARNINGS:
+                msg += "; further such frames are listed in summary.json only"
+            out.warnings.append(("FRAME_TIMING", msg))
+            self.warnings.append("FRAME_TIMING: " + msg)
         self.noise.update_many(ids, index, xy_um)
         if self.changes is not None and len(ids):
             # One vectorized update for every track of the frame, with the track's own
@@ -237,6 +252,7 @@ class Session:
             self.windows.drop(tid)
             self.noise.drop(tid)
             self.estimator.drop(tid)
+            self.timing.drop(tid)
             if self.changes is not None:
                 self.changes.drop(tid)
         self.writer.write([*out.points, *out.estimates, *out.changes])
@@ -280,6 +296,7 @@ class Session:
                 "session_flagged": self.estimator.check.session_flagged,
                 "model_over_cve": round(ratio, 4) if np.isfinite(ratio) else None,
                 "windows_compared": self.estimator.check.session_windows()},
+            "frame_timing": self.timing.summary(),
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
