@@ -80,6 +80,9 @@ class LiveResult:
         ``tracks.csv``, ``estimates.csv`` and ``changes.csv`` as written.
     summary : dict
         ``summary.json``.
+    server_summary : dict
+        The server's own ``summary.json`` of the session (``server_output_dir``): window
+        methods, the model check, the frame timing check; empty when not readable.
     out_dir : pathlib.Path
         The output folder.
     command : list of str
@@ -93,6 +96,7 @@ class LiveResult:
     changes: pd.DataFrame
     summary: dict[str, Any]
     out_dir: Path
+    server_summary: dict[str, Any] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     wall_s: float = math.nan
 
@@ -119,13 +123,16 @@ def livespt_command() -> list[str]:
 
 
 def read_outputs(out_dir: Path, command: list[str], wall_s: float) -> LiveResult:
-    """Read the files ``livespt stream`` wrote into ``out_dir``."""
+    """Read the files ``livespt stream`` wrote into ``out_dir`` (and the server's summary)."""
+    summary = json.loads((out_dir / "summary.json").read_text())
+    server_file = Path(summary.get("server_output_dir") or out_dir / "-") / "summary.json"
     return LiveResult(
         tracks=pd.read_csv(out_dir / "tracks.csv"),
         estimates=pd.read_csv(out_dir / "estimates.csv"),
         changes=pd.read_csv(out_dir / "changes.csv"),
-        summary=json.loads((out_dir / "summary.json").read_text()),
-        out_dir=out_dir, command=command, wall_s=wall_s,
+        summary=summary, out_dir=out_dir,
+        server_summary=json.loads(server_file.read_text()) if server_file.is_file() else {},
+        command=command, wall_s=wall_s,
     )
 
 

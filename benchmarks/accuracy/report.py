@@ -129,6 +129,17 @@ class Runner:
             self._root = None
 
 
+def _checks(live: LiveResult) -> dict[str, Any]:
+    """The server's own checks of the session: model check and frame timing."""
+    ss = live.server_summary
+    return {"model_check": ss.get("model_check"),
+            "windows_model_bias": ss.get("windows_model_bias"),
+            "tracks_model_bias": ss.get("tracks_model_bias"),
+            "windows_out_of_distribution": ss.get("windows_out_of_distribution"),
+            "estimates": ss.get("estimates"),
+            "frame_timing": ss.get("frame_timing")}
+
+
 def score_image_movie(movie: ImageMovie, live: LiveResult, crlb_cache: dict[Any, float],
                       min_present: int, settings: StreamSettings
                       ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -152,6 +163,7 @@ def score_image_movie(movie: ImageMovie, live: LiveResult, crlb_cache: dict[Any,
         "windows": M.summarize_windows(win),
         "track_d": M.track_d_scores(points, truth_d, spec.frame_interval_s, spec.exposure_s),
         "changes": M.change_scores(points, live.changes, truth_d),
+        "checks": _checks(live),
         "stream": {"frames_per_s": live.summary.get("frames_per_s"),
                    "wall_s": round(live.wall_s, 1), "warnings": live.summary.get("warnings"),
                    "command": " ".join(live.command)},
@@ -302,6 +314,7 @@ def run_real_source(sizes: Sizes, work: Path, runner: Runner,
         "changes": M.change_scores(pts, live.changes, truth_d),
         "n_tracks": int(live.tracks["track_id"].nunique()) if len(live.tracks) else 0,
         "settings": settings.flags(),
+        "checks": _checks(live),
         "stream": {"frames_per_s": live.summary.get("frames_per_s"),
                    "wall_s": round(live.wall_s, 1), "warnings": live.summary.get("warnings")},
     }
@@ -507,6 +520,30 @@ def _linking_context(trk: dict[str, Any], ref: dict[str, Any]) -> str:
     return ("".join(parts) + ".") if parts else ""
 
 
+def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| source | data | windows the model answered | windows sent to the CVE by the "
+             "model check (`:model-bias`) | model check: whole session flagged (model / CVE "
+             "over compared windows) | tracks flagged on their own | frames flagged by the "
+             "timing check (of tested) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        share = r["windows"].get("method_share") or {}
+        vit = sum(v for k, v in share.items() if k.startswith("vit:"))
+        bias = sum(v for k, v in share.items() if k.endswith(":model-bias"))
+        ch = r.get("checks") or {}
+        mc = ch.get("model_check") or {}
+        ft = ch.get("frame_timing") or {}
+        session = ("n/a (track analysis: per request)" if not mc else
+                   f"{'yes' if mc.get('session_flagged') else 'no'} "
+                   f"({_f(mc.get('model_over_cve'), 2)} over {mc.get('windows_compared')})")
+        timing = ("n/a" if not ft else
+                  f"{ft.get('frames_flagged')} of {ft.get('frames_tested')}"
+                  + (f" (every {ft['period_frames']}th)" if ft.get("period_frames") else ""))
+        lines.append(f"| {r['source']} | {r['data']} | {vit:.1%} | {bias:.1%} | {session} | "
+                     f"{ch.get('tracks_model_bias', 'n/a') if ch else 'n/a'} | {timing} |")
+    return lines
+
+
 def _frag(t: dict[str, Any] | None) -> str:
     if not t:
         return "n/a"
@@ -679,6 +716,14 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
           "`precision_um` in `tracks.csv` is calibrated. *Isolated*: no other particle "
           "within 0.6 um (about 3 PSF SDs) in that frame; *close*: another within 0.3 um "
           "(one spot for two particles).", "",
+          "### The server's own checks", "",
+          *_checks_table(rows), "",
+          "*Model check* (`server/pipeline/model_check.py`): the model's window D against the "
+          "sigma-unknown CVE on the same windows, per track and over the session; where they "
+          "disagree beyond the CVE's noise and by more than 25 %, the CVE answers. *Timing "
+          "check* (`server/pipeline/frame_timing.py`): frames whose steps are unlike the "
+          "tracks' other steps (a dropped or repeated frame, or a stage jump), warned about "
+          "and listed in the session summary.", "",
           "### Linking, side by side (tracks per particle / purity)", "",
           *_linking_table(rows), "",
           "Particles present in >= 100 frames. *Visits*: runs of frames inside the field "
