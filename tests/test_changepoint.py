@@ -300,7 +300,13 @@ def _reference_scores(frames: np.ndarray, xy: np.ndarray, sig: np.ndarray, dt: f
         split = m + jb
         med1, med2 = np.median(y[:split]), np.median(y[split:])
         se = math.sqrt(1 / split + 1 / (len(y) - split)) / math.log(2)
-        if score > threshold and abs(math.log(med2 / med1)) > MEDIAN_CONFIRM_Z * se:
+        # dispersion: pairs of y two steps apart, phi = 2 E[u^2] / (1 - E[u^2])
+        pairs = [(y[t] - y[t - 2]) / (y[t] + y[t - 2]) for t in range(2, len(y))
+                 if y[t] + y[t - 2] > 0]
+        mu2 = float(np.mean(np.square(pairs))) if len(pairs) >= 10 else math.nan
+        phi = 2 * mu2 / (1 - mu2) if len(pairs) >= 10 else 1.0
+        if (score > threshold and abs(math.log(med2 / med1)) > MEDIAN_CONFIRM_Z * se
+                and score / max(phi, 1.0) > threshold):
             restart = lo + split
             events.append((int(frames[i]), steps[restart][0]))
     return scores, events

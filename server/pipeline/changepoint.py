@@ -92,6 +92,16 @@ changes 31 -> 45 frames. The threshold table was calibrated without the
 confirmation, so under the model the configured rate is now an upper bound
 (measured 0.41-0.45x at 5 per 1000), not the rate itself.
 
+Confirmation by dispersion
+--------------------------
+Steps heavier-tailed than Gaussian also inflate the GLR itself, by about their
+over-dispersion ``phi = Var(y) / E(y)^2`` (1 under the model). The alarm also needs
+``score / max(phi, 1)`` above the threshold, ``phi`` estimated over the window from
+pairs of steps two apart (:func:`step_dispersion`, :func:`confirmed_by_dispersion`).
+Measured as above: Gaussian 0.17 -> 0.14 per 1000, Student-t noise 0.43 -> 0.31, 1 %
+mislinks 1.53 -> 1.34, an irregular frame timing (40 %) 0.53 -> 0.19; 5x and 2x
+changes found as often and as early.
+
 Limits: one change per test (several changes are found one after the other, each
 restarting the history), free Brownian motion within each regime (confinement or
 directed motion look like changes of D), sigma given by the caller and right.
@@ -490,6 +500,43 @@ def confirmed_by_medians(py: NDArray[np.float64], lo: int, hi: int, jb: int) -> 
     return abs(math.log(m2 / m1)) > MEDIAN_CONFIRM_Z * se
 
 
+def step_dispersion(py: NDArray[np.float64], lo: int, hi: int) -> float:
+    """Over-dispersion ``phi`` of the normalized squared steps of the window ``[lo, hi)``.
+
+    Under the step model each ``y`` is ``(D + c)`` times a unit exponential:
+    ``Var(y) / E(y)^2 = 1``. Real steps can be heavier-tailed (non-Gaussian
+    localization errors, an irregular frame timing, occasional mislinks); a GLR of
+    means then exceeds its calibrated threshold more often, by about the factor
+    ``phi = Var(y) / E(y)^2`` (quasi-likelihood: the deviance scales with the
+    dispersion). ``phi`` is estimated from pairs of steps two apart (independent
+    under the model even with blur and noise, whose correlation reaches one step),
+    ``u = (y_t - y_{t-2}) / (y_t + y_{t-2})``: for Gamma-distributed ``y`` of
+    shape ``k`` (``phi = 1 / k``), ``E[u^2] = 1 / (2k + 1)``, so
+    ``phi = 2 E[u^2] / (1 - E[u^2])`` (1 for exponential steps). The ratio does not
+    depend on ``D + c``, so a change of D inside the window moves only the pairs that
+    straddle it. NaN when fewer than 10 pairs.
+    """
+    y = np.diff(py[lo : hi + 1])
+    a, b = y[2:], y[:-2]
+    tot = a + b
+    ok = tot > 0
+    if int(ok.sum()) < 10:
+        return math.nan
+    m = float(np.mean(((a[ok] - b[ok]) / tot[ok]) ** 2))
+    return 2.0 * m / max(1.0 - m, 1e-12)
+
+
+def confirmed_by_dispersion(py: NDArray[np.float64], lo: int, hi: int, score: float,
+                            threshold: float) -> bool:
+    """Whether the score exceeds the threshold also when divided by the steps' dispersion.
+
+    The dispersion is :func:`step_dispersion`, never taken below 1: under the model
+    the confirmation only removes alarms.
+    """
+    phi = step_dispersion(py, lo, hi)
+    return not (math.isfinite(phi) and score / max(phi, 1.0) <= threshold)
+
+
 def change_point_at(
     py: NDArray[np.float64], pc: NDArray[np.float64], start: NDArray[np.int64], lo: int,
     hi: int, jb: int, score: float, f: float, frame: int, confidence: float, track_id: Any,
@@ -665,6 +712,8 @@ class TrackChangeDetector:
             return None
         if not confirmed_by_medians(self._py, lo, hi, jb):
             return None  # a few steps the model does not describe, not a change of D
+        if not confirmed_by_dispersion(self._py, lo, hi, score, self._threshold):
+            return None  # steps heavier-tailed than the model: the score is inflated
         event = change_point_at(self._py, self._pc, self._start, lo, hi, jb, score, f, frame,
                               self.config.confidence, self.track_id)
         self._restart = jb

@@ -59,6 +59,7 @@ from livespt.server.pipeline.changepoint import (
     append_step_at,
     change_point_at,
     compact_at,
+    confirmed_by_dispersion,
     confirmed_by_medians,
     scan_window,
 )
@@ -401,6 +402,8 @@ class ChangeDetectorBank:
             return None
         if not confirmed_by_medians(py, lo, hi, jb):
             return None
+        if not confirmed_by_dispersion(py, lo, hi, score, self._threshold):
+            return None
         self._restart[slot] = jb
         return change_point_at(py, pc, start, lo, hi, jb, score, f, frame,
                              self.config.confidence, self._slots.id_of(slot))
@@ -455,6 +458,9 @@ class ChangeDetectorBank:
             slot, j = int(slots[i]), int(jb[i])
             if not confirmed_by_medians(self._py[slot], int(lo[i]), int(hi[i]), j):
                 continue  # a few steps the model does not describe, not a change of D
+            if not confirmed_by_dispersion(self._py[slot], int(lo[i]), int(hi[i]),
+                                           float(score[i]), self._threshold):
+                continue  # steps heavier-tailed than the model: the score is inflated
             events.append(change_point_at(
                 self._py[slot], self._pc[slot], self._start[slot], int(lo[i]), int(hi[i]), j,
                 float(score[i]), float(f[i]), frame, self.config.confidence,
