@@ -86,3 +86,45 @@ def test_windows_with_the_track_sigma_beat_the_sigma_unknown_cve_and_cover() -> 
     # binomially: band for the number of tracks, not of windows.
     assert abs(cov - 0.9) < coverage_band(n_tracks, 0.9)
     assert Z == 5.0
+
+
+def test_dispersion_is_one_for_gaussian_steps_and_matches_a_direct_computation() -> None:
+    """phi = 2 E[u^2] / (1 - E[u^2]), u over squared steps two apart: 1 under the model."""
+    n, frames = 300, 200
+    sim = simulate_tracks(n, frames, 0.2, DT, sigma_um=0.03, substeps=20, seed=21)
+    noise = TrackNoise(sim.blur_coefficient)
+    ids = np.arange(n)
+    for f in range(frames):
+        noise.update_many(ids, f, sim.positions_um[:, f])
+    phi = noise.dispersion(ids)
+    assert np.all(np.isfinite(phi))
+    print(f"\nGaussian steps: mean phi {phi.mean():.4f} (SD {phi.std():.3f} per track)")
+    assert abs(phi.mean() - 1.0) < mean_band(n, float(np.var(phi)))
+    # Streaming with gaps equals the direct formula over runs of one-frame steps.
+    rng = np.random.default_rng(3)
+    keep = np.sort(rng.choice(frames, 150, replace=False))
+    xy = sim.positions_um[0, keep]
+    gapped = TrackNoise(sim.blur_coefficient)
+    for f, p in zip(keep, xy, strict=True):
+        gapped.update_many([5], int(f), p[None])
+    q = np.sum(np.diff(xy, axis=0) ** 2, axis=1)
+    one = np.diff(keep) == 1
+    u2 = [((q[i] - q[i - 2]) / (q[i] + q[i - 2])) ** 2 for i in range(2, len(q))
+          if one[i] and one[i - 1] and one[i - 2]]
+    m = float(np.mean(u2))
+    assert len(u2) >= MIN_STEP_PAIRS
+    assert gapped.dispersion([5])[0] == pytest.approx(2 * m / (1 - m), rel=1e-12)
+    assert np.isnan(gapped.dispersion([99])[0])
+
+
+def test_dispersion_widens_the_interval_and_leaves_the_estimate() -> None:
+    sim = simulate_tracks(20, 10, 0.2, DT, sigma_um=0.03, seed=4)
+    kw = dict(exposure_s=DT, sigma_um=0.03)
+    base = cve_batch(sim.positions_um, DT, **kw)
+    wide = cve_batch(sim.positions_um, DT, dispersion=np.full(20, 4.0), **kw)
+    np.testing.assert_array_equal(wide.d_um2_s, base.d_um2_s)
+    np.testing.assert_allclose(wide.se_um2_s, 2.0 * base.se_um2_s, rtol=1e-12)
+    assert np.all(wide.d_high_um2_s > base.d_high_um2_s)
+    assert np.all(wide.d_low_um2_s <= base.d_low_um2_s)
+    with pytest.raises(ValueError, match="dispersion must be >= 1"):
+        cve_batch(sim.positions_um, DT, dispersion=0.5, **kw)

@@ -102,6 +102,7 @@ def _cve_arrays(
     sigma2_known: float | NDArray[np.float64] | None,
     confidence: float,
     sigma2_var: float | NDArray[np.float64] = 0.0,
+    dispersion: float | NDArray[np.float64] = 1.0,
 ) -> tuple[NDArray[np.float64], ...]:
     """CVE for (M, N, d) positions sharing ``frames``: (d, low, high, se, sigma2)."""
     d_hat, sigma2 = cve_point_estimates(pos, frames, dt, r, sigma2_known)
@@ -113,7 +114,7 @@ def _cve_arrays(
         kbar = float(_tracks.gaps(frames).mean())
         extra = np.asarray(sigma2_var, dtype=np.float64) / (dt * (kbar - 2.0 * r)) ** 2
     low, high, se = interval_by_test_inversion(d_hat, q, sigma2, pos.shape[2], confidence,
-                                               extra_var=extra)
+                                               extra_var=extra, dispersion=dispersion)
     return d_hat, low, high, se, sigma2
 
 
@@ -234,6 +235,7 @@ def cve_batch(
     confidence: float = 0.9,
     blur_coefficient: float | None = None,
     sigma2_var_um4: float | ArrayLike = 0.0,
+    dispersion: float | ArrayLike = 1.0,
 ) -> EstimateBatch:
     """CVE of M tracks at once; same parameters and results as :func:`cve`.
 
@@ -248,6 +250,10 @@ def cve_batch(
         Variance (um^4) of ``sigma_um**2`` when it is itself an estimate (e.g. from
         the track's whole step history); widens the intervals accordingly. 0:
         sigma exactly known. Ignored when ``sigma_um`` is None.
+    dispersion : float or array_like of shape (M,)
+        Factor (>= 1) on the estimator's model variance for steps heavier-tailed than
+        Gaussian (see :func:`~livespt.models.estimators.quadform.interval_by_test_inversion`);
+        widens the intervals only, the estimates do not change. 1: Gaussian steps.
     frame_interval_s, exposure_s, confidence, blur_coefficient
         As in :func:`cve`.
     frames : array_like of int, shape (N,), optional
@@ -264,8 +270,13 @@ def cve_batch(
     var = np.asarray(sigma2_var_um4, dtype=np.float64)
     if var.ndim > 1 or (var.ndim == 1 and var.shape != (pos.shape[0],)) or not np.all(var >= 0):
         raise ValueError(f"sigma2_var_um4 must be >= 0, a scalar or shape ({pos.shape[0]},)")
+    phi = np.asarray(dispersion, dtype=np.float64)
+    if phi.ndim > 1 or (phi.ndim == 1 and phi.shape != (pos.shape[0],)) \
+            or not np.all(phi >= 1.0):
+        raise ValueError(f"dispersion must be >= 1, a scalar or shape ({pos.shape[0]},)")
     d_hat, low, high, se, sigma2 = _cve_arrays(
-        pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence), var
+        pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence), var,
+        phi
     )
     return EstimateBatch(
         d_um2_s=d_hat,

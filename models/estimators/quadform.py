@@ -373,6 +373,7 @@ def interval_by_test_inversion(
     ndim: int,
     confidence: float,
     extra_var: ArrayLike = 0.0,
+    dispersion: ArrayLike = 1.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Interval ``{D >= 0 : (D_hat - D)^2 <= z^2 Var(D)}`` and the standard error.
 
@@ -405,6 +406,11 @@ def interval_by_test_inversion(
     extra_var : array_like
         Variance added to ``Var(D)`` whatever D, (um^2/s)^2 (e.g. from an
         estimated, not known, ``sigma^2``); 0 by default.
+    dispersion : array_like
+        Factor (>= 1 in use) on the model variance ``c0 + c1 D + c2 D^2``: the
+        over-dispersion of the squared steps when they are heavier-tailed than
+        Gaussian (``Var(q) / E(q)^2`` over its Gaussian value, e.g. estimated from a
+        track's whole step history); 1 by default.
 
     Returns
     -------
@@ -414,9 +420,10 @@ def interval_by_test_inversion(
     """
     d = np.asarray(d_hat, dtype=np.float64)
     s2 = np.maximum(np.asarray(sigma2_plugin, dtype=np.float64), 0.0)
-    c2 = np.broadcast_to(np.asarray(q.dd, dtype=np.float64) / ndim, d.shape)
-    c1 = np.asarray(q.ds, dtype=np.float64) * s2 / ndim
-    c0 = (np.asarray(q.ss, dtype=np.float64) * s2 * s2 / ndim
+    phi = np.asarray(dispersion, dtype=np.float64)
+    c2 = np.broadcast_to(np.asarray(q.dd, dtype=np.float64) * phi / ndim, d.shape)
+    c1 = np.asarray(q.ds, dtype=np.float64) * phi * s2 / ndim
+    c0 = (np.asarray(q.ss, dtype=np.float64) * phi * s2 * s2 / ndim
           + np.asarray(extra_var, dtype=np.float64))
     z2 = float(ndtri(0.5 + 0.5 * confidence)) ** 2  # normal quantile (norm.ppf, 100x cheaper)
 

@@ -288,6 +288,11 @@ class WindowEstimator:
         tvar = (due.sigma2_track_var_um4 if due.sigma2_track_var_um4 is not None
                 else np.full(m, np.nan))
         has_track = np.isfinite(tsig) & np.isfinite(tvar)
+        # Heavier-tailed steps than Gaussian: the track's own over-dispersion widens its
+        # windows' intervals (never narrows them).
+        tphi = (np.fmax(due.dispersion_track, 1.0) if due.dispersion_track is not None
+                else np.ones(m))
+        tphi = np.where(np.isfinite(tphi), tphi, 1.0)
         acq = self.acquisition
         for g, pattern in enumerate(patterns):
             in_group = group == g
@@ -296,7 +301,7 @@ class WindowEstimator:
             if members.size:
                 est = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
                                 exposure_s=acq.exposure_s, sigma_um=tsig[members],
-                                sigma2_var_um4=tvar[members])
+                                sigma2_var_um4=tvar[members], dispersion=tphi[members])
                 d[members], lo[members], hi[members] = (est.d_um2_s, est.d_low_um2_s,
                                                         est.d_high_um2_s)
                 methods[members] = TRACK_SIGMA_METHOD

@@ -157,6 +157,12 @@ class TrackNoise:
         self._s2 = np.zeros(cap, dtype=np.float64)  # their summed squares (2 axes), um^2
         self._n11 = np.zeros(cap, dtype=np.int64)  # adjacent pairs of one-frame steps
         self._s11 = np.zeros(cap, dtype=np.float64)  # their summed products, um^2
+        # dispersion: squared one-frame steps two apart, u = (q_t - q_t-2) / (q_t + q_t-2)
+        self._run = np.zeros(cap, dtype=np.int64)  # consecutive one-frame steps so far (<= 2)
+        self._q1 = np.zeros(cap, dtype=np.float64)  # the last squared step, um^2
+        self._q2 = np.zeros(cap, dtype=np.float64)  # the one before
+        self._nu = np.zeros(cap, dtype=np.int64)  # pairs two apart
+        self._su = np.zeros(cap, dtype=np.float64)  # their summed u^2
 
     def _grow(self) -> None:
         """Extend the arrays to the table's capacity (rows keep their numbers)."""
@@ -171,6 +177,8 @@ class TrackNoise:
         self._last_step, self._has_step = grown(self._last_step), grown(self._has_step)
         self._n2, self._s2 = grown(self._n2), grown(self._s2)
         self._n11, self._s11 = grown(self._n11), grown(self._s11)
+        self._run, self._q1, self._q2 = grown(self._run), grown(self._q1), grown(self._q2)
+        self._nu, self._su = grown(self._nu), grown(self._su)
 
     def update_many(self, track_ids: ArrayLike, frame: int, xy_um: ArrayLike) -> None:
         """Add one point to each of several distinct tracks, all in ``frame``.
@@ -193,7 +201,7 @@ class TrackNoise:
             self._grow()
         if new.size:
             r = rows[new]
-            for a in (self._n2, self._s2, self._n11, self._s11):
+            for a in (self._n2, self._s2, self._n11, self._s11, self._run, self._nu, self._su):
                 a[r] = 0
             self._has_step[r] = False
             self._last_frame[r] = frame - 2  # no step from a first point
@@ -208,6 +216,17 @@ class TrackNoise:
         self._n11[rp] += 1
         self._s11[rp] += np.sum(s1[pair] * self._last_step[rp], axis=1)
         self._last_step[r1] = s1
+        q = np.sum(s1 * s1, axis=1)
+        two = self._run[r1] >= 2
+        rt, qt, q2 = r1[two], q[two], self._q2[r1[two]]
+        tot = qt + q2
+        pos = tot > 0
+        self._nu[rt[pos]] += 1
+        self._su[rt[pos]] += ((qt[pos] - q2[pos]) / tot[pos]) ** 2
+        self._q2[r1] = self._q1[r1]
+        self._q1[r1] = q
+        self._run[r1] = np.minimum(self._run[r1] + 1, 2)
+        self._run[rows[~one]] = 0
         self._has_step[rows] = one
         self._last_frame[rows] = frame
         self._last_xy[rows] = xy
@@ -235,6 +254,30 @@ class TrackNoise:
         vk = np.where(ok, v, np.nan)
         sig[known], var[known] = sk, vk
         return sig, var
+
+    def dispersion(self, track_ids: ArrayLike) -> NDArray[np.float64]:
+        """Over-dispersion of each track's squared one-frame steps (1 for Gaussian steps).
+
+        ``phi = 2 E[u^2] / (1 - E[u^2])`` with ``u = (q_t - q_{t-2}) / (q_t + q_{t-2})``
+        over pairs of squared 2-D steps two apart (independent under the step model,
+        whatever D, noise and blur; for Gamma-distributed ``q`` of shape ``k``,
+        ``E[u^2] = 1 / (2k + 1)`` and ``phi = Var(q) / E(q)^2 / (1/k at k = 1)``: 1 for
+        Gaussian steps, ~1.9 on the real movie of ``docs/accuracy.md``). The window
+        estimator multiplies the variance of track-sigma windows by ``max(phi, 1)``. NaN
+        for a track with fewer than ``min_pairs`` such pairs or not known.
+        """
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+        out = np.full(ids.size, np.nan)
+        if ids.size == 0:
+            return out
+        rows = self._slots.lookup(ids.tolist())
+        known = np.flatnonzero(rows >= 0)
+        r = rows[known]
+        nu = self._nu[r]
+        m = self._su[r] / np.maximum(nu, 1)
+        out[known] = np.where(nu >= self.min_pairs, 2.0 * m / np.maximum(1.0 - m, 1e-12),
+                              np.nan)
+        return out
 
     def steps_into(self, track_ids: ArrayLike, frame: int,
                    xy_um: ArrayLike) -> NDArray[np.float64]:

@@ -263,7 +263,8 @@ class Session:
         due = self.windows.take_due()
         if len(due) == 0:
             return []
-        out = self.estimator.estimate(due.with_track_noise(*self.noise.sigma(due.track_ids)))
+        out = self.estimator.estimate(due.with_track_noise(
+            *self.noise.sigma(due.track_ids), self.noise.dispersion(due.track_ids)))
         self.window_methods.update(e.method for e in out)
         return out
 
