@@ -159,3 +159,69 @@ def test_the_window_estimator_lets_the_cve_answer_for_a_biased_model(
         ref = plain[(e.track_id, e.frame_start)]
         assert e.method == ref.method + METHOD_SUFFIX
         assert e.d_um2_s == pytest.approx(ref.d_um2_s, rel=1e-12)
+
+
+# --------------------------------------------------------------- the track-sigma check
+def test_track_sigma_check_keeps_the_track_sigma_where_the_model_holds(pairs) -> None:
+    """Model tracks: the sigma-known CVE varies less than the sigma-unknown one: kept."""
+    from livespt.server.pipeline.model_check import TrackSigmaCheck
+
+    _, known, unknown = pairs
+    check = TrackSigmaCheck(LENGTH)
+    ids = np.arange(N_TRACKS)
+    for k in range(N_WINDOWS):
+        check.update(ids, np.full(N_TRACKS, k * LENGTH), known[:, k], unknown[:, k])
+    print(f"\nmodel tracks: z = {check.z():.1f} over {check.pairs()} pairs")
+    assert check.pairs() == N_TRACKS * (N_WINDOWS - 1)
+    assert not check.flagged and check.z() < -3.0
+
+
+def test_track_sigma_check_switches_when_the_track_sigma_varies_more(pairs) -> None:
+    from livespt.server.pipeline.model_check import TRACK_SIGMA_MIN_PAIRS, TrackSigmaCheck
+
+    d, _, unknown = pairs
+    rng = np.random.default_rng(3)
+    # an estimator centred like the CVE but with 1.5x its spread around the track's D
+    worse = d[:, None] + 1.5 * (unknown - d[:, None]) + 0.01 * rng.normal(size=unknown.shape)
+    check = TrackSigmaCheck(LENGTH)
+    ids = np.arange(N_TRACKS)
+    for k in range(N_WINDOWS):
+        check.update(ids, np.full(N_TRACKS, k * LENGTH), worse[:, k], unknown[:, k])
+        if check.flagged:
+            break
+    print(f"\nworse track sigma: flagged after window {k}, {check.pairs()} pairs")
+    assert check.flagged and TRACK_SIGMA_MIN_PAIRS <= check.pairs() <= 3 * N_TRACKS
+    check.drop(0)  # ended tracks are forgotten; the session's decision stays
+    assert check.flagged
+
+
+def test_window_estimator_uses_the_sigma_unknown_cve_after_the_switch(monkeypatch) -> None:
+    import livespt.server.pipeline.model_check as mc
+    from livespt.server.pipeline.estimate import Acquisition, WindowEstimator
+    from livespt.server.pipeline.windows import DueWindows, WindowConfig, sliding_windows
+
+    rng = np.random.default_rng(12)
+    n, frames = 60, 60
+    traj = simulate_trajectories(n, frames, d_um2_s=0.2, frame_interval_s=DT, exposure_s=DT,
+                                 seed=13)
+    xy = traj.mean_um.numpy() + rng.normal(0.0, SIGMA_UM, (n, frames, 2))
+    cfg = WindowConfig(length=LENGTH, stride=LENGTH)
+    due = DueWindows.concat([sliding_windows(cfg, i, np.arange(frames), xy[i],
+                                             np.full(frames, np.nan)) for i in range(n)],
+                            LENGTH, None)
+    due = due.with_track_noise(np.full(len(due), SIGMA_UM), np.zeros(len(due)))
+    acq = Acquisition(frame_interval_s=DT, exposure_s=DT)
+    est = WindowEstimator(cfg, acq, use_fitted_sigma=False)
+    out = est.estimate(due)
+    assert {e.method for e in out} == {"cve:track-sigma"} and not est.sigma_check.flagged
+    # Force the decision: the next windows get the sigma-unknown CVE, said in `method`.
+    monkeypatch.setattr(mc, "TRACK_SIGMA_Z", -1e9)
+    switched = WindowEstimator(cfg, acq, use_fitted_sigma=False)
+    out2 = switched.estimate(due)
+    assert switched.sigma_check.flagged
+    plain = WindowEstimator(cfg, acq, use_fitted_sigma=False).estimate(
+        DueWindows(due.track_ids, due.frames, due.values))
+    assert {e.method for e in out2} == {"cve:sigma-check"}
+    assert switched.n_sigma_check == len(out2)
+    np.testing.assert_allclose([e.d_um2_s for e in out2], [e.d_um2_s for e in plain],
+                               rtol=1e-12)

@@ -49,7 +49,7 @@ from livespt.models.estimators import cve_batch
 from livespt.models.units import pixel_centre_um, px_to_um
 from livespt.models.vit.inputs import prepare
 from livespt.server.pipeline.model_check import METHOD_SUFFIX as MODEL_BIAS_SUFFIX
-from livespt.server.pipeline.model_check import ModelCheck
+from livespt.server.pipeline.model_check import TRACK_SIGMA_SUFFIX, ModelCheck, TrackSigmaCheck
 from livespt.server.pipeline.records import WindowEstimate
 from livespt.server.pipeline.windows import DueWindows, WindowConfig
 
@@ -161,6 +161,8 @@ class WindowEstimator:
         self.n_model_bias = 0
         self.check = ModelCheck(window.length)
         self.model_check = model_check
+        self.sigma_check = TrackSigmaCheck(window.length)
+        self.n_sigma_check = 0
         if model is not None and not (MIN_MODEL_WINDOW <= window.length <= model.max_frames):
             self.warnings.append(
                 f"window.length {window.length} is outside the {MIN_MODEL_WINDOW}.."
@@ -176,8 +178,9 @@ class WindowEstimator:
         self.model = model
 
     def drop(self, track_id: int) -> None:
-        """Forget a track that ended (its model check)."""
+        """Forget a track that ended (its model and track-sigma checks)."""
         self.check.drop(track_id)
+        self.sigma_check.drop(track_id)
 
     @property
     def method(self) -> str:
@@ -302,9 +305,19 @@ class WindowEstimator:
                 est = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
                                 exposure_s=acq.exposure_s, sigma_um=tsig[members],
                                 sigma2_var_um4=tvar[members], dispersion=tphi[members])
+                # Does the track sigma help on this data? (model_check.TrackSigmaCheck)
+                plain = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
+                                  exposure_s=acq.exposure_s, sigma_um=None)
+                self.sigma_check.update(due.track_ids[members], frames[members, 0],
+                                        est.d_um2_s, plain.d_um2_s)
+                if self.sigma_check.flagged:
+                    est = plain
+                    methods[members] = "cve" + TRACK_SIGMA_SUFFIX
+                    self.n_sigma_check += int(members.size)
+                else:
+                    methods[members] = TRACK_SIGMA_METHOD
                 d[members], lo[members], hi[members] = (est.d_um2_s, est.d_low_um2_s,
                                                         est.d_high_um2_s)
-                methods[members] = TRACK_SIGMA_METHOD
             members = np.flatnonzero(in_group & ~has_track)
             if members.size == 0:
                 continue

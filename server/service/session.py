@@ -279,6 +279,7 @@ class Session:
     def summary(self, status: str) -> dict[str, Any]:
         """The session's effective configuration, provenance and totals."""
         ratio = self.estimator.check.session_ratio()
+        zs = self.estimator.sigma_check.z()
         return {
             "session_id": self.session_id,
             "status": status,
@@ -297,6 +298,11 @@ class Session:
                 "session_flagged": self.estimator.check.session_flagged,
                 "model_over_cve": round(ratio, 4) if np.isfinite(ratio) else None,
                 "windows_compared": self.estimator.check.session_windows()},
+            "track_sigma_check": {
+                "session_flagged": self.estimator.sigma_check.flagged,
+                "windows_sent_to_sigma_unknown_cve": self.estimator.n_sigma_check,
+                "z": round(zs, 2) if np.isfinite(zs) else None,
+                "pairs": self.estimator.sigma_check.pairs()},
             "frame_timing": self.timing.summary(),
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
