@@ -137,6 +137,7 @@ def _checks(live: LiveResult) -> dict[str, Any]:
             "tracks_model_bias": ss.get("tracks_model_bias"),
             "windows_out_of_distribution": ss.get("windows_out_of_distribution"),
             "estimates": ss.get("estimates"),
+            "track_sigma_check": ss.get("track_sigma_check"),
             "frame_timing": ss.get("frame_timing")}
 
 
@@ -523,9 +524,10 @@ def _linking_context(trk: dict[str, Any], ref: dict[str, Any]) -> str:
 def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| source | data | windows the model answered | windows sent to the CVE by the "
              "model check (`:model-bias`) | model check: whole session flagged (model / CVE "
-             "over compared windows) | tracks flagged on their own | frames flagged by the "
+             "over compared windows) | tracks flagged on their own | track-sigma check: "
+             "switched to the sigma-unknown CVE (z; windows sent) | frames flagged by the "
              "timing check (of tested) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         share = r["windows"].get("method_share") or {}
         vit = sum(v for k, v in share.items() if k.startswith("vit:"))
@@ -536,11 +538,16 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
         session = ("n/a (track analysis: per request)" if not mc else
                    f"{'yes' if mc.get('session_flagged') else 'no'} "
                    f"({_f(mc.get('model_over_cve'), 2)} over {mc.get('windows_compared')})")
+        sc = ch.get("track_sigma_check") or {}
+        sigma = ("n/a" if not sc else
+                 f"{'yes' if sc.get('session_flagged') else 'no'} ({_f(sc.get('z'), 1)}; "
+                 f"{sc.get('windows_sent_to_sigma_unknown_cve')})")
         timing = ("n/a" if not ft else
                   f"{ft.get('frames_flagged')} of {ft.get('frames_tested')}"
                   + (f" (every {ft['period_frames']}th)" if ft.get("period_frames") else ""))
         lines.append(f"| {r['source']} | {r['data']} | {vit:.1%} | {bias:.1%} | {session} | "
-                     f"{ch.get('tracks_model_bias', 'n/a') if ch else 'n/a'} | {timing} |")
+                     f"{ch.get('tracks_model_bias', 'n/a') if ch else 'n/a'} | {sigma} | "
+                     f"{timing} |")
     return lines
 
 
@@ -720,7 +727,10 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
           *_checks_table(rows), "",
           "*Model check* (`server/pipeline/model_check.py`): the model's window D against the "
           "sigma-unknown CVE on the same windows, per track and over the session; where they "
-          "disagree beyond the CVE's noise and by more than 25 %, the CVE answers. *Timing "
+          "disagree beyond the CVE's noise and by more than 25 %, the CVE answers. *Track-"
+          "sigma check* (same file): whether the CVE with each track's own noise varies less "
+          "than the sigma-unknown CVE on the same windows (z < 0: it does); where it varies "
+          "more, the sigma-unknown CVE answers (`cve:sigma-check`). *Timing "
           "check* (`server/pipeline/frame_timing.py`): frames whose steps are unlike the "
           "tracks' other steps (a dropped or repeated frame, or a stage jump), warned about "
           "and listed in the session summary.", "",
