@@ -21,8 +21,15 @@ This is the one place that decides how a window is estimated, for every caller
   sigma-unknown CVE on the same windows, beyond the CVE's noise and by more than
   25 % (:mod:`livespt.server.pipeline.model_check`), gets the CVE path too, its
   ``method`` suffixed with ``:model-bias``, and is counted in
-  :attr:`WindowEstimator.n_model_bias`. The caller reports ended tracks with
-  :meth:`WindowEstimator.drop`.
+  :attr:`WindowEstimator.n_model_bias`;
+* a track-sigma window of a session in which the track-sigma CVE has been found to
+  vary more than the sigma-unknown CVE on the same windows
+  (:class:`~livespt.server.pipeline.model_check.TrackSigmaCheck`) gets the
+  sigma-unknown CVE, ``method = cve:sigma-check``, counted in
+  :attr:`WindowEstimator.n_sigma_check`; track-sigma windows' intervals are widened by
+  the track's step over-dispersion (``DueWindows.dispersion_track``).
+
+The caller reports ended tracks with :meth:`WindowEstimator.drop`.
 
 Why a model is not used is said once, in :attr:`WindowEstimator.warnings`. All
 px/um conversions of the model's inputs go through :mod:`livespt.models.units`
@@ -143,10 +150,15 @@ class WindowEstimator:
         Windows given to the model so far (those answered by it plus ``n_ood`` and
         ``n_model_bias``).
     n_model_bias : int
-        Windows of tracks the track-level check (:mod:`.model_check`) sent to the CVE
-        (their ``method`` ends in ``:model-bias``).
+        Windows the model check (:mod:`.model_check`, per track or per session) sent to
+        the CVE (their ``method`` ends in ``:model-bias``).
     check : ModelCheck
-        The per-track comparison of the model with the CVE.
+        The per-track and per-session comparison of the model with the CVE.
+    sigma_check : TrackSigmaCheck
+        The per-session comparison of the track-sigma with the sigma-unknown CVE.
+    n_sigma_check : int
+        Track-sigma windows given the sigma-unknown CVE after that check switched
+        (``method = cve:sigma-check``).
     """
 
     def __init__(self, window: WindowConfig, acquisition: Acquisition,
