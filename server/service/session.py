@@ -241,12 +241,16 @@ class Session:
             self.warnings.append("FRAME_TIMING: " + msg)
         self.noise.update_many(ids, index, xy_um)
         if self.changes is not None and len(ids):
-            # One vectorized update for every track of the frame, with the track's own
-            # noise estimate where it has one.
+            # One vectorized update for the tracks of the frame that have their own noise
+            # estimate (track_noise.py): the detector's noise floor never comes from the
+            # fitted precisions, which follow the camera model and ignore motion blur (a
+            # floor that changes when the track's own sigma arrives looks like a change of
+            # D). A track's history in the detector starts there.
             track_sig = self.noise.sigma(ids)[0]
-            sig = np.where(np.isfinite(track_sig), track_sig, prec_um)
+            known = np.isfinite(track_sig)
             out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
-                           for ev in self.changes.update_many(ids, index, xy_um, sig)]
+                           for ev in self.changes.update_many(ids[known], index, xy_um[known],
+                                                              track_sig[known])]
         out.estimates = self._estimate_due()
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
