@@ -490,3 +490,17 @@ def test_cve_batch_accepts_one_known_sigma_per_track() -> None:
         cve_batch(pos, 0.05, sigma_um=np.array([0.01, 0.02]))
     with pytest.raises(ValueError, match="sigma_um"):
         cve_batch(pos, 0.05, sigma_um=np.array([0.01, -0.02, 0.0, 0.0]))
+
+
+def test_cve_d_windows_equals_the_batch_cve_for_every_frame_pattern() -> None:
+    from livespt.models.estimators import cve_d_windows
+
+    rng = np.random.default_rng(31)
+    pos = np.cumsum(rng.normal(0.0, 0.1, (12, 10, 2)), axis=1)
+    frames = np.cumsum(rng.integers(1, 3, (12, 10)), axis=1)  # gaps differ per window
+    d = cve_d_windows(pos, frames, 0.05)
+    for i in range(12):
+        ref = cve_batch(pos[i:i + 1], 0.05, frames[i], exposure_s=0.03).d_um2_s[0]
+        assert d[i] == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="positions_um must be"):
+        cve_d_windows(pos[:, :2], frames[:, :2], 0.05)

@@ -15,7 +15,13 @@ from livespt.models.estimators.bounds import (
     fisher_information_exact,
     fisher_information_large_n,
 )
-from livespt.models.estimators.cve import cve, cve_batch, cve_relative_variance, cve_variance
+from livespt.models.estimators.cve import (
+    cve,
+    cve_batch,
+    cve_d_windows,
+    cve_relative_variance,
+    cve_variance,
+)
 from livespt.models.estimators.msd import msd_curve, msd_fit, msd_fit_batch, msd_fit_variance
 from livespt.models.estimators.result import Estimate, EstimateBatch
 
@@ -26,6 +32,7 @@ __all__ = [
     "crlb_d_large_n",
     "cve",
     "cve_batch",
+    "cve_d_windows",
     "cve_relative_variance",
     "cve_variance",
     "fisher_information_exact",

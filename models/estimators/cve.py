@@ -118,6 +118,42 @@ def _cve_arrays(
     return d_hat, low, high, se, sigma2
 
 
+def cve_d_windows(positions_um: ArrayLike, frames: ArrayLike,
+                  frame_interval_s: float) -> NDArray[np.float64]:
+    """Sigma-unknown CVE point estimates of M windows, each with its own frames.
+
+    The D of :func:`cve_batch` with ``sigma_um=None`` (no interval), for windows whose
+    frame patterns may differ: ``(m2 + 2 m1) / (2 dt kbar)`` per window, which does not
+    depend on the blur coefficient, so one vectorized pass serves every pattern. For
+    checks that compare another estimator with it on many windows.
+
+    Parameters
+    ----------
+    positions_um : array_like, shape (M, N, d)
+        Positions, um.
+    frames : array_like of int, shape (M, N)
+        Each window's frames, strictly increasing.
+    frame_interval_s : float
+        Frame interval, s.
+
+    Returns
+    -------
+    ndarray, shape (M,)
+        D, um^2/s.
+    """
+    pos = np.asarray(positions_um, dtype=np.float64)
+    fr = np.asarray(frames, dtype=np.int64)
+    if pos.ndim != 3 or fr.shape != pos.shape[:2] or pos.shape[1] < 3:
+        raise ValueError(f"positions_um must be (M, N >= 3, d) and frames (M, N), got "
+                         f"{pos.shape} and {fr.shape}")
+    dt = _validate.positive("frame_interval_s", frame_interval_s)
+    steps = np.diff(pos, axis=1)
+    m2 = np.mean(steps * steps, axis=(1, 2))
+    m1 = np.mean(steps[:, 1:] * steps[:, :-1], axis=(1, 2))
+    kbar = (fr[:, -1] - fr[:, 0]) / (fr.shape[1] - 1.0)
+    return np.asarray((m2 + 2.0 * m1) / (2.0 * dt * kbar), dtype=np.float64)
+
+
 def _confidence(confidence: Any) -> float:
     c = _validate.in_range("confidence", confidence, 0.0, 1.0)
     if c in (0.0, 1.0):

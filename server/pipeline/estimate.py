@@ -52,7 +52,7 @@ import torch
 from numpy.typing import NDArray
 
 from livespt.models import _validate
-from livespt.models.estimators import cve_batch
+from livespt.models.estimators import cve_batch, cve_d_windows
 from livespt.models.units import pixel_centre_um, px_to_um
 from livespt.models.vit.inputs import prepare
 from livespt.server.pipeline.model_check import METHOD_SUFFIX as MODEL_BIAS_SUFFIX
@@ -256,9 +256,11 @@ class WindowEstimator:
         ok = ~np.asarray(ood, dtype=bool)
         if ok.any() and self.model_check:
             idx = np.flatnonzero(ok)
+            idx = idx[self.check.counted(due.track_ids[idx], due.frames[idx, 0])]
             self.check.update(due.track_ids[idx], due.frames[idx, 0],
                               np.asarray(pred.d_um2_s, dtype=np.float64)[idx],
-                              self._cve_sigma_unknown(due.subset(idx)))
+                              cve_d_windows(due.values[idx, :, :2], due.frames[idx],
+                                            self.acquisition.frame_interval_s))
         biased = ok & self.check.flagged(due.track_ids)
         for mask, suffix in ((np.asarray(ood, dtype=bool), OOD_SUFFIX),
                              (biased, MODEL_BIAS_SUFFIX)):
@@ -274,29 +276,11 @@ class WindowEstimator:
                 self.n_model_bias += int(idx.size)
         return records
 
-    def _cve_sigma_unknown(self, due: DueWindows) -> NDArray[np.float64]:
-        """The sigma-unknown CVE's D of every window (the model check's reference)."""
-        frames = due.frames
-        patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
-        group = group.reshape(-1)
-        d = np.empty(len(due))
-        acq = self.acquisition
-        for g, pattern in enumerate(patterns):
-            members = np.flatnonzero(group == g)
-            est = cve_batch(due.values[members][:, :, :2], acq.frame_interval_s, pattern,
-                            exposure_s=acq.exposure_s, sigma_um=None)
-            d[members] = est.d_um2_s
-        return d
-
     # --------------------------------------------------------------- the CVE
     def _cve(self, due: DueWindows) -> list[WindowEstimate]:
         """CVE estimates, grouped by frame pattern for vectorized calls."""
         frames, values = due.frames, due.values
         m = len(due)
-        # Windows whose frames have the same shape (relative to their first frame)
-        # share the CVE's variance coefficients: estimate each group in one call.
-        patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
-        group = group.reshape(-1)
         d, lo, hi = np.empty(m), np.empty(m), np.empty(m)
         methods = np.full(m, "cve", dtype=object)
         tsig = (due.sigma_track_um if due.sigma_track_um is not None else np.full(m, np.nan))
@@ -309,25 +293,31 @@ class WindowEstimator:
                 else np.ones(m))
         tphi = np.where(np.isfinite(tphi), tphi, 1.0)
         acq = self.acquisition
-        for g, pattern in enumerate(patterns):
-            in_group = group == g
+        for pattern, in_group in _frame_patterns(frames):
             # Windows whose track knows its own noise: sigma-known CVE with it.
             members = np.flatnonzero(in_group & has_track)
-            if members.size:
-                est = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
+            if members.size and not self.sigma_check.flagged:
+                xy = values[members][:, :, :2]
+                est = cve_batch(xy, acq.frame_interval_s, pattern,
                                 exposure_s=acq.exposure_s, sigma_um=tsig[members],
                                 sigma2_var_um4=tvar[members], dispersion=tphi[members])
-                # Does the track sigma help on this data? (model_check.TrackSigmaCheck)
-                plain = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
-                                  exposure_s=acq.exposure_s, sigma_um=None)
-                self.sigma_check.update(due.track_ids[members], frames[members, 0],
-                                        est.d_um2_s, plain.d_um2_s)
-                if self.sigma_check.flagged:
-                    est = plain
-                    methods[members] = "cve" + TRACK_SIGMA_SUFFIX
-                    self.n_sigma_check += int(members.size)
-                else:
-                    methods[members] = TRACK_SIGMA_METHOD
+                # Does the track sigma help on this data? (model_check.TrackSigmaCheck;
+                # the sigma-unknown CVE only for the windows it counts)
+                sel = self.sigma_check.counted(due.track_ids[members], frames[members, 0])
+                if sel.any():
+                    self.sigma_check.update(
+                        due.track_ids[members[sel]], frames[members[sel], 0],
+                        est.d_um2_s[sel],
+                        cve_d_windows(xy[sel], frames[members[sel]], acq.frame_interval_s))
+            if members.size and self.sigma_check.flagged:
+                # The session found the track sigma varies more: the sigma-unknown CVE.
+                est = cve_batch(values[members][:, :, :2], acq.frame_interval_s, pattern,
+                                exposure_s=acq.exposure_s, sigma_um=None)
+                methods[members] = "cve" + TRACK_SIGMA_SUFFIX
+                self.n_sigma_check += int(members.size)
+            elif members.size:
+                methods[members] = TRACK_SIGMA_METHOD
+            if members.size:
                 d[members], lo[members], hi[members] = (est.d_um2_s, est.d_low_um2_s,
                                                         est.d_high_um2_s)
             members = np.flatnonzero(in_group & ~has_track)
@@ -341,6 +331,17 @@ class WindowEstimator:
                             exposure_s=acq.exposure_s, sigma_um=sigma)
             d[members], lo[members], hi[members] = est.d_um2_s, est.d_low_um2_s, est.d_high_um2_s
         return window_records(due.track_ids, frames, d, lo, hi, methods.tolist())
+
+
+def _frame_patterns(frames: NDArray[np.int64]) -> list[tuple[NDArray[np.int64], NDArray[np.bool_]]]:
+    """Windows grouped by the shape of their frames (relative to their first frame).
+
+    Windows of one shape share the CVE's variance coefficients, so each group is
+    estimated in one vectorized call. Returns ``(pattern, mask)`` per group.
+    """
+    patterns, group = np.unique(frames - frames[:, :1], axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    return [(pattern, group == g) for g, pattern in enumerate(patterns)]
 
 
 def window_records(

@@ -73,22 +73,68 @@ def _t_quantile(dof: int) -> float:
     return float(student_t.ppf(1.0 - ALPHA / 2.0, dof))
 
 
-class _Pairs:
-    """Running sums of n, sum a, sum c, sum (a - c), sum (a - c)^2."""
+def _counted(last_start: dict[int, int], window_length: int, track_ids: NDArray[np.int64],
+             first_frames: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which windows a check would count, without changing its state.
 
-    __slots__ = ("n", "sum_a", "sum_c", "sum_d", "sum_d2")
+    A window counts when it starts a window length or more after the last counted window
+    of its track (windows in order). The caller computes the reference CVE for these
+    only: about 1 in ``window_length`` windows.
+    """
+    seen: dict[int, int] = {}  # counted in this call
+    out = np.zeros(len(track_ids), dtype=bool)
+    for i, (tid, f0) in enumerate(zip(np.asarray(track_ids).tolist(),
+                                      np.asarray(first_frames).tolist(), strict=True)):
+        prev = seen.get(tid, last_start.get(tid))
+        if prev is None or f0 - prev >= window_length:
+            seen[tid] = f0
+            out[i] = True
+    return out
+
+
+class _RunningMean:
+    """Running n, sum and sum of squares of a value: its mean and the mean's standard error."""
+
+    __slots__ = ("n", "total", "total2")
 
     def __init__(self) -> None:
         self.n = 0
-        self.sum_a = self.sum_c = self.sum_d = self.sum_d2 = 0.0
+        self.total = self.total2 = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+        self.total2 += x * x
+
+    def mean(self) -> float:
+        return self.total / self.n if self.n else math.nan
+
+    def se(self) -> float:
+        """Standard error of the mean (sample SD with n - 1; NaN below 2 values)."""
+        n = self.n
+        if n < 2:
+            return math.nan
+        mean = self.total / n
+        return math.sqrt(max(self.total2 / n - mean * mean, 0.0) / (n - 1.0))
+
+
+class _Pairs:
+    """Running sums of a, of c and of the differences a - c."""
+
+    __slots__ = ("diff", "sum_a", "sum_c")
+
+    def __init__(self) -> None:
+        self.diff = _RunningMean()
+        self.sum_a = self.sum_c = 0.0
+
+    @property
+    def n(self) -> int:
+        return self.diff.n
 
     def add(self, a: float, c: float) -> None:
-        d = a - c
-        self.n += 1
+        self.diff.add(a - c)
         self.sum_a += a
         self.sum_c += c
-        self.sum_d += d
-        self.sum_d2 += d * d
 
     def disagrees(self) -> bool:
         n = self.n
@@ -97,9 +143,7 @@ class _Pairs:
         ratio = self.sum_a / self.sum_c
         if 1.0 / (1.0 + BIAS_LIMIT) <= ratio <= 1.0 + BIAS_LIMIT:
             return False
-        mean = self.sum_d / n
-        var = max(self.sum_d2 / n - mean * mean, 0.0) * n / (n - 1.0)
-        return abs(mean) > _t_quantile(n - 1) * math.sqrt(var / n)
+        return abs(self.diff.mean()) > _t_quantile(n - 1) * self.diff.se()
 
     def ratio(self) -> float:
         return self.sum_a / self.sum_c if self.sum_c > 0 else math.nan
@@ -166,6 +210,13 @@ class ModelCheck:
         if self._session.disagrees():
             self.session_flagged = True
 
+    def counted(self, track_ids: NDArray[np.int64],
+                first_frames: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Which of these windows :meth:`update` would count (none once the session is flagged)."""
+        if self.session_flagged:
+            return np.zeros(len(track_ids), dtype=bool)
+        return _counted(self._last_start, self.window_length, track_ids, first_frames)
+
     def flagged(self, track_ids: NDArray[np.int64]) -> NDArray[np.bool_]:
         """Whether each track's windows should go to the CVE."""
         if self.session_flagged:
@@ -231,10 +282,9 @@ class TrackSigmaCheck:
 
     def __init__(self, window_length: int) -> None:
         self.window_length = int(window_length)
-        self._last: dict[int, tuple[int, float, float]] = {}  # track: (first frame, a, c)
-        self._n = 0
-        self._sum = 0.0
-        self._sum2 = 0.0
+        self._last_start: dict[int, int] = {}  # track: first frame of its last counted window
+        self._last_pair: dict[int, tuple[float, float]] = {}  # and that window's (a, c)
+        self._e = _RunningMean()
         self.flagged = False
 
     def update(self, track_ids: NDArray[np.int64], first_frames: NDArray[np.int64],
@@ -250,34 +300,34 @@ class TrackSigmaCheck:
                                  strict=True):
             if not (math.isfinite(a) and math.isfinite(c)):
                 continue
-            last = self._last.get(tid)
-            if last is not None and f0 - last[0] < self.window_length:
+            last = self._last_start.get(tid)
+            if last is not None and f0 - last < self.window_length:
                 continue
-            if last is not None and f0 - last[0] == self.window_length:
-                e = (a - last[1]) ** 2 - (c - last[2]) ** 2
-                self._n += 1
-                self._sum += e
-                self._sum2 += e * e
-            self._last[tid] = (f0, a, c)
-        n = self._n
-        if n >= TRACK_SIGMA_MIN_PAIRS:
-            mean = self._sum / n
-            var = max(self._sum2 / n - mean * mean, 0.0) * n / (n - 1.0)
-            self.flagged = mean > TRACK_SIGMA_Z * math.sqrt(var / n)
+            if last is not None and f0 - last == self.window_length:
+                a0, c0 = self._last_pair[tid]
+                self._e.add((a - a0) ** 2 - (c - c0) ** 2)
+            self._last_start[tid] = f0
+            self._last_pair[tid] = (a, c)
+        if self._e.n >= TRACK_SIGMA_MIN_PAIRS:
+            self.flagged = self._e.mean() > TRACK_SIGMA_Z * self._e.se()
+
+    def counted(self, track_ids: NDArray[np.int64],
+                first_frames: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Which of these windows :meth:`update` would count (none once flagged)."""
+        if self.flagged:
+            return np.zeros(len(track_ids), dtype=bool)
+        return _counted(self._last_start, self.window_length, track_ids, first_frames)
 
     def z(self) -> float:
         """Mean of ``e_k`` over its standard error (> 0: the track sigma varies more)."""
-        n = self._n
-        if n < 2:
-            return math.nan
-        mean = self._sum / n
-        var = max(self._sum2 / n - mean * mean, 0.0) * n / (n - 1.0)
-        return mean / math.sqrt(var / n) if var > 0 else math.nan
+        se = self._e.se()
+        return self._e.mean() / se if se > 0 else math.nan
 
     def pairs(self) -> int:
         """Pairs of consecutive counted windows so far."""
-        return self._n
+        return self._e.n
 
     def drop(self, track_id: int) -> None:
         """Forget a track that ended."""
-        self._last.pop(track_id, None)
+        self._last_start.pop(track_id, None)
+        self._last_pair.pop(track_id, None)
