@@ -30,7 +30,9 @@ from livespt.models.estimators import (
     msd_fit,
     msd_fit_batch,
     msd_fit_variance,
+    noise_spread_samples,
 )
+from livespt.models.estimators.quadform import VarianceCoefficients
 
 D = 0.5  # um^2/s
 DT = 0.01  # s
@@ -164,3 +166,85 @@ def test_msd_slope_recovers_d_without_noise_or_blur() -> None:
     one = simulate_tracks(1, 20001, D, DT, exposure_s=0.0, seed=5)
     single = msd_fit(one.positions_um[0], DT, exposure_s=0.0, max_lag=10)
     assert abs(single.d_um2_s - D) <= mean_band(1, single.se_um2_s**2)
+
+
+# ---------------------------------------------------------------------------
+# Sigma-known CVE from both moments (weight_at_d_um2_s): with blur the adjacent
+# products carry D too; the least-variance combination must stay unbiased, have the
+# variance of its quadratic form, never be noisier than either classic variant, and
+# its intervals must cover.
+
+
+def _both_moments_variance(sim: SimulatedTracks, sigma: float) -> float:
+    """Exact variance of the combination at the true (D, sigma): the form's coefficients."""
+    from livespt.models.estimators.cve import _known_both_moments
+    from livespt.models.estimators.quadform import variance
+
+    r = sim.blur_coefficient
+    one = sim.positions_um[:1]
+    _, q, extra, _ = _known_both_moments(one, sim.frames, DT, r, sigma**2, 0.0, D, 1.0)
+    return float(variance(VarianceCoefficients(*(np.asarray(c)[0] for c in q)), D,
+                          sigma**2, 2)[()] + np.asarray(extra).reshape(-1)[0])
+
+
+@pytest.mark.parametrize(("x", "drop"), [(0.1, 0.0), (1.0, 0.0), (5.0, 0.0), (1.0, 0.2)])
+def test_cve_both_moments_unbiased_and_never_noisier(x: float, drop: float) -> None:
+    sim, sigma = tracks(x, DT, 11, drop=drop, seed=3)
+    r = sim.blur_coefficient
+    both = cve_batch(sim.positions_um, DT, sim.frames, sigma_um=sigma, blur_coefficient=r,
+                     weight_at_d_um2_s=D)
+    assert both.variant == "sigma-known, both moments"
+    exact = _both_moments_variance(sim, sigma)
+    assert abs(both.d_um2_s.mean() - D) <= mean_band(M, exact)
+    assert abs(both.d_um2_s.var() - exact) <= variance_band(both.d_um2_s)
+    # the two classic variants are members of the family (w = 1 and w = 1 - 2R):
+    # the least-variance member is never worse than either (exact variances)
+    for known in (True, False):
+        other = cve_variance(sim.frames, D, sigma, DT, ndim=2, sigma_known=known,
+                             blur_coefficient=r)
+        assert exact <= other * (1 + 1e-9)
+    # at x = 1 (sigma^2 = 1.33 D dt here) the gain over the better classic one is large
+    if x == 1.0 and drop == 0.0:
+        best = min(cve_variance(sim.frames, D, sigma, DT, ndim=2, sigma_known=k,
+                                blur_coefficient=r) for k in (True, False))
+        assert exact < 0.8 * best
+
+
+def test_cve_both_moments_without_blur_is_the_squared_step_cve() -> None:
+    sim, sigma = tracks(1.0, 0.0, 11, seed=4)
+    a = cve_batch(sim.positions_um, DT, sim.frames, sigma_um=sigma, blur_coefficient=0.0,
+                  weight_at_d_um2_s=D)
+    b = cve_batch(sim.positions_um, DT, sim.frames, sigma_um=sigma, blur_coefficient=0.0)
+    assert a.variant == b.variant == "sigma-known"
+    np.testing.assert_array_equal(a.d_um2_s, b.d_um2_s)
+
+
+@pytest.mark.parametrize(("x", "drop"), [(0.1, 0.0), (5.0, 0.0), (1.0, 0.2)])
+def test_cve_both_moments_90_percent_intervals_cover(x: float, drop: float) -> None:
+    sim, sigma = tracks(x, DT, 101, drop=drop, seed=2)
+    est = cve_batch(sim.positions_um, DT, sim.frames, sigma_um=sigma,
+                    blur_coefficient=sim.blur_coefficient, weight_at_d_um2_s=D)
+    covered = (est.d_low_um2_s <= D) & (D <= est.d_high_um2_s)
+    assert abs(covered.mean() - 0.9) <= coverage_band(M, 0.9)
+
+
+@pytest.mark.parametrize("spread", [0.0, 1.0])
+def test_noise_spread_samples_estimate_the_spread_of_window_noise(spread: float) -> None:
+    # Every track's noise variance is sigma^2 + delta, delta uniform in +-a (Var = a^2/3);
+    # the track noise handed to the estimator is sigma. The samples' mean must be
+    # a^2 / 3 (0 when the model holds), within 5 Monte-Carlo standard errors.
+    base, _ = tracks(0.0, DT, 11, seed=5)  # x = 0: sigma^2 = 2R D dt
+    r = base.blur_coefficient
+    sigma2 = (2.0 * r + 1.0) * D * DT
+    a = spread * 0.9 * D * DT  # the added variance D dt + delta stays > 0
+    rng = np.random.default_rng(7)
+    # base has sigma^2 = 2R D dt already; add the rest per track, per axis
+    add = sigma2 - 2.0 * r * D * DT + rng.uniform(-a, a, M)
+    pos = base.positions_um + rng.normal(size=base.positions_um.shape) * np.sqrt(add)[:, None,
+                                                                                      None]
+    s = noise_spread_samples(pos, DT, base.frames, sigma_um=np.sqrt(sigma2),
+                             weight_at_d_um2_s=D, blur_coefficient=r)
+    target = a * a / 3.0
+    assert abs(s.mean() - target) <= 5.0 * s.std() / np.sqrt(M)
+    if spread:
+        assert s.mean() > 5.0 * s.std() / np.sqrt(M)  # and it is told from 0

@@ -225,3 +225,57 @@ def test_window_estimator_uses_the_sigma_unknown_cve_after_the_switch(monkeypatc
     assert switched.n_sigma_check == len(out2)
     np.testing.assert_allclose([e.d_um2_s for e in out2], [e.d_um2_s for e in plain],
                                rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the noise spread
+def _due_with_track_noise(noise_sd_per_window: np.ndarray, seed: int, d: float = 0.2):
+    """Tracks of 120 frames whose noise SD changes every LENGTH frames (one value per
+    window); each track's noise as the session would know it: the RMS over its windows."""
+    from livespt.server.pipeline.windows import DueWindows, WindowConfig, sliding_windows
+
+    n, n_win = noise_sd_per_window.shape
+    frames = n_win * LENGTH
+    rng = np.random.default_rng(seed)
+    traj = simulate_trajectories(n, frames, d_um2_s=d, frame_interval_s=DT, exposure_s=DT,
+                                 seed=seed + 1)
+    sd = np.repeat(noise_sd_per_window, LENGTH, axis=1)[:, :, None]
+    xy = traj.mean_um.numpy() + rng.normal(size=(n, frames, 2)) * sd
+    cfg = WindowConfig(length=LENGTH, stride=LENGTH)
+    due = DueWindows.concat([sliding_windows(cfg, i, np.arange(frames), xy[i],
+                                             np.full(frames, np.nan)) for i in range(n)],
+                            LENGTH, None)
+    track_sd = np.sqrt(np.mean(noise_sd_per_window**2, axis=1))[due.track_ids]
+    return cfg, due.with_track_noise(track_sd, np.zeros(len(due)), None,
+                                     np.full(len(due), d))
+
+
+@pytest.mark.parametrize("varies", [False, True])
+def test_noise_spread_is_measured_and_used_by_the_track_sigma_windows(varies: bool) -> None:
+    from livespt.server.pipeline.estimate import Acquisition, WindowEstimator
+    from livespt.server.pipeline.model_check import NOISE_SPREAD_MIN_WINDOWS
+
+    rng = np.random.default_rng(21)
+    n, n_win, d = 300, 12, 0.2
+    # per window, noise SD either constant or drawn between 0.3x and 1.7x the base
+    # (0.08 um: sigma^2 = 0.3 x 2 D dt, where a changing noise level matters)
+    base = 0.08 * np.ones((n, n_win))
+    sd = base * rng.uniform(0.3, 1.7, base.shape) if varies else base
+    cfg, due = _due_with_track_noise(sd, seed=22, d=d)
+    est = WindowEstimator(cfg, Acquisition(frame_interval_s=DT, exposure_s=DT),
+                          use_fitted_sigma=False)
+    out = est.estimate(due)
+    summary = est.noise_spread.summary()
+    assert summary["windows"] == len(due) >= NOISE_SPREAD_MIN_WINDOWS
+    # the true spread of each window's noise variance around its track's
+    true_var = float(np.mean((sd**2 - np.mean(sd**2, axis=1, keepdims=True)) ** 2))
+    print(f"\nvaries={varies}: sqrt(S) {summary['sigma2_sd_um2']} um^2 "
+          f"(true {math.sqrt(true_var):.2e}), z {summary['z']}")
+    if varies:
+        assert summary["z"] > 5.0
+        assert est.noise_spread.variance_um4() == pytest.approx(true_var, rel=0.5)
+    else:
+        assert abs(summary["z"]) < 4.0
+    # the windows answered after the spread was known cover D as they claim
+    late = [e for e in out if e.frame_start >= (n_win // 2) * LENGTH]
+    covered = np.mean([e.d_low_um2_s <= d <= e.d_high_um2_s for e in late])
+    assert abs(covered - 0.9) <= 5.0 * math.sqrt(0.09 / len(late))

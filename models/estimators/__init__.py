@@ -21,6 +21,7 @@ from livespt.models.estimators.cve import (
     cve_d_windows,
     cve_relative_variance,
     cve_variance,
+    noise_spread_samples,
 )
 from livespt.models.estimators.msd import msd_curve, msd_fit, msd_fit_batch, msd_fit_variance
 from livespt.models.estimators.result import Estimate, EstimateBatch
@@ -41,4 +42,5 @@ __all__ = [
     "msd_fit",
     "msd_fit_batch",
     "msd_fit_variance",
+    "noise_spread_samples",
 ]

@@ -7,9 +7,13 @@ steps (both also averaged over the d dimensions):
 
 - sigma unknown: ``D = <dx^2> / (2 dt) + <dx_n dx_{n+1}> / dt`` and
   ``sigma^2 = R <dx^2> + (2R - 1) <dx_n dx_{n+1}>``;
-- sigma known: ``D = (<dx^2> - 2 sigma^2) / (2 (1 - 2R) dt)``.
+- sigma known: ``D = (<dx^2> - 2 sigma^2) / (2 (1 - 2R) dt)``;
+- sigma known, both moments (``weight_at_d_um2_s`` given): with blur (R > 0) the
+  adjacent products carry information on D too, ``<dx_n dx_{n+1}> = 2 R D dt -
+  sigma^2``, so the estimate combines ``D_a`` (the line above) and
+  ``D_b = (<dx_n dx_{n+1}> + sigma^2) / (2 R dt)`` with the weight of least variance.
 
-Both are unbiased under the blur + noise model and need no fit. Missing frames are
+All are unbiased under the blur + noise model and need no fit. Missing frames are
 handled by the moment equations of the model (see :func:`cve`), which reduce to the
 formulas above without gaps.
 """
@@ -47,6 +51,164 @@ def _cve_form(frames: NDArray[np.int64], dt: float, r: float, sigma_known: bool)
         np.full(n, 1.0 / (2.0 * dt * kbar * n)),
         np.full(n - 1, 1.0 / (2.0 * dt * kbar * (n - 1))),
     )
+
+
+def _product_form(frames: NDArray[np.int64], dt: float, r: float) -> Tridiagonal:
+    """The matrix of ``D_b = (m1 + sigma^2) / (2 R dt)`` (without its constant)."""
+    n = _tracks.gaps(frames).shape[0]
+    return Tridiagonal(np.zeros(n), np.full(n - 1, 1.0 / (4.0 * r * dt * (n - 1))))
+
+
+@lru_cache(maxsize=4096)
+def _known_pair_coefficients(
+    gaps: tuple[int, ...], dt: float, r: float
+) -> tuple[VarianceCoefficients, VarianceCoefficients, VarianceCoefficients]:
+    """Variance coefficients of ``D_a``, of ``D_b`` and of their covariance, per dimension."""
+    frames = np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
+    sig_d, sig_s = _tracks.step_covariance_basis(_tracks.gaps(frames), dt, r)
+    a = _cve_form(frames, dt, r, True)
+    b = _product_form(frames, dt, r)
+    qa = tridiagonal_variance_coefficients(a, sig_d, sig_s)
+    qb = tridiagonal_variance_coefficients(b, sig_d, sig_s)
+    qab = tridiagonal_variance_coefficients(Tridiagonal(a.diag + b.diag, a.off + b.off),
+                                            sig_d, sig_s)
+    # Var(a + b) = Var(a) + Var(b) + 2 Cov(a, b), coefficient by coefficient
+    qc = VarianceCoefficients(*(np.float64((x - y - z) / 2.0)
+                                for x, y, z in zip(qab, qa, qb, strict=True)))
+    return qa, qb, qc
+
+
+MIN_BLUR_FOR_PRODUCTS = 1e-3
+"""Below this blur coefficient the adjacent products say (almost) nothing about D:
+the sigma-known CVE then uses the squared steps only."""
+
+
+def _known_both_moments(
+    pos: NDArray[np.float64],
+    frames: NDArray[np.int64],
+    dt: float,
+    r: float,
+    sigma2: float | NDArray[np.float64],
+    sigma2_var: float | NDArray[np.float64],
+    d_ref: float | NDArray[np.float64],
+    dispersion: float | NDArray[np.float64],
+) -> tuple[NDArray[np.float64], VarianceCoefficients, NDArray[np.float64], NDArray[np.float64]]:
+    """Sigma-known CVE from both moments: ``(d, coefficients, extra variance, weight)``.
+
+    ``D = w D_a + (1 - w) D_b`` with ``D_a = (m2 - 2 sigma^2) / (2 dt (kbar - 2R))`` and
+    ``D_b = (m1 + sigma^2) / (2 R dt)``, both unbiased, so any fixed ``w`` is. ``w``
+    minimizes the variance at ``(d_ref, sigma^2)``, counting the variance of an
+    estimated sigma^2 (``D_a`` and ``D_b`` move in opposite directions with it). It is
+    computed from ``d_ref``, not from the window, so it does not depend on the data it
+    weighs: choose ``d_ref`` from elsewhere (e.g. the whole track).
+    """
+    kbar = float(_tracks.gaps(frames).mean())
+    steps = np.diff(pos, axis=1)
+    m2 = np.mean(steps * steps, axis=(1, 2))
+    m1 = np.mean(steps[:, 1:] * steps[:, :-1], axis=(1, 2))
+    s2 = np.broadcast_to(np.asarray(sigma2, dtype=np.float64), m2.shape)
+    d_a = (m2 - 2.0 * s2) / (2.0 * dt * (kbar - 2.0 * r))
+    d_b = (m1 + s2) / (2.0 * r * dt)
+    qa, qb, qc = _known_pair_coefficients(tuple(np.diff(frames).tolist()), float(dt), float(r))
+    ndim = pos.shape[2]
+    # d D_a / d sigma^2 and d D_b / d sigma^2
+    g_a, g_b = -1.0 / (dt * (kbar - 2.0 * r)), 1.0 / (2.0 * r * dt)
+    var_s2 = np.asarray(sigma2_var, dtype=np.float64)
+    phi = np.asarray(dispersion, dtype=np.float64)
+    dr = np.maximum(np.asarray(d_ref, dtype=np.float64), 0.0)
+    sp = np.maximum(s2, 0.0)
+    v_a = phi * variance(qa, dr, sp, ndim) + var_s2 * g_a * g_a
+    v_b = phi * variance(qb, dr, sp, ndim) + var_s2 * g_b * g_b
+    c_ab = phi * variance(qc, dr, sp, ndim) + var_s2 * g_a * g_b
+    den = v_a + v_b - 2.0 * c_ab
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(den > 0.0, (v_b - c_ab) / den, 1.0)
+    w = np.clip(np.where(np.isfinite(w), w, 1.0), 0.0, 1.0)
+    w = np.broadcast_to(w, m2.shape)
+    d_hat = w * d_a + (1.0 - w) * d_b
+    u = 1.0 - w
+    q = VarianceCoefficients(w * w * qa.dd + u * u * qb.dd + 2.0 * w * u * qc.dd,
+                             w * w * qa.ds + u * u * qb.ds + 2.0 * w * u * qc.ds,
+                             w * w * qa.ss + u * u * qb.ss + 2.0 * w * u * qc.ss)
+    g = w * g_a + u * g_b
+    return d_hat, q, var_s2 * g * g, w
+
+
+def noise_spread_samples(
+    positions_um: ArrayLike,
+    frame_interval_s: float,
+    frames: ArrayLike | None = None,
+    *,
+    sigma_um: ArrayLike,
+    weight_at_d_um2_s: ArrayLike,
+    exposure_s: float | None = None,
+    sigma2_var_um4: float | ArrayLike = 0.0,
+    dispersion: float | ArrayLike = 1.0,
+    blur_coefficient: float | None = None,
+) -> NDArray[np.float64]:
+    """Per window, a sample of how far its noise variance strays from ``sigma_um**2``, um^4.
+
+    The two sigma-known estimates of one window, ``D_a`` from the squared steps and
+    ``D_b`` from the adjacent products (module docstring), are both unbiased when the
+    window's localization variance is ``sigma^2``. If it is ``sigma^2 + delta``, they
+    move apart by ``G delta`` with ``G = 1 / (dt (kbar - 2R)) + 1 / (2 R dt)``. So for
+    ``u = D_a - D_b``::
+
+        E[u^2] = phi V_u(D, sigma^2) + G^2 (Var(sigma^2 estimate) + S),
+
+    ``V_u`` the model variance of ``u`` (exact, :mod:`.quadform`), ``phi`` the steps'
+    over-dispersion and ``S = Var(delta)`` the spread of the windows' noise variance
+    around the track's (a bead moving through focus, changing background). Each
+    sample ``(u^2 - phi V_u - G^2 Var(sigma^2)) / G^2`` has mean ``S``: 0 where the
+    model holds. Averaged over many windows it gives ``S``, which the window estimator
+    adds to ``sigma2_var_um4``: the moments' weights and the intervals then account for
+    it (:class:`~livespt.server.pipeline.model_check.NoiseSpread`).
+
+    Parameters
+    ----------
+    positions_um : array_like, shape (M, N, d)
+        Positions of M windows sharing ``frames``, um.
+    frame_interval_s : float
+        Frame interval, s.
+    frames : array_like of int, shape (N,), optional
+        Frames of the windows' points (default ``0..N-1``).
+    sigma_um : array_like, shape (M,) or scalar
+        Each window's track noise per axis, um.
+    weight_at_d_um2_s : array_like, shape (M,) or scalar
+        D at which ``V_u`` is evaluated (the track's), um^2/s, >= 0.
+    exposure_s, blur_coefficient
+        As in :func:`cve`.
+    sigma2_var_um4 : float or array_like
+        Variance of ``sigma_um**2`` as an estimate, um^4.
+    dispersion : float or array_like
+        Over-dispersion factor ``phi`` (>= 1).
+
+    Returns
+    -------
+    ndarray, shape (M,)
+        Samples in um^4 (may be negative); NaN for every window when the blur
+        coefficient is below :data:`MIN_BLUR_FOR_PRODUCTS` (then the products carry
+        no D and the two estimates cannot be told apart from a noise change).
+    """
+    pos, fr = _tracks.validate_batch(positions_um, frames)
+    dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
+    m = pos.shape[0]
+    if r < MIN_BLUR_FOR_PRODUCTS or fr.shape[0] < 3:
+        return np.full(m, np.nan)
+    s2 = np.broadcast_to(np.asarray(sigma_um, dtype=np.float64) ** 2, (m,))
+    kbar = float(_tracks.gaps(fr).mean())
+    steps = np.diff(pos, axis=1)
+    m2 = np.mean(steps * steps, axis=(1, 2))
+    m1 = np.mean(steps[:, 1:] * steps[:, :-1], axis=(1, 2))
+    u = (m2 - 2.0 * s2) / (2.0 * dt * (kbar - 2.0 * r)) - (m1 + s2) / (2.0 * r * dt)
+    qa, qb, qc = _known_pair_coefficients(tuple(np.diff(fr).tolist()), float(dt), float(r))
+    qu = VarianceCoefficients(qa.dd + qb.dd - 2.0 * qc.dd, qa.ds + qb.ds - 2.0 * qc.ds,
+                              qa.ss + qb.ss - 2.0 * qc.ss)
+    dr = np.maximum(np.asarray(weight_at_d_um2_s, dtype=np.float64), 0.0)
+    v_u = np.asarray(dispersion, dtype=np.float64) * variance(qu, dr, s2, pos.shape[2])
+    g = 1.0 / (dt * (kbar - 2.0 * r)) + 1.0 / (2.0 * r * dt)
+    var_s2 = np.asarray(sigma2_var_um4, dtype=np.float64)
+    return np.asarray((u * u - v_u) / (g * g) - var_s2, dtype=np.float64)
 
 
 def _cve_coefficients(
@@ -103,8 +265,17 @@ def _cve_arrays(
     confidence: float,
     sigma2_var: float | NDArray[np.float64] = 0.0,
     dispersion: float | NDArray[np.float64] = 1.0,
+    d_ref: float | NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], ...]:
     """CVE for (M, N, d) positions sharing ``frames``: (d, low, high, se, sigma2)."""
+    if (sigma2_known is not None and d_ref is not None and r >= MIN_BLUR_FOR_PRODUCTS
+            and frames.shape[0] >= 3):
+        d_hat, qw, extra_w, _ = _known_both_moments(pos, frames, dt, r, sigma2_known,
+                                                    sigma2_var, d_ref, dispersion)
+        s2 = np.broadcast_to(np.asarray(sigma2_known, dtype=np.float64), d_hat.shape).copy()
+        low, high, se = interval_by_test_inversion(d_hat, qw, s2, pos.shape[2], confidence,
+                                                   extra_var=extra_w, dispersion=dispersion)
+        return d_hat, low, high, se, s2
     d_hat, sigma2 = cve_point_estimates(pos, frames, dt, r, sigma2_known)
     q = _cve_coefficients(frames, dt, r, sigma2_known is not None)
     extra: float | NDArray[np.float64] = 0.0
@@ -186,6 +357,7 @@ def cve(
     confidence: float = 0.9,
     blur_coefficient: float | None = None,
     track_id: Any = None,
+    weight_at_d_um2_s: float | None = None,
 ) -> Estimate:
     """Estimate D of one track with the covariance-based estimator (CVE).
 
@@ -203,14 +375,26 @@ def cve(
         blur coefficient ``R = exposure_s / (6 frame_interval_s)``.
     sigma_um : float, optional
         Known localization precision per dimension in um (>= 0). Given: the
-        "sigma-known" variant, which needs no covariance term and has a smaller
-        variance; omitted: "sigma-unknown", which estimates sigma^2 too.
+        "sigma-known" variant; omitted: "sigma-unknown", which estimates sigma^2 too.
+        From the squared steps alone (the default), the sigma-known variant has the
+        smaller variance only while the noise is small: with continuous exposure
+        (R = 1/6) and ``sigma^2 > ~0.3 x 2 D dt`` it is the noisier of the two,
+        because the blur factor ``1 / (1 - 2R)`` scales its sampling error (see
+        ``weight_at_d_um2_s``).
     confidence : float
         Level of the two-sided interval, default 0.9.
     blur_coefficient : float, optional
         Exact R in ``[0, 1/4]``, overriding the one derived from the exposure.
     track_id : object, optional
         Named in error messages and copied to the result.
+    weight_at_d_um2_s : float, optional
+        With ``sigma_um`` and blur (R >= 1e-3): use the adjacent products too, as
+        ``w D_a + (1 - w) D_b`` (module docstring) with the ``w`` of least variance
+        at this D (um^2/s, >= 0; e.g. the whole track's D when this is a window of
+        it). Variant ``"sigma-known, both moments"``; never noisier than either
+        sigma-known form nor, with the true D and sigma, than the sigma-unknown CVE.
+        It does not use the data it weighs, so the estimate stays unbiased for
+        any value; a wrong one only costs efficiency.
 
     Returns
     -------
@@ -244,7 +428,10 @@ def cve(
     """
     pos, fr = _tracks.validate_track(positions_um, frames, track_id)
     dt, r = _tracks.resolve_timing(frame_interval_s, exposure_s, blur_coefficient)
-    out = _cve_arrays(pos[None], fr, dt, r, _sigma2(sigma_um), _confidence(confidence))
+    d_ref = (None if weight_at_d_um2_s is None
+             else _validate.non_negative("weight_at_d_um2_s", weight_at_d_um2_s))
+    out = _cve_arrays(pos[None], fr, dt, r, _sigma2(sigma_um), _confidence(confidence),
+                      d_ref=d_ref)
     d_hat, low, high, se, sigma2 = (float(a[0]) for a in out)
     return Estimate(
         d_um2_s=d_hat,
@@ -255,7 +442,7 @@ def cve(
         n_positions=int(fr.shape[0]),
         n_steps=int(fr.shape[0] - 1),
         method=METHOD,
-        variant="sigma-unknown" if sigma_um is None else "sigma-known",
+        variant=_variant(sigma_um, d_ref, r),
         track_id=track_id,
         confidence=float(confidence),
     )
@@ -272,6 +459,7 @@ def cve_batch(
     blur_coefficient: float | None = None,
     sigma2_var_um4: float | ArrayLike = 0.0,
     dispersion: float | ArrayLike = 1.0,
+    weight_at_d_um2_s: float | ArrayLike | None = None,
 ) -> EstimateBatch:
     """CVE of M tracks at once; same parameters and results as :func:`cve`.
 
@@ -290,6 +478,9 @@ def cve_batch(
         Factor (>= 1) on the estimator's model variance for steps heavier-tailed than
         Gaussian (see :func:`~livespt.models.estimators.quadform.interval_by_test_inversion`);
         widens the intervals only, the estimates do not change. 1: Gaussian steps.
+    weight_at_d_um2_s : float or array_like of shape (M,), optional
+        As in :func:`cve`, one for all tracks or one per track (um^2/s, >= 0; NaN
+        is not allowed). The weights also count ``sigma2_var_um4`` and ``dispersion``.
     frame_interval_s, exposure_s, confidence, blur_coefficient
         As in :func:`cve`.
     frames : array_like of int, shape (N,), optional
@@ -310,9 +501,16 @@ def cve_batch(
     if phi.ndim > 1 or (phi.ndim == 1 and phi.shape != (pos.shape[0],)) \
             or not np.all(phi >= 1.0):
         raise ValueError(f"dispersion must be >= 1, a scalar or shape ({pos.shape[0]},)")
+    d_ref = None
+    if weight_at_d_um2_s is not None:
+        d_ref = np.asarray(weight_at_d_um2_s, dtype=np.float64)
+        if d_ref.ndim > 1 or (d_ref.ndim == 1 and d_ref.shape != (pos.shape[0],)) \
+                or not np.all(np.isfinite(d_ref)) or not np.all(d_ref >= 0):
+            raise ValueError(f"weight_at_d_um2_s must be finite and >= 0 (um^2/s), a scalar "
+                             f"or shape ({pos.shape[0]},)")
     d_hat, low, high, se, sigma2 = _cve_arrays(
         pos, fr, dt, r, _sigma2_batch(sigma_um, pos.shape[0]), _confidence(confidence), var,
-        phi
+        phi, d_ref
     )
     return EstimateBatch(
         d_um2_s=d_hat,
@@ -323,9 +521,17 @@ def cve_batch(
         n_positions=int(fr.shape[0]),
         n_steps=int(fr.shape[0] - 1),
         method=METHOD,
-        variant="sigma-unknown" if sigma_um is None else "sigma-known",
+        variant=_variant(sigma_um, d_ref, r),
         confidence=float(confidence),
     )
+
+
+def _variant(sigma_um: Any, d_ref: Any, r: float) -> str:
+    if sigma_um is None:
+        return "sigma-unknown"
+    if d_ref is not None and r >= MIN_BLUR_FOR_PRODUCTS:
+        return "sigma-known, both moments"
+    return "sigma-known"
 
 
 def cve_relative_variance(

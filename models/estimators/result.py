@@ -34,14 +34,14 @@ class Estimate:
         estimator evaluated at the (zero-clipped) estimated parameters.
     sigma2_um2 : float
         Localization variance per dimension in um^2: estimated (may be negative, as
-        the estimator is unbiased) or, for ``variant="sigma-known"``, the given one.
+        the estimator is unbiased) or, for the sigma-known variants, the given one.
     n_positions, n_steps : int
         Observed positions and steps between consecutive observed positions.
     method : str
         ``"cve"`` or ``"msd"``, the names the rest of the product reports.
     variant : str
-        ``"sigma-unknown"``, ``"sigma-known"``, ``"full"``, ``"optimal"`` or
-        ``"weighted"``.
+        ``"sigma-unknown"``, ``"sigma-known"``, ``"sigma-known, both moments"``,
+        ``"full"``, ``"optimal"`` or ``"weighted"``.
     track_id : object
         The caller's track identifier, or ``None``.
     confidence : float

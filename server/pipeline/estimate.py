@@ -52,11 +52,16 @@ import torch
 from numpy.typing import NDArray
 
 from livespt.models import _validate
-from livespt.models.estimators import cve_batch, cve_d_windows
+from livespt.models.estimators import cve_batch, cve_d_windows, noise_spread_samples
 from livespt.models.units import pixel_centre_um, px_to_um
 from livespt.models.vit.inputs import prepare
 from livespt.server.pipeline.model_check import METHOD_SUFFIX as MODEL_BIAS_SUFFIX
-from livespt.server.pipeline.model_check import TRACK_SIGMA_SUFFIX, ModelCheck, TrackSigmaCheck
+from livespt.server.pipeline.model_check import (
+    TRACK_SIGMA_SUFFIX,
+    ModelCheck,
+    NoiseSpread,
+    TrackSigmaCheck,
+)
 from livespt.server.pipeline.records import WindowEstimate
 from livespt.server.pipeline.windows import DueWindows, WindowConfig
 
@@ -159,6 +164,9 @@ class WindowEstimator:
     n_sigma_check : int
         Track-sigma windows given the sigma-unknown CVE after that check switched
         (``method = cve:sigma-check``).
+    noise_spread : NoiseSpread
+        The session's spread of the windows' noise around their track's, added to
+        the track-sigma windows' sigma^2 variance.
     """
 
     def __init__(self, window: WindowConfig, acquisition: Acquisition,
@@ -175,6 +183,7 @@ class WindowEstimator:
         self.model_check = model_check
         self.sigma_check = TrackSigmaCheck(window.length)
         self.n_sigma_check = 0
+        self.noise_spread = NoiseSpread(window.length)
         if model is not None and not (MIN_MODEL_WINDOW <= window.length <= model.max_frames):
             self.warnings.append(
                 f"window.length {window.length} is outside the {MIN_MODEL_WINDOW}.."
@@ -193,6 +202,7 @@ class WindowEstimator:
         """Forget a track that ended (its model and track-sigma checks)."""
         self.check.drop(track_id)
         self.sigma_check.drop(track_id)
+        self.noise_spread.drop(track_id)
 
     @property
     def method(self) -> str:
@@ -292,15 +302,35 @@ class WindowEstimator:
         tphi = (np.fmax(due.dispersion_track, 1.0) if due.dispersion_track is not None
                 else np.ones(m))
         tphi = np.where(np.isfinite(tphi), tphi, 1.0)
+        # The track's whole-history D: where the sigma-known CVE weighs its two moments
+        # (track_noise.py); None (no D known): squared steps only.
+        td = due.d_track_um2_s
+        if td is not None:
+            td = np.where(np.isfinite(td), np.maximum(td, 0.0), np.nan)
         acq = self.acquisition
         for pattern, in_group in _frame_patterns(frames):
             # Windows whose track knows its own noise: sigma-known CVE with it.
             members = np.flatnonzero(in_group & has_track)
             if members.size and not self.sigma_check.flagged:
                 xy = values[members][:, :, :2]
+                dref = None
+                if td is not None and np.all(np.isfinite(td[members])):
+                    dref = td[members]
+                    # How far do windows' noise levels stray from their track's? (the
+                    # two moments disagree by that much; model_check.NoiseSpread)
+                    sel = self.noise_spread.counted(due.track_ids[members], frames[members, 0])
+                    if sel.any():
+                        self.noise_spread.update(
+                            due.track_ids[members[sel]], frames[members[sel], 0],
+                            noise_spread_samples(
+                                xy[sel], acq.frame_interval_s, pattern,
+                                exposure_s=acq.exposure_s, sigma_um=tsig[members[sel]],
+                                weight_at_d_um2_s=dref[sel],
+                                sigma2_var_um4=tvar[members[sel]]))
                 est = cve_batch(xy, acq.frame_interval_s, pattern,
                                 exposure_s=acq.exposure_s, sigma_um=tsig[members],
-                                sigma2_var_um4=tvar[members], dispersion=tphi[members])
+                                sigma2_var_um4=tvar[members] + self.noise_spread.variance_um4(),
+                                dispersion=tphi[members], weight_at_d_um2_s=dref)
                 # Does the track sigma help on this data? (model_check.TrackSigmaCheck;
                 # the sigma-unknown CVE only for the windows it counts)
                 sel = self.sigma_check.counted(due.track_ids[members], frames[members, 0])

@@ -25,6 +25,11 @@ windows then use the sigma-known CVE with the track's sigma
 (:class:`~livespt.server.pipeline.estimate.WindowEstimator`), whose variance is
 well below the sigma-unknown CVE's, with the estimate's own variance added to
 each window's interval; the change detector takes its noise floor from it too.
+With blur the windows' sigma-known CVE uses both moments (the adjacent products
+also carry D: ``E[dx_n dx_{n+1}] + sigma^2 = 2 R D dt``), weighted for least
+variance at the track's whole-history D (:meth:`TrackNoise.diffusion`): from the
+squared steps alone, the factor ``1 / (1 - 2R)`` makes it noisier than the
+sigma-unknown CVE once ``sigma^2`` exceeds ~0.3 x ``2 D dt``.
 
 A track's sigma is used once it has :data:`MIN_STEP_PAIRS` pairs of adjacent
 one-frame steps; before, windows use the sigma-unknown CVE (unbiased whatever
@@ -254,6 +259,29 @@ class TrackNoise:
         vk = np.where(ok, v, np.nan)
         sig[known], var[known] = sk, vk
         return sig, var
+
+    def diffusion(self, track_ids: ArrayLike, frame_interval_s: float) -> NDArray[np.float64]:
+        """Each track's D over its whole step history, um^2/s (sigma-unknown CVE moments).
+
+        ``(m2 + 2 m11) / (2 dt)``, which depends on neither the noise nor the blur
+        coefficient; unclipped (may be <= 0 for a track whose steps are mostly noise).
+        The window estimator weighs the two moments of its sigma-known CVE at this D
+        (:func:`~livespt.models.estimators.cve.cve_batch`, ``weight_at_d_um2_s``). NaN
+        for a track with fewer than ``min_pairs`` step pairs or not known.
+        """
+        dt = _validate.positive("frame_interval_s", frame_interval_s)
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+        out = np.full(ids.size, np.nan)
+        if ids.size == 0:
+            return out
+        rows = self._slots.lookup(ids.tolist())
+        known = np.flatnonzero(rows >= 0)
+        r = rows[known]
+        n2, n11 = self._n2[r], self._n11[r]
+        m2 = self._s2[r] / (2.0 * np.maximum(n2, 1))
+        m11 = self._s11[r] / (2.0 * np.maximum(n11, 1))
+        out[known] = np.where(n11 >= self.min_pairs, (m2 + 2.0 * m11) / (2.0 * dt), np.nan)
+        return out
 
     def dispersion(self, track_ids: ArrayLike) -> NDArray[np.float64]:
         """Over-dispersion of each track's squared one-frame steps (1 for Gaussian steps).

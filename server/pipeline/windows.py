@@ -66,6 +66,10 @@ class DueWindows:
         Over-dispersion of the track's squared steps
         (:meth:`~livespt.server.pipeline.track_noise.TrackNoise.dispersion`); NaN where
         not known yet.
+    d_track_um2_s : ndarray, shape (M,), optional
+        The track's D over its whole step history
+        (:meth:`~livespt.server.pipeline.track_noise.TrackNoise.diffusion`), um^2/s; NaN
+        where not known yet.
     """
 
     track_ids: NDArray[np.int64]
@@ -75,15 +79,18 @@ class DueWindows:
     sigma_track_um: NDArray[np.float64] | None = None
     sigma2_track_var_um4: NDArray[np.float64] | None = None
     dispersion_track: NDArray[np.float64] | None = None
+    d_track_um2_s: NDArray[np.float64] | None = None
 
     def with_track_noise(self, sigma_um: NDArray[np.float64],
                          sigma2_var_um4: NDArray[np.float64],
-                         dispersion: NDArray[np.float64] | None = None) -> DueWindows:
+                         dispersion: NDArray[np.float64] | None = None,
+                         d_um2_s: NDArray[np.float64] | None = None) -> DueWindows:
         """The same windows with each track's noise estimate attached (arrays of shape (M,))."""
         return dataclasses.replace(
             self, sigma_track_um=np.asarray(sigma_um, np.float64),
             sigma2_track_var_um4=np.asarray(sigma2_var_um4, np.float64),
-            dispersion_track=None if dispersion is None else np.asarray(dispersion, np.float64))
+            dispersion_track=None if dispersion is None else np.asarray(dispersion, np.float64),
+            d_track_um2_s=None if d_um2_s is None else np.asarray(d_um2_s, np.float64))
 
     def subset(self, idx: NDArray[np.intp]) -> DueWindows:
         """The windows at ``idx`` (without their patches: the CVE reads positions only)."""
@@ -91,7 +98,8 @@ class DueWindows:
             self.track_ids[idx], self.frames[idx], self.values[idx], None,
             None if self.sigma_track_um is None else self.sigma_track_um[idx],
             None if self.sigma2_track_var_um4 is None else self.sigma2_track_var_um4[idx],
-            None if self.dispersion_track is None else self.dispersion_track[idx])
+            None if self.dispersion_track is None else self.dispersion_track[idx],
+            None if self.d_track_um2_s is None else self.d_track_um2_s[idx])
 
     def __len__(self) -> int:
         return int(self.track_ids.shape[0])

@@ -267,8 +267,10 @@ class Session:
         due = self.windows.take_due()
         if len(due) == 0:
             return []
+        ids = due.track_ids
         out = self.estimator.estimate(due.with_track_noise(
-            *self.noise.sigma(due.track_ids), self.noise.dispersion(due.track_ids)))
+            *self.noise.sigma(ids), self.noise.dispersion(ids),
+            self.noise.diffusion(ids, self.settings.frame_interval_s)))
         self.window_methods.update(e.method for e in out)
         return out
 
@@ -307,6 +309,7 @@ class Session:
                 "windows_sent_to_sigma_unknown_cve": self.estimator.n_sigma_check,
                 "z": round(zs, 2) if np.isfinite(zs) else None,
                 "pairs": self.estimator.sigma_check.pairs()},
+            "noise_spread": self.estimator.noise_spread.summary(),
             "frame_timing": self.timing.summary(),
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
