@@ -138,6 +138,7 @@ def _checks(live: LiveResult) -> dict[str, Any]:
             "windows_out_of_distribution": ss.get("windows_out_of_distribution"),
             "estimates": ss.get("estimates"),
             "track_sigma_check": ss.get("track_sigma_check"),
+            "noise_spread": ss.get("noise_spread"),
             "frame_timing": ss.get("frame_timing")}
 
 
@@ -525,9 +526,10 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| source | data | windows the model answered | windows sent to the CVE by the "
              "model check (`:model-bias`) | model check: whole session flagged (model / CVE "
              "over compared windows) | tracks flagged on their own | track-sigma check: "
-             "switched to the sigma-unknown CVE (z; windows sent) | frames flagged by the "
-             "timing check (of tested) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "switched to the sigma-unknown CVE (z; windows sent) | spread of the windows' "
+             "noise variance around their track's: SD in um^2 (z; windows) | frames flagged "
+             "by the timing check (of tested) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         share = r["windows"].get("method_share") or {}
         vit = sum(v for k, v in share.items() if k.startswith("vit:"))
@@ -542,12 +544,15 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
         sigma = ("n/a" if not sc else
                  f"{'yes' if sc.get('session_flagged') else 'no'} ({_f(sc.get('z'), 1)}; "
                  f"{sc.get('windows_sent_to_sigma_unknown_cve')})")
+        ns = ch.get("noise_spread") or {}
+        spread = ("n/a" if not ns else
+                  f"{_f(ns.get('sigma2_sd_um2'), 4)} ({_f(ns.get('z'), 1)}; {ns.get('windows')})")
         timing = ("n/a" if not ft else
                   f"{ft.get('frames_flagged')} of {ft.get('frames_tested')}"
                   + (f" (every {ft['period_frames']}th)" if ft.get("period_frames") else ""))
         lines.append(f"| {r['source']} | {r['data']} | {vit:.1%} | {bias:.1%} | {session} | "
                      f"{ch.get('tracks_model_bias', 'n/a') if ch else 'n/a'} | {sigma} | "
-                     f"{timing} |")
+                     f"{spread} | {timing} |")
     return lines
 
 
@@ -730,7 +735,11 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
           "disagree beyond the CVE's noise and by more than 25 %, the CVE answers. *Track-"
           "sigma check* (same file): whether the CVE with each track's own noise varies less "
           "than the sigma-unknown CVE on the same windows (z < 0: it does); where it varies "
-          "more, the sigma-unknown CVE answers (`cve:sigma-check`). *Timing "
+          "more, the sigma-unknown CVE answers (`cve:sigma-check`). *Noise spread* (same "
+          "file): how far the windows' own noise variance strays from their track's, from "
+          "the gap between the sigma-known CVE's two moments (squared steps, adjacent "
+          "products); the track-sigma windows weigh the moments and widen their intervals "
+          "by it (n/a: no window had a track sigma). *Timing "
           "check* (`server/pipeline/frame_timing.py`): frames whose steps are unlike the "
           "tracks' other steps (a dropped or repeated frame, or a stage jump), warned about "
           "and listed in the session summary.", "",
