@@ -655,6 +655,13 @@ def _repair_by_likelihood(
     Least total ``nll`` over the component's allowed edges ``(ii, jj)``; the LAP's
     pairing is one of the candidates, so a pairing always exists.
     """
+    if rows.size == 2 and ii.size <= 4:  # the usual case: two tracks, two detections
+        e = {(int(a), int(b)): float(v) for a, b, v in zip(ii, jj, nll, strict=True)}
+        r0, r1, c0, c1 = int(rows[0]), int(rows[1]), int(cols[0]), int(cols[1])
+        swapped = (r0, c1) in e and (r1, c0) in e
+        if swapped and e[(r0, c1)] + e[(r1, c0)] < e[(r0, c0)] + e[(r1, c1)]:
+            return rows, cols[::-1].copy()
+        return rows, cols
     t_pos = np.full(int(ii.max()) + 1, -1)
     t_pos[rows] = np.arange(rows.size)
     d_pos = np.full(int(jj.max()) + 1, -1)
