@@ -546,7 +546,8 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
                  f"{sc.get('windows_sent_to_sigma_unknown_cve')})")
         ns = ch.get("noise_spread") or {}
         spread = ("n/a" if not ns else
-                  f"{_f(ns.get('sigma2_sd_um2'), 4)} ({_f(ns.get('z'), 1)}; {ns.get('windows')})")
+                  f"{_f(ns.get('sigma2_sd_um2'), 4)} ({_f(ns.get('z'), 1)}; {ns.get('windows')})"
+                  if ns.get("in_use") else f"not used ({ns.get('windows')} windows)")
         timing = ("n/a" if not ft else
                   f"{ft.get('frames_flagged')} of {ft.get('frames_tested')}"
                   + (f" (every {ft['period_frames']}th)" if ft.get("period_frames") else ""))
