@@ -154,6 +154,10 @@ ADAPTIVE_GATE_MAX_SCALE = 4.0
 # last 10 steps: a track whose D changed is judged by its new steps), shrunk towards
 # the step of the gate's scale, (max_distance_um / 3)^2, with the weight of one step.
 STEP_MEMORY = 0.1
+# Only components whose continuing tracks' step variances differ by more than this
+# factor are re-paired: with equal variances (and elapsed frames) the likelihood
+# pairing is the squared-distance one, and re-pairing costs an assignment per component.
+LIKELIHOOD_MIN_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -605,7 +609,7 @@ class OnlineLinker:
 
         rest = np.flatnonzero(~star)
         if rest.size:
-            self._solve_components(rest, ti, dj, cost, edge_label, det_track, nll)
+            self._solve_components(rest, ti, dj, cost, edge_label, det_track, nll, step_var)
         return det_track
 
     def _solve_components(
@@ -617,11 +621,13 @@ class OnlineLinker:
         edge_label: NDArray[np.int64],
         det_track: NDArray[np.int64],
         nll: NDArray[np.float64] | None = None,
+        step_var: NDArray[np.float64] | None = None,
     ) -> None:
         """Solve each remaining component's augmented LAP, writing links into ``det_track``.
 
-        With ``nll`` (per edge), the component's linked tracks and detections are then
-        re-paired by least total ``nll`` over the same edges.
+        With ``nll`` (per edge) and ``step_var`` (per track), the component's linked
+        tracks and detections are then re-paired by least total ``nll`` over the same
+        edges where their step variances differ (:data:`LIKELIHOOD_MIN_RATIO`).
         """
         rest = rest[np.argsort(edge_label[rest], kind="stable")]
         lab = edge_label[rest]
@@ -637,9 +643,11 @@ class OnlineLinker:
             cd = dets[d_start[c]:d_start[c + 1]]
             rows, cols = _augmented_lap(t_local[e], d_local[e], cost[rest[e]], ct.size, cd.size,
                                         self._birth, self._death)
-            if nll is not None and rows.size >= 2:
-                rows, cols = _repair_by_likelihood(t_local[e], d_local[e], nll[rest[e]],
-                                                   rows, cols)
+            if nll is not None and step_var is not None and rows.size >= 2:
+                v = step_var[ct[rows]]
+                if v.max() > LIKELIHOOD_MIN_RATIO * v.min():
+                    rows, cols = _repair_by_likelihood(t_local[e], d_local[e], nll[rest[e]],
+                                                       rows, cols)
             det_track[cd[cols]] = ct[rows]
 
 
