@@ -252,6 +252,9 @@ def track_scores(points: pd.DataFrame, truth: pd.DataFrame,
     ``visits_per_particle`` is the mean of :func:`visits` over the same particles: the
     fewest tracks per particle a linker with memory ``max_gap_frames`` can give (a particle
     that leaves the field for longer must come back as a new track).
+    ``tracks_per_visit`` is the mean over the same particles of their tracks divided by
+    their visits: 1 when no visit is split, whatever the field of view does (the measure
+    of "one track per particle" for particles that leave and come back).
     """
     present = truth.groupby("particle_id").size()
     long_ids = present.index[present >= min_frames_present].to_numpy()
@@ -270,12 +273,13 @@ def track_scores(points: pd.DataFrame, truth: pd.DataFrame,
     for name, m in (("slow", d_of < 0.1), ("fast", d_of >= 0.1)):
         split[f"tracks_per_particle_{name}"] = float(frag[m].mean()) if m.any() else math.nan
         split[f"particles_long_{name}"] = int(m.sum())
+    vis = visits(truth, max_gap_frames).reindex(frag.index)
     return {
         **split,
         "particles_long": int(frag.size),
         "tracks_per_particle": float(frag.mean()) if frag.size else math.nan,
-        "visits_per_particle": (float(visits(truth, max_gap_frames).reindex(frag.index).mean())
-                                if frag.size else math.nan),
+        "visits_per_particle": float(vis.mean()) if frag.size else math.nan,
+        "tracks_per_visit": float((frag / vis).mean()) if frag.size else math.nan,
         "max_tracks_per_particle": int(frag.max()) if frag.size else 0,
         "purity": majority / max(len(multi), 1),
         "n_tracks": int(points["track_id"].nunique()),

@@ -445,7 +445,8 @@ def _jaccard(ch: dict[str, Any]) -> str:
 
 
 def _main_table(rows: list[dict[str, Any]]) -> list[str]:
-    head = ("| source | data | recall | precision | tracks / particle | purity | windows scored "
+    head = ("| source | data | recall | precision | tracks / particle (/ visit) | purity "
+            "| windows scored "
             "| live method (share of all windows) | live rel. RMSE | CVE rel. RMSE (same "
             "windows) | floor: CVE on true + noise | CRLB | live 90 % coverage "
             "| CVE 90 % coverage | track D rel. RMSE "
@@ -468,7 +469,8 @@ def _main_table(rows: list[dict[str, Any]]) -> list[str]:
         changing = r.get("changing")
         lines.append("| " + " | ".join([
             r["source"], r["data"], _f(det.get("recall")), _f(det.get("precision")),
-            _f(trk.get("tracks_per_particle"), 2), _f(trk.get("purity")),
+            (f"{_f(trk.get('tracks_per_particle'), 2)} ({_f(trk.get('tracks_per_visit'), 2)})"
+             if trk else "n/a"), _f(trk.get("purity")),
             str(w["n_eligible"]), _methods(w),
             _f(w["live"]["rel_rmse"]), _f(w["cve"]["rel_rmse"]), _f(w["floor"]["rel_rmse"]),
             _f(w["crlb_rel_rmse"]), _f(w["live"]["coverage_90"]), _f(w["cve"]["coverage_90"]),
@@ -583,7 +585,8 @@ def _frag(t: dict[str, Any] | None) -> str:
         return "n/a"
     if "error" in t:
         return f"failed ({t['error'][:80]})"
-    return f"{_f(t.get('tracks_per_particle'), 2)} / {_f(t.get('purity'))}"
+    return (f"{_f(t.get('tracks_per_particle'), 2)} ({_f(t.get('tracks_per_visit'), 2)}) / "
+            f"{_f(t.get('purity'))}")
 
 
 def _linking_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -638,10 +641,10 @@ def _losses(rows: list[dict[str, Any]]) -> list[str]:
                        f"{_f(loc.get('z_variance_isolated_fast'), 2)}; close pairs (one "
                        f"spot for two particles): {_f(loc.get('z_variance_close'), 2)}.")
         trk = r.get("tracks")
-        if trk and math.isfinite(trk.get("tracks_per_particle", math.nan)) \
-                and trk["tracks_per_particle"] > 1.1:
-            out.append(f"{name}: fragmentation {trk['tracks_per_particle']:.2f} tracks per "
-                       f"particle (target <= 1.1; particles with D < 0.1 um^2/s: "
+        if trk and (trk.get("tracks_per_visit", math.nan) > 1.1 or trk["purity"] < 0.98):
+            out.append(f"{name}: fragmentation {_f(trk.get('tracks_per_visit'), 2)} tracks per "
+                       f"visit of a particle to the field (target <= 1.1), "
+                       f"{trk['tracks_per_particle']:.2f} per particle (D < 0.1 um^2/s: "
                        f"{_f(trk.get('tracks_per_particle_slow'), 2)}, D >= 0.1: "
                        f"{_f(trk.get('tracks_per_particle_fast'), 2)}), purity "
                        f"{trk['purity']:.3f} (target >= 0.98); the particles' visits to the "
@@ -772,7 +775,7 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
           "check* (`server/pipeline/frame_timing.py`): frames whose steps are unlike the "
           "tracks' other steps (a dropped or repeated frame, or a stage jump), warned about "
           "and listed in the session summary.", "",
-          "### Linking, side by side (tracks per particle / purity)", "",
+          "### Linking, side by side (tracks per particle (per visit) / purity)", "",
           *_linking_table(rows), "",
           "Particles present in >= 100 frames. *Visits*: runs of frames inside the field "
           "separated by absences longer than the linker's memory (2 frames): the fewest "
