@@ -310,6 +310,8 @@ def run_real_source(sizes: Sizes, work: Path, runner: Runner,
         "caveats": list(real.meta.get("reference_d_caveats", [])),
         "exposure_s": real.exposure_s,
         "windows": M.summarize_windows(win),
+        "mean_window_d_um2_s": {"live": float(np.nanmean(live_d)) if live_d.size else None,
+                                "cve": float(np.nanmean(cve_d)) if cve_d.size else None},
         "median_window_d_um2_s": {"live": float(np.nanmedian(live_d)) if live_d.size else None,
                                   "cve": float(np.nanmedian(cve_d)) if cve_d.size else None},
         "track_d_long_tracks": long_tracks,
@@ -801,7 +803,12 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
         wl = real["windows"]
         L += [f"{real['data']}: reference D = {real['reference_d_um2_s']:.3f} um^2/s. "
               f"Median window D: live ({', '.join(wl['live_methods'])}) {_f(md['live'])} "
-              f"um^2/s, sigma-unknown CVE on the same windows {_f(md['cve'])} um^2/s; the "
+              f"um^2/s, sigma-unknown CVE on the same windows {_f(md['cve'])} um^2/s"
+              + (f" (means {_f(real['mean_window_d_um2_s']['live'])} and "
+                 f"{_f(real['mean_window_d_um2_s']['cve'])} um^2/s: the D of a 10-point window "
+                 f"is skewed, its median below its mean)"
+                 if real.get("mean_window_d_um2_s") else "")
+              + "; the "
               f"live 90 % intervals hold the reference in {_f(wl['live']['coverage_90'])} of "
               f"{wl['n_eligible']} windows (CVE: {_f(wl['cve']['coverage_90'])}). Whole-track "
               f"CVE on the {ltd['n_tracks']} tracks of >= 50 points: median "
