@@ -284,9 +284,9 @@ class OnlineLinker:
         # for the blur-merge radius.
         self._s2: NDArray[np.float64] = np.empty(0, dtype=np.float64)
         self._ns: NDArray[np.int64] = np.empty(0, dtype=np.int64)
-        # Per track: exponentially weighted sum of squared steps per frame (um^2) and of
-        # their weights, for the likelihood of its next step.
-        self._ew: NDArray[np.float64] = np.empty((0, 2), dtype=np.float64)
+        # Per track: exponentially weighted sum of squared steps per frame (um^2), for the
+        # likelihood of its next step (the sum of its weights follows from _ns).
+        self._ew: NDArray[np.float64] = np.empty(0, dtype=np.float64)
         self.n_merged = 0
         """Detections merged into another detection's track (motion-blurred spots), so far."""
         # Ids dropped because a later frame skipped past them, not yet reported.
@@ -347,7 +347,7 @@ class OnlineLinker:
         s2, ns, ew = self._s2[alive], self._ns[alive], self._ew[alive]
 
         det_track = self._assign(f, xy, last, pos, self._gate_scale(s2, ns),
-                                 self._step_variance(ew) if cfg.identity_by_likelihood
+                                 self._step_variance(ew, ns) if cfg.identity_by_likelihood
                                  else None)
         n_merged, dup = self._merge_blurred(det_track, pos, ids, xy, last, s2, ns, f)
         born = det_track < 0
@@ -384,8 +384,7 @@ class OnlineLinker:
             xy[u] = pos[linked]
         s2[u] += step2
         ns[u] += 1
-        ew[u] = (1.0 - STEP_MEMORY) * ew[u] + STEP_MEMORY * np.column_stack(
-            [step2, np.ones(step2.shape[0])])
+        ew[u] = (1.0 - STEP_MEMORY) * ew[u] + STEP_MEMORY * step2
         last[u] = f
         self.n_merged += n_merged
         self._pending_ended.extend(self._ids[~alive].tolist())
@@ -400,7 +399,7 @@ class OnlineLinker:
         self._last = np.concatenate([last, np.full(n_born, f, dtype=np.int64)])
         self._s2 = np.concatenate([s2, np.zeros(n_born)])
         self._ns = np.concatenate([ns, np.zeros(n_born, dtype=np.int64)])
-        self._ew = np.concatenate([ew, np.zeros((n_born, 2))])
+        self._ew = np.concatenate([ew, np.zeros(n_born)])
         self._next_id += n_born
         self._frame = f
         return out
@@ -451,7 +450,7 @@ class OnlineLinker:
         self._last = np.empty(0, dtype=np.int64)
         self._s2 = np.empty(0, dtype=np.float64)
         self._ns = np.empty(0, dtype=np.int64)
-        self._ew = np.empty((0, 2), dtype=np.float64)
+        self._ew = np.empty(0, dtype=np.float64)
         self._pending_ended = []
         return sorted(out)
 
@@ -526,14 +525,16 @@ class OnlineLinker:
                 n_merged += 1
         return n_merged, np.asarray(ended, dtype=np.int64)
 
-    def _step_variance(self, ew: NDArray[np.float64]) -> NDArray[np.float64]:
+    def _step_variance(self, ew: NDArray[np.float64],
+                       ns: NDArray[np.int64]) -> NDArray[np.float64]:
         """Per track: per-axis variance of its next one-frame step, um^2.
 
         The recent mean squared step, shrunk towards the gate's (module docstring,
         "Which track gets which detection").
         """
         prior = (self.config.max_distance_um / ADAPTIVE_GATE_STEPS) ** 2
-        return (ew[:, 0] + STEP_MEMORY * prior) / (ew[:, 1] + STEP_MEMORY) / 2.0
+        weights = 1.0 - (1.0 - STEP_MEMORY) ** ns  # of the steps in ew: one per step
+        return (ew + STEP_MEMORY * prior) / (weights + STEP_MEMORY) / 2.0
 
     def _gate_scale(self, s2: NDArray[np.float64], ns: NDArray[np.int64]) -> NDArray[np.float64]:
         """Per track: its gate over ``max_distance_um`` (>= 1; see "Fast particles")."""

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,6 +93,26 @@ def _counted(last_start: dict[int, int], window_length: int, track_ids: NDArray[
             seen[tid] = f0
             out[i] = True
     return out
+
+
+def _count(last_start: dict[int, int], window_length: int, track_ids: Any,
+           first_frames: Any, *values: Any) -> Iterator[tuple[int, int | None, list[float]]]:
+    """Count windows (in order of their first frame per track): the state change of ``_counted``.
+
+    Yields ``(track, previous counted first frame or None, values)`` for each window whose
+    values are all finite and that starts a window length or more after its track's last
+    counted window, and records it as counted in ``last_start``.
+    """
+    columns = [np.asarray(v, dtype=np.float64).tolist() for v in values]
+    for tid, f0, *vals in zip(np.asarray(track_ids).tolist(), np.asarray(first_frames).tolist(),
+                              *columns, strict=True):
+        if not all(math.isfinite(v) for v in vals):
+            continue
+        last = last_start.get(tid)
+        if last is not None and f0 - last < window_length:
+            continue
+        last_start[tid] = f0
+        yield tid, last, vals
 
 
 class _RunningMean:
@@ -190,17 +212,8 @@ class ModelCheck:
         """
         if self.session_flagged:
             return
-        for tid, f0, a, c in zip(np.asarray(track_ids).tolist(),
-                                 np.asarray(first_frames).tolist(),
-                                 np.asarray(d_model_um2_s, dtype=np.float64).tolist(),
-                                 np.asarray(d_cve_um2_s, dtype=np.float64).tolist(),
-                                 strict=True):
-            if not (math.isfinite(a) and math.isfinite(c)):
-                continue
-            last = self._last_start.get(tid)
-            if last is not None and f0 - last < self.window_length:
-                continue
-            self._last_start[tid] = f0
+        for tid, _, (a, c) in _count(self._last_start, self.window_length, track_ids,
+                                     first_frames, d_model_um2_s, d_cve_um2_s):
             self._session.add(a, c)
             if tid not in self._flagged:
                 pairs = self._tracks.setdefault(tid, _Pairs())
@@ -294,20 +307,12 @@ class TrackSigmaCheck:
         """Add windows estimated both ways (in order of their first frame per track)."""
         if self.flagged:
             return
-        for tid, f0, a, c in zip(np.asarray(track_ids).tolist(),
-                                 np.asarray(first_frames).tolist(),
-                                 np.asarray(d_track_sigma_um2_s, dtype=np.float64).tolist(),
-                                 np.asarray(d_sigma_unknown_um2_s, dtype=np.float64).tolist(),
-                                 strict=True):
-            if not (math.isfinite(a) and math.isfinite(c)):
-                continue
-            last = self._last_start.get(tid)
-            if last is not None and f0 - last < self.window_length:
-                continue
-            if last is not None and f0 - last == self.window_length:
+        for tid, last, (a, c) in _count(self._last_start, self.window_length, track_ids,
+                                        first_frames, d_track_sigma_um2_s,
+                                        d_sigma_unknown_um2_s):
+            if last is not None and self._last_start[tid] - last == self.window_length:
                 a0, c0 = self._last_pair[tid]
                 self._e.add((a - a0) ** 2 - (c - c0) ** 2)
-            self._last_start[tid] = f0
             self._last_pair[tid] = (a, c)
         if self._e.n >= TRACK_SIGMA_MIN_PAIRS:
             self.flagged = self._e.mean() > TRACK_SIGMA_Z * self._e.se()
@@ -374,14 +379,8 @@ class NoiseSpread:
     def update(self, track_ids: NDArray[np.int64], first_frames: NDArray[np.int64],
                samples_um4: NDArray[np.float64]) -> None:
         """Add windows' samples (:func:`~livespt.models.estimators.cve.noise_spread_samples`)."""
-        for tid, f0, v in zip(np.asarray(track_ids).tolist(), np.asarray(first_frames).tolist(),
-                              np.asarray(samples_um4, dtype=np.float64).tolist(), strict=True):
-            if not math.isfinite(v):
-                continue
-            last = self._last_start.get(tid)
-            if last is not None and f0 - last < self.window_length:
-                continue
-            self._last_start[tid] = f0
+        for _, _, (v,) in _count(self._last_start, self.window_length, track_ids,
+                                 first_frames, samples_um4):
             self._s.add(v)
 
     def variance_um4(self) -> float:

@@ -246,12 +246,7 @@ class TrackNoise:
         var = np.full(ids.size, np.nan)
         if ids.size == 0:
             return sig, var
-        rows = self._slots.lookup(ids.tolist())
-        known = rows >= 0
-        r = rows[known]
-        n2, n11 = self._n2[r], self._n11[r]
-        m2 = self._s2[r] / (2.0 * np.maximum(n2, 1))
-        m11 = self._s11[r] / (2.0 * np.maximum(n11, 1))
+        known, n2, n11, m2, m11 = self._moments(ids)
         s2 = sigma2_from_moments(m2, m11, self.blur)
         v = sigma2_variance(m2, m11, n2, n11, self.blur)
         ok = n11 >= self.min_pairs
@@ -259,6 +254,17 @@ class TrackNoise:
         vk = np.where(ok, v, np.nan)
         sig[known], var[known] = sk, vk
         return sig, var
+
+    def _moments(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.bool_], NDArray[np.int64],
+                                                         NDArray[np.int64], NDArray[np.float64],
+                                                         NDArray[np.float64]]:
+        """For the known ones of ``ids``: mask, step and pair counts, per-axis m2 and m11."""
+        rows = self._slots.lookup(ids.tolist())
+        known = rows >= 0
+        r = rows[known]
+        n2, n11 = self._n2[r], self._n11[r]
+        return (known, n2, n11, self._s2[r] / (2.0 * np.maximum(n2, 1)),
+                self._s11[r] / (2.0 * np.maximum(n11, 1)))
 
     def diffusion(self, track_ids: ArrayLike, frame_interval_s: float) -> NDArray[np.float64]:
         """Each track's D over its whole step history, um^2/s (sigma-unknown CVE moments).
@@ -274,12 +280,7 @@ class TrackNoise:
         out = np.full(ids.size, np.nan)
         if ids.size == 0:
             return out
-        rows = self._slots.lookup(ids.tolist())
-        known = np.flatnonzero(rows >= 0)
-        r = rows[known]
-        n2, n11 = self._n2[r], self._n11[r]
-        m2 = self._s2[r] / (2.0 * np.maximum(n2, 1))
-        m11 = self._s11[r] / (2.0 * np.maximum(n11, 1))
+        known, _, n11, m2, m11 = self._moments(ids)
         out[known] = np.where(n11 >= self.min_pairs, (m2 + 2.0 * m11) / (2.0 * dt), np.nan)
         return out
 
