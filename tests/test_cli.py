@@ -176,6 +176,24 @@ def test_stream_bad_arguments_are_clear(
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(("flag", "value", "named"), [
+    ("--max-distance", "0", "linker.max_distance_um must be > 0"),
+    ("--radius", "-0.1", "detector.radius_um must be > 0"),
+    ("--window", "0", "window.length must be an integer >= 3"),
+    ("--exposure", "0", "--exposure must be > 0"),
+])
+def test_stream_zero_or_negative_settings_are_refused_not_defaulted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, named: str
+) -> None:
+    """0 on the wire stands for the server default; 0 on the command line is an error."""
+    tifffile.imwrite(tmp_path / "m.tif", np.full((5, 16, 16), 100, np.uint16),
+                     photometric="minisblack")
+    assert main(["stream", str(tmp_path / "m.tif"), "--embedded", "--pixel-size", "0.1",
+                 "--frame-interval", "0.05", "--out", str(tmp_path / "o"), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("flags", "named"),
     [(["--detect-workers", "-1"], "--detect-workers"), (["--max-batch", "0"], "--max-batch"),

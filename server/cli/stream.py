@@ -279,17 +279,26 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         print(f"warning: {w}")
     sent = {n: (getattr(camera, n) if camera.source[n] != "default" else None)
             for n in CAMERA_FIELDS}
+    if args.exposure is not None and not args.exposure > 0:
+        raise ValueError(f"--exposure must be > 0 s (at most the frame interval), "
+                         f"got {args.exposure}")
+
+    def given(value: Any, default: Any) -> Any:
+        # A flag given as 0 or below must reach the settings' checks (which name the
+        # field), not turn into the server default the wire's 0 stands for.
+        return default if value is None else value
+
     options = StreamSettings(
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
         detector=DetectorSettings(
-            radius_um=args.radius or d0.radius_um, threshold=args.threshold or 0.0,
+            radius_um=given(args.radius, d0.radius_um), threshold=args.threshold or 0.0,
             dark_spots=args.dark_spots, median_filter=args.median_filter,
             camera_offset_adu=sent["offset_adu"], camera_gain_adu_per_e=sent["gain_adu_per_e"],
             read_noise_e=sent["read_noise_e"],
             camera_estimated=tuple(_WIRE_NAME[n] for n in CAMERA_FIELDS
                                    if camera.source[n] == "estimated")),
-        linker=LinkerSettings(max_distance_um=args.max_distance or l0.max_distance_um),
-        window=WindowConfig(length=args.window or w0.length),
+        linker=LinkerSettings(max_distance_um=given(args.max_distance, l0.max_distance_um)),
+        window=WindowConfig(length=given(args.window, w0.length)),
         tracker=args.tracker, name=str(args.movie),
     )
     out = Path(args.out)
