@@ -221,6 +221,39 @@ def test_gaps_are_modelled() -> None:
     assert hits >= 27
 
 
+def test_no_step_across_an_interval_of_unknown_length() -> None:
+    # A camera that stalls for 8 frames: the positions after each stalled interval are
+    # far from the ones before. Fed as steps of one interval they are a higher D (an
+    # alarm); told that the intervals are unknown, the detector takes no step across
+    # them and its history is that of the track without them.
+    pos, blur = simulate(1, 200, 0.1, 0.025, seed=21)
+    xy = pos[0].copy()
+    stalled = np.arange(120, 128)
+    rng = np.random.default_rng(22)
+    for f in stalled:
+        xy[f:] += rng.normal(0.0, 1.0, 2)  # steps of ~1.4 um (D = 0.1: ~0.1 um)
+    cfg = config(blur)
+    told, fed_all = TrackChangeDetector(cfg), TrackChangeDetector(cfg)
+    bank = ChangeDetectorBank(cfg)
+    ev_told, ev_all, ev_bank = [], [], []
+    for f in range(xy.shape[0]):
+        known = f not in stalled
+        ev_told.append(told.update(f, xy[f], 0.025, interval_known=known))
+        ev_bank.append(bank.update(0, f, xy[f], 0.025, interval_known=known))
+        ev_all.append(fed_all.update(f, xy[f], 0.025))
+    assert any(e is not None for e in ev_all)
+    assert all(e is None for e in ev_told) and all(e is None for e in ev_bank)
+    assert told.n_steps == xy.shape[0] - 1 - stalled.size
+    # What crossed the stalled intervals does not matter: the track without the jumps,
+    # told the same, has the same history and score.
+    ref = TrackChangeDetector(cfg)
+    for f in range(xy.shape[0]):
+        ref.update(f, pos[0, f], 0.025, interval_known=f not in stalled)
+    assert ref.n_steps == told.n_steps
+    assert ref.last_score == pytest.approx(told.last_score, rel=1e-9, abs=1e-12)
+    assert bank.last_score(0) == pytest.approx(told.last_score, rel=1e-9, abs=1e-12)
+
+
 # --------------------------------------------------------------------------- Jaccard
 
 
@@ -423,7 +456,8 @@ class _ReferenceBank:
         self.config, self.max_tracks, self.evicted = config, max_tracks, 0
         self.detectors: OrderedDict[Any, TrackChangeDetector] = OrderedDict()
 
-    def update(self, tid: Any, frame: int, xy: Any, sigma: float) -> ChangePoint | None:
+    def update(self, tid: Any, frame: int, xy: Any, sigma: float,
+               interval_known: bool = True) -> ChangePoint | None:
         det = self.detectors.get(tid)
         if det is None:
             det = self.detectors[tid] = TrackChangeDetector(self.config, track_id=tid)
@@ -432,7 +466,7 @@ class _ReferenceBank:
                 self.evicted += 1
         else:
             self.detectors.move_to_end(tid)
-        return det.update(frame, xy, sigma)
+        return det.update(frame, xy, sigma, interval_known=interval_known)
 
     def drop(self, tid: Any) -> None:
         self.detectors.pop(tid, None)
@@ -466,6 +500,7 @@ def test_update_many_matches_per_call_updates(
     # (some too short to be tested), misses 15 % of its frames, and has 5x changes
     # of D at frames 120 and 240 (if alive then). Ended tracks are dropped (70 %) or
     # left to linger; 10 tracks are dropped mid-life and come back as new tracks.
+    # 5 % of the frames come after an interval of unknown length (interval_known False).
     # Each frame is fed in a random order to update_many, to update in a loop, and
     # to the bank as it was (one TrackChangeDetector per track).
     n, t = 300, 360
@@ -481,6 +516,7 @@ def test_update_many_matches_per_call_updates(
     cut = dict(zip(rng.choice(n, 10, replace=False).tolist(),
                    rng.integers(0, t, 10).tolist(), strict=True))
     names: list[Any] = [f"t{p}" for p in range(n)] if id_kind == "str" else list(range(n))
+    known = rng.random(t) > 0.05
     cfg = config(blur, max_history_steps=window, min_segment_steps=min_segment,
                  false_alarm_per_1000=5.0)
     many = ChangeDetectorBank(cfg, max_tracks=max_tracks)
@@ -492,11 +528,13 @@ def test_update_many_matches_per_call_updates(
         live = rng.permutation(live)
         ids = [names[p] for p in live.tolist()]
         track_ids: Any = np.array(ids, dtype=np.int64) if id_kind == "array" else ids
-        got = many.update_many(track_ids, f, pos[live, f], sig[live, f])
+        k = bool(known[f])
+        got = many.update_many(track_ids, f, pos[live, f], sig[live, f], interval_known=k)
         one = [e for p, tid in zip(live.tolist(), ids, strict=True)
-               if (e := loop.update(tid, f, pos[p, f], float(sig[p, f]))) is not None]
+               if (e := loop.update(tid, f, pos[p, f], float(sig[p, f]),
+                                    interval_known=k)) is not None]
         want = [e for p, tid in zip(live.tolist(), ids, strict=True)
-                if (e := ref.update(tid, f, pos[p, f], float(sig[p, f]))) is not None]
+                if (e := ref.update(tid, f, pos[p, f], float(sig[p, f]), k)) is not None]
         _assert_same_events(got, want)
         _assert_same_events(one, want)
         n_events += len(want)

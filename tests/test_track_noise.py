@@ -58,6 +58,27 @@ def test_streaming_equals_the_whole_track_and_skips_gaps() -> None:
     assert np.isnan(noise.sigma([7])[0][0])
 
 
+def test_steps_of_unknown_interval_are_left_out_as_gaps() -> None:
+    # A frame that came after an interval of unknown length (interval_known=False, the
+    # timing check's flag) counts as a gap: the same estimate as the track with that frame
+    # moved one frame later, whatever the position crossed.
+    sim = simulate_tracks(1, 120, 0.3, DT, sigma_um=0.02, seed=3)
+    flagged = set(range(15, 120, 12))
+    told, gap = TrackNoise(sim.blur_coefficient), TrackNoise(sim.blur_coefficient)
+    jump = np.zeros(2)
+    for i, f in enumerate(sim.frames.tolist()):
+        if f in flagged:
+            jump = jump + 2.0  # a 2.8 um step across the unknown interval
+        told.update_many([0], f, (sim.positions_um[0, i] + jump)[None],
+                         interval_known=f not in flagged)
+        gap.update_many([0], f + sum(g <= f for g in flagged), sim.positions_um[0, i][None])
+    s_told, v_told = told.sigma([0])
+    s_gap, v_gap = gap.sigma([0])
+    assert np.isfinite(s_told[0])
+    assert s_told[0] == pytest.approx(s_gap[0], rel=1e-9)
+    assert v_told[0] == pytest.approx(v_gap[0], rel=1e-9)
+
+
 def test_windows_with_the_track_sigma_beat_the_sigma_unknown_cve_and_cover() -> None:
     """Same windows: lower RMSE than the sigma-unknown CVE, and 90 % intervals that hold."""
     d, sigma, n_tracks = 0.2, 0.04, 150

@@ -637,7 +637,8 @@ class TrackChangeDetector:
     def _lo(self) -> int:
         return max(self._restart, self._hi - self._w)
 
-    def update(self, frame: int, xy_um: Any, sigma_um: float) -> ChangePoint | None:
+    def update(self, frame: int, xy_um: Any, sigma_um: float, *,
+               interval_known: bool = True) -> ChangePoint | None:
         """Add the position of ``frame`` and test for a change of D.
 
         Parameters
@@ -648,6 +649,11 @@ class TrackChangeDetector:
             Localized position (x, y) in um.
         sigma_um : float
             Localization precision per dimension in um, >= 0.
+        interval_known : bool
+            False when the time since the previous position is not what the frame
+            numbers say (a frame the timing check flagged as late or early,
+            ``frame_timing.py``): the position starts the next step, no step is
+            added across the unknown interval and nothing is tested.
 
         Returns
         -------
@@ -671,7 +677,7 @@ class TrackChangeDetector:
             raise ValueError(f"frame must increase along a track: got {f} after {prev}")
         self._last_frame, last_xy, last_s2 = f, self._last_xy, self._last_s2
         self._last_xy, self._last_s2 = xy, s2
-        if prev is None:
+        if prev is None or not interval_known:
             return None
         self._append_step(prev, f - prev, float(np.sum((xy - last_xy) ** 2)), last_s2 + s2)
         return self._test(f)

@@ -147,7 +147,8 @@ class ChangeDetectorBank:
 
     # ------------------------------------------------------------------ public API
     def update(
-        self, track_id: Hashable, frame: int, xy_um: Any, sigma_um: float
+        self, track_id: Hashable, frame: int, xy_um: Any, sigma_um: float, *,
+        interval_known: bool = True,
     ) -> ChangePoint | None:
         """Feed one position of track ``track_id``; see ``TrackChangeDetector.update``.
 
@@ -161,6 +162,9 @@ class ChangeDetectorBank:
             Position (x, y) in um.
         sigma_um : float
             Localization precision per dimension in um, >= 0.
+        interval_known : bool
+            False: the time since the track's previous position is not what the
+            frame numbers say; no step across it (``TrackChangeDetector.update``).
 
         Returns
         -------
@@ -183,7 +187,7 @@ class ChangeDetectorBank:
         if f <= prev:
             raise ValueError(f"frame must increase along a track: got {f} after {prev}")
         self._slots.touch(track_id)
-        return self._advance_one(slot, f, xy, s2)
+        return self._advance_one(slot, f, xy, s2, interval_known=bool(interval_known))
 
     def update_many(
         self,
@@ -191,6 +195,8 @@ class ChangeDetectorBank:
         frame: int,
         xy_um: NDArray[np.float64],
         sigma_um: NDArray[np.float64] | float,
+        *,
+        interval_known: bool = True,
     ) -> list[ChangePoint]:
         """Feed one position for each of ``n`` distinct tracks, all at the same frame.
 
@@ -214,6 +220,11 @@ class ChangeDetectorBank:
         sigma_um : array_like, shape (n,)
             Localization precisions per dimension in um, >= 0 (a scalar applies to
             all).
+        interval_known : bool
+            False when the time since the previous frame is not what the frame
+            numbers say (the timing check flagged this frame): the positions start
+            the next steps, no step is added across the unknown interval and
+            nothing is tested (``TrackChangeDetector.update``).
 
         Returns
         -------
@@ -277,7 +288,7 @@ class ChangeDetectorBank:
         # Tracks evicted during the call keep their slots until it ends: a track
         # updated early in the call and evicted later in it still reports its change.
         slots = self._take_slots(ids)
-        events = self._advance(slots, f, xy, s2)
+        events = self._advance(slots, f, xy, s2, bool(interval_known))
         self._slots.free_evicted()
         return events
 
@@ -370,7 +381,7 @@ class ChangeDetectorBank:
 
     # ------------------------------------------------------------------ one track
     def _advance_one(self, slot: int, frame: int, xy: NDArray[np.float64],
-                     s2: float) -> ChangePoint | None:
+                     s2: float, interval_known: bool = True) -> ChangePoint | None:
         """TrackChangeDetector.update (after its checks) on one slot."""
         prev = self._last_frame.item(slot)
         self._last_frame[slot] = frame
@@ -379,7 +390,7 @@ class ChangeDetectorBank:
         last_xy[:] = xy
         s = self._last_s2.item(slot) + s2
         self._last_s2[slot] = s2
-        if prev < 0:
+        if prev < 0 or not interval_known:
             return None
         hi = self._hi.item(slot)
         if hi == self._width:
@@ -411,7 +422,7 @@ class ChangeDetectorBank:
     # ------------------------------------------------------------------ many tracks
     def _advance(
         self, slots: NDArray[np.intp], frame: int, xy: NDArray[np.float64],
-        s2: NDArray[np.float64],
+        s2: NDArray[np.float64], interval_known: bool = True,
     ) -> list[ChangePoint]:
         """:meth:`_advance_one` on distinct slots at once, with the same floating-point ops."""
         prev = self._last_frame[slots]
@@ -420,6 +431,8 @@ class ChangeDetectorBank:
         self._last_frame[slots] = frame
         self._last_xy[slots] = xy
         self._last_s2[slots] = s2
+        if not interval_known:
+            return []
         old = prev >= 0  # tracks with a previous position: one new step each
         if not old.all():
             slots, prev = slots[old], prev[old]

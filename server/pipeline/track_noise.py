@@ -185,7 +185,8 @@ class TrackNoise:
         self._run, self._q1, self._q2 = grown(self._run), grown(self._q1), grown(self._q2)
         self._nu, self._su = grown(self._nu), grown(self._su)
 
-    def update_many(self, track_ids: ArrayLike, frame: int, xy_um: ArrayLike) -> None:
+    def update_many(self, track_ids: ArrayLike, frame: int, xy_um: ArrayLike, *,
+                    interval_known: bool = True) -> None:
         """Add one point to each of several distinct tracks, all in ``frame``.
 
         Parameters
@@ -196,6 +197,11 @@ class TrackNoise:
             Frame index (increasing along each track).
         xy_um : array_like, shape (K, 2)
             Positions, um.
+        interval_known : bool
+            False when the time since the previous frame is not one frame interval
+            although the frame numbers say so (the timing check flagged the frame):
+            the steps into ``frame`` are then not one-frame steps and are left out,
+            as steps across a gap are.
         """
         ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
@@ -210,7 +216,7 @@ class TrackNoise:
                 a[r] = 0
             self._has_step[r] = False
             self._last_frame[r] = frame - 2  # no step from a first point
-        one = (frame - self._last_frame[rows]) == 1
+        one = ((frame - self._last_frame[rows]) == 1) & bool(interval_known)
         step = xy - self._last_xy[rows]
         r1 = rows[one]
         s1 = step[one]

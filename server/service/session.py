@@ -239,7 +239,7 @@ class Session:
                 msg += "; further such frames are listed in summary.json only"
             out.warnings.append(("FRAME_TIMING", msg))
             self.warnings.append("FRAME_TIMING: " + msg)
-        self.noise.update_many(ids, index, xy_um)
+        self.noise.update_many(ids, index, xy_um, interval_known=flagged is None)
         if self.changes is not None and len(ids):
             # One vectorized update for the tracks of the frame that have their own noise
             # estimate (track_noise.py): the detector's noise floor never comes from the
@@ -248,9 +248,13 @@ class Session:
             # D). A track's history in the detector starts there.
             track_sig = self.noise.sigma(ids)[0]
             known = np.isfinite(track_sig)
+            # A frame the timing check flagged came after an interval the frame numbers
+            # do not tell: the detector takes no step across it (its false-alarm rate is
+            # calibrated for steps of known duration).
             out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
                            for ev in self.changes.update_many(ids[known], index, xy_um[known],
-                                                              track_sig[known])]
+                                                              track_sig[known],
+                                                              interval_known=flagged is None)]
         out.estimates = self._estimate_due()
         for tid in self.linker.ended(index):
             self.windows.drop(tid)
