@@ -88,7 +88,7 @@ bench: $(VENV)/.installed-bench
 PRESET ?= cpu
 train-vit: $(VENV)/.installed
 	$(BIN)/livespt train vit --preset $(PRESET)
-	$(BIN)/livespt train vit --preset $(PRESET) --variant features --minutes 8
+	$(BIN)/livespt train vit --preset $(PRESET) --variant features --minutes 12
 	$(BIN)/livespt train vit --preset $(PRESET) --variant image --minutes 12
 
 ## Evaluate the shipped transformers against the CVE, MSD fit and Cramer-Rao bound (docs/vit/).

@@ -106,6 +106,19 @@ PRESETS: dict[str, TrainConfig] = {
 }
 """Named training configurations (``livespt train vit --preset NAME``)."""
 
+FEATURES_DATA = replace(TrainingDistribution(), d_star_range=(0.005, 200.0),
+                        exposure_ratio_range=(0.001, 1.0))
+"""Training windows of the ``features`` variant (positions only: ``AnalyzeTracks``).
+
+Wider than the image variants' in two ways. ``D*`` up to 200 px^2/frame: the image
+models' limit of 20 comes from their 15 x 15 px patches (a step of ~6 px), which a
+model of positions does not have, and tracks from other software reach further (the
+AnDi generator's two-state tracks at 0.1 um / 50 ms reach 25; a model trained to 20
+shrinks those towards its range, -28 % median). Exposures down to 0.001 frame
+intervals: tracks from stroboscopic or short-exposure acquisitions, and instantaneous
+simulated positions, are blur-free, which exposures of 0.2-1 intervals never are.
+"""
+
 
 def validation_set(n: int, dist: TrainingDistribution, device: torch.device,
                    seed: int = 12345, length: int = 10, snr: float = 10.0,
@@ -311,7 +324,10 @@ def save(model: DiffusionViT, cfg: TrainConfig, history: dict[str, Any], path: P
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A named preset with fields replaced (``variant``, ``max_minutes``, ...)."""
+    """A named preset with fields replaced (``variant``, ``max_minutes``, ...).
+
+    The ``features`` variant trains on :data:`FEATURES_DATA` unless ``data`` is given.
+    """
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     cfg = PRESETS[name]
@@ -319,6 +335,8 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
                   if k in ViTConfig.__dataclass_fields__}
     if model_keys:
         cfg = replace(cfg, model=replace(cfg.model, **model_keys))
+    if cfg.model.variant == "features" and "data" not in overrides:
+        cfg = replace(cfg, data=FEATURES_DATA)
     return replace(cfg, **overrides) if overrides else cfg
 
 
