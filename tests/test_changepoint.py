@@ -29,7 +29,7 @@ from livespt.server.pipeline.changepoint import (
     calibrated_threshold,
 )
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
-from livespt.server.pipeline.scoring import match_change_points
+from livespt.server.pipeline.scoring import change_point_pairs, match_change_points
 
 DT = 0.05
 
@@ -290,6 +290,31 @@ def test_match_change_points() -> None:
     assert match_change_points([50, 60], [41, 55]) == (2, 0, 0)
     with pytest.raises(ValueError, match="tolerance_frames"):
         match_change_points([1], [1], -1)
+    # The pairs behind the counts: indices into the true and the predicted frames.
+    t_idx, p_idx = change_point_pairs([50, 60], [41, 55, 90])
+    assert sorted(zip(t_idx.tolist(), p_idx.tolist(), strict=True)) == [(0, 0), (1, 1)]
+
+
+def test_resolvable_changes_are_scored_apart() -> None:
+    # The accuracy report's second Jaccard: only true changes with >= 5 frame steps to the
+    # neighbouring change or the track's ends; a report matched to another change counts
+    # neither way, an unmatched report is still a false positive.
+    import pandas as pd
+
+    from benchmarks.accuracy.metrics import TruthD, change_scores
+
+    d = np.full((1, 100), 0.1)
+    d[0, 3:] = 0.5    # change at 3: 3 steps before it (not resolvable)
+    d[0, 40:] = 0.1   # change at 40: resolvable
+    d[0, 97:] = 0.5   # change at 97: 2 steps to the end (not resolvable)
+    points = pd.DataFrame({"track_id": 0, "frame": np.arange(100), "particle_id": 0})
+    changes = pd.DataFrame({"track_id": [0, 0, 0], "frame": [4, 42, 70]})
+    s = change_scores(points, changes, TruthD(d))
+    assert (s["true_positives"], s["false_positives"], s["false_negatives"]) == (2, 1, 1)
+    assert s["resolvable_changes"] == 1
+    assert (s["resolvable_true_positives"], s["resolvable_false_positives"],
+            s["resolvable_false_negatives"]) == (1, 1, 0)
+    assert s["jaccard_resolvable"] == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- exactness

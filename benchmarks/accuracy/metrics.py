@@ -39,7 +39,11 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from livespt.models.estimators import crlb_d_exact, cve, cve_batch
-from livespt.server.pipeline.scoring import match_change_points, match_detections
+from livespt.server.pipeline.scoring import (
+    change_point_pairs,
+    match_change_points,
+    match_detections,
+)
 
 __all__ = [
     "DECADES",
@@ -641,6 +645,7 @@ def change_scores(points: pd.DataFrame, changes: pd.DataFrame, truth_d: TruthD,
     chg = {int(t): g["frame"].to_numpy(float) for t, g in changes.groupby("track_id")} \
         if len(changes) else {}
     tp = fp = fn = 0
+    res_tp = res_fn = res_fp = n_res = 0  # changes with >= RESOLVABLE_STEPS on both sides
     errors: list[NDArray[np.float64]] = []
     fa = {"all": [0, 0], "pure": [0, 0]}  # alarms, track-frames
     n_true = 0
@@ -654,6 +659,12 @@ def change_scores(points: pd.DataFrame, changes: pd.DataFrame, truth_d: TruthD,
         n_true += true.size
         a, b, c = match_change_points(true, pred, tolerance_frames)
         tp, fp, fn = tp + a, fp + b, fn + c
+        ok = _resolvable(true, int(r.first), int(r.last))
+        n_res += int(ok.sum())
+        hit_true, hit_pred = _matched(true, pred, tolerance_frames)
+        res_tp += int(np.sum(hit_true & ok))
+        res_fn += int(np.sum(~hit_true & ok))
+        res_fp += int(np.sum(~hit_pred))
         errors.append(_pairs(true, pred, tolerance_frames))
         if true.size == 0 and r.particle_id >= 0:
             fa["all"][0] += pred.size
@@ -676,7 +687,39 @@ def change_scores(points: pd.DataFrame, changes: pd.DataFrame, truth_d: TruthD,
         "false_alarms_per_1000": rate("all"),
         "false_alarms_pure": fa["pure"][0], "pure_no_change_track_frames": fa["pure"][1],
         "false_alarms_per_1000_pure": rate("pure"),
+        "resolvable_changes": n_res, "resolvable_true_positives": res_tp,
+        "resolvable_false_negatives": res_fn, "resolvable_false_positives": res_fp,
+        "jaccard_resolvable": (res_tp / (res_tp + res_fp + res_fn)
+                               if (res_tp + res_fp + res_fn) else math.nan),
     }
+
+
+RESOLVABLE_STEPS = 5
+"""Steps on each side of a true change for it to count as resolvable: the change detector's
+default ``min_segment_steps``; a change with fewer on one side cannot be reported by it."""
+
+
+def _resolvable(true: NDArray[np.float64], first: int, last: int) -> NDArray[np.bool_]:
+    """Which true changes have >= RESOLVABLE_STEPS frame steps to the neighbouring change
+    (or the track's first / last frame) on both sides."""
+    t = np.sort(np.asarray(true, dtype=np.float64))
+    if t.size == 0:
+        return np.zeros(0, dtype=bool)
+    before = t - np.concatenate([[first], t[:-1]])
+    after = np.concatenate([t[1:], [last]]) - t
+    return (before >= RESOLVABLE_STEPS) & (after >= RESOLVABLE_STEPS)
+
+
+def _matched(true: NDArray[np.float64], pred: NDArray[np.float64],
+             tolerance_frames: float) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which true (sorted) and predicted changes are paired (``scoring.change_point_pairs``)."""
+    t = np.sort(np.asarray(true, dtype=np.float64))
+    p = np.asarray(pred, dtype=np.float64)
+    hit_t, hit_p = np.zeros(t.size, dtype=bool), np.zeros(p.size, dtype=bool)
+    rows, cols = change_point_pairs(t, p, tolerance_frames)
+    hit_t[rows] = True
+    hit_p[cols] = True
+    return hit_t, hit_p
 
 
 def concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:

@@ -39,6 +39,7 @@ __all__ = [
     "DetectionScore",
     "LinkScores",
     "best_f1_threshold",
+    "change_point_pairs",
     "common_errors",
     "link_scores",
     "match_change_points",
@@ -460,15 +461,40 @@ def match_change_points(
     tuple of int
         ``(true_positives, false_positives, false_negatives)``.
     """
+    t_idx, _ = change_point_pairs(true_frames, predicted_frames, tolerance_frames)
+    n_true = np.asarray(true_frames).size
+    n_pred = np.asarray(predicted_frames).size
+    tp = int(t_idx.size)
+    return tp, n_pred - tp, n_true - tp
+
+
+def change_point_pairs(
+    true_frames: Any, predicted_frames: Any, tolerance_frames: float = 10.0
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The pairs of :func:`match_change_points`: indices into the true and predicted frames.
+
+    Parameters
+    ----------
+    true_frames, predicted_frames : array_like of int
+        Frames where D changed, and where changes were reported.
+    tolerance_frames : float
+        Largest distance in frames of a pair, >= 0.
+
+    Returns
+    -------
+    tuple of ndarray of int
+        ``(true_index, predicted_index)`` of the admissible pairs of the assignment.
+    """
     tol = _validate.non_negative("tolerance_frames", tolerance_frames)
     t = np.asarray(true_frames, dtype=np.float64).reshape(-1)
     p = np.asarray(predicted_frames, dtype=np.float64).reshape(-1)
     if t.size == 0 or p.size == 0:
-        return 0, int(p.size), int(t.size)
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty
     dist = np.abs(t[:, None] - p[None, :])
     # Pairs beyond the tolerance cost more than any admissible set of pairs, so
     # the assignment maximizes the number of admissible pairs first.
     cost = np.where(dist <= tol, dist, tol * (t.size + p.size) + 1.0 + dist)
     rows, cols = linear_sum_assignment(cost)
-    tp = int(np.sum(dist[rows, cols] <= tol))
-    return tp, int(p.size) - tp, int(t.size) - tp
+    ok = dist[rows, cols] <= tol
+    return rows[ok].astype(np.intp), cols[ok].astype(np.intp)
