@@ -117,6 +117,27 @@ def test_saved_weights_load_and_predict_identically(tmp_path: Path) -> None:
     assert np.all((p1.d_low_um2_s < p1.d_um2_s) & (p1.d_um2_s < p1.d_high_um2_s))
 
 
+def test_training_continues_from_weights_and_the_card_keeps_their_history(
+        tmp_path: Path) -> None:
+    from livespt.server.cli.main import main
+
+    first = _tiny_weights(tmp_path)
+    out = tmp_path / "vit-tiny-continued.pt"
+    rc = main(["train", "vit", "--preset", "tiny", "--steps", "2", "--init-from", str(first),
+               "--out", str(out)])
+    assert rc in (0, None)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["init_from"] == str(first)
+    runs = card["history"]["previous_runs"]
+    assert [r["file"] for r in runs] == [first.name]
+    assert runs[0]["sha256"] == json.loads(first.with_suffix(".json").read_text())["sha256"]
+    ViTEstimator.load(out)  # a loadable file of the same architecture
+    # A missing start file is one clear line, before any training.
+    assert main(["train", "vit", "--preset", "tiny", "--steps", "1", "--init-from",
+                 str(tmp_path / "absent.pt"), "--out", str(tmp_path / "x.pt")]) != 0
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_missing_corrupt_or_foreign_weights_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such file"):
         ViTEstimator.load(tmp_path / "absent.pt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import math
 import time
 from collections.abc import Callable
@@ -305,6 +306,18 @@ def save(model: DiffusionViT, cfg: TrainConfig, history: dict[str, Any], path: P
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"format": WEIGHTS_FORMAT, "config": cfg.model.to_dict(), "state_dict": state},
                path)
+    hist = {k: v for k, v in history.items() if k != "validation"}
+    if cfg.init_from:
+        # The runs the start weights came from, so that the card tells the whole story.
+        parent = Path(cfg.init_from).with_suffix(".json")
+        if parent.is_file():
+            prev = json.loads(parent.read_text())
+            before = prev.get("history", {})
+            runs = list(before.get("previous_runs", []))
+            runs.append({"file": Path(cfg.init_from).name, "sha256": prev.get("sha256"),
+                         "training": prev.get("training"), "simulator": prev.get("simulator"),
+                         "history": {k: v for k, v in before.items() if k != "previous_runs"}})
+            hist["previous_runs"] = runs
     card = {
         "name": path.stem,
         "format": WEIGHTS_FORMAT,
@@ -312,7 +325,7 @@ def save(model: DiffusionViT, cfg: TrainConfig, history: dict[str, Any], path: P
         "parameters": count_parameters(model),
         "training": {k: v for k, v in cfg.to_dict().items() if k not in ("model", "data")},
         "simulator": cfg.data.to_dict(),
-        "history": {k: v for k, v in history.items() if k != "validation"},
+        "history": hist,
         "validation_curve": history.get("validation", []),
         "metrics": metrics or {},
         "sha256": sha256(path),

@@ -210,6 +210,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="step limit (default: the preset's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="continue training from this weights file (same architecture; a new "
+                        "warm-up and cosine schedule over --minutes)")
     p.add_argument("--out", default=None,
                    help="weights file (default models/weights/vit-<preset>[-<variant>].pt)")
 

@@ -31,6 +31,11 @@ def run_train(args: argparse.Namespace) -> Path:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
         overrides["max_steps"] = args.steps
+    init_from = getattr(args, "init_from", None)
+    if init_from is not None:
+        if not Path(init_from).is_file():
+            raise ValueError(f"--init-from {init_from}: no such file")
+        overrides["init_from"] = str(init_from)
     cfg = preset(args.preset, **overrides)
     device = resolve_device(args.device)
     if device == "cpu":
