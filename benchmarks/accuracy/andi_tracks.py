@@ -10,8 +10,9 @@ The trajectories are instantaneous samples (no exposure, no motion blur); Gaussi
 localization noise of SD ``sigma`` per axis (uniform per track in ``sigma_range_um``) is
 added here and given to the analysis as each point's precision. They go through
 :func:`livespt.server.pipeline.tracks.analyze_tracks` (what ``AnalyzeTracks`` runs;
-a ``livespt tracks`` command is not built yet) with the resident ``features`` transformer for the windows when
-it is given, the sliding-window configuration of a live stream (10 points, stride 1),
+a ``livespt tracks`` command is not built yet) with the resident ``features``
+transformer for the windows when it is given, the sliding-window configuration of a
+live stream (10 points, stride 1),
 and the change detector at its default target (0.5 false alarms per 1000 track-frames)
 with blur coefficient 0 (``exposure_s = 0``); the window estimator's acquisition has an
 exposure of 1e-4 frame intervals (it must be > 0; blur coefficient ~2e-5).
