@@ -27,7 +27,9 @@ from livespt.server.io.tiff import write_movie
 from livespt.server.pipeline.camera import (
     CAMERA_FIELDS,
     QUANTIZATION_ADU2,
+    REPEAT_FRAMES,
     CameraModel,
+    RepeatedPixels,
     check_gain,
     estimate_camera,
 )
@@ -353,3 +355,44 @@ def test_stream_without_estimation_uses_the_defaults_and_says_so(tmp_path: Path)
     cam = json.loads((tmp_path / "a" / "summary.json").read_text())["camera"]
     assert cam["source"] == dict.fromkeys(CAMERA_FIELDS, "default")
     assert cam["estimate"] is None and cam["note"]["gain_adu_per_e"] == "estimation off"
+
+
+# --------------------------------------------------------------- repeated pixels
+@pytest.mark.parametrize(("gain", "offset", "bits"), [(0.5, 100.0, 16), (2.0, 100.0, 16),
+                                                      (10.0, 1000.0, 16), (1.0, 10.0, 8)])
+def test_camera_noise_repeats_pixels_as_often_as_the_model_predicts(
+        gain: float, offset: float, bits: int) -> None:
+    # Independent frames from a camera that the model describes: the fraction of pixels
+    # equal to the previous frame's value is the predicted one within Z binomial standard
+    # errors (20 frame pairs of 32 x 32 compared pixels) plus 5 % for the approximation of
+    # the prediction, and nothing is flagged.
+    movie = numpy_movie(3, gain, offset, bits=bits, n_frames=21)
+    check = RepeatedPixels(CameraModel.resolve(offset, gain, READ_NOISE_E))
+    assert all(check.add(f) is None for f in movie)
+    s = check.summary()
+    print(f"\ngain {gain}, {bits}-bit: repeated {s['repeated_fraction']}, predicted "
+          f"{s['predicted_fraction']}")
+    assert s["frame_pairs"] == REPEAT_FRAMES and not s["warned"]
+    n = REPEAT_FRAMES * (movie.shape[1] // 4) * (movie.shape[2] // 4)
+    p = s["predicted_fraction"]
+    assert abs(s["repeated_fraction"] - p) <= Z * np.sqrt(p * (1 - p) / n) + 0.05 * p
+
+
+def test_frames_that_repeat_their_pixels_are_flagged_once_and_floats_are_not_checked() -> None:
+    # Compressed or duplicated frames: 60 % of the pixels copied from the previous frame
+    # (a lossy video codec keeps unchanged blocks; the real movie of docs/accuracy.md
+    # repeats 59 % where its camera model predicts 2.5 %).
+    movie = numpy_movie(4, 2.0, 100.0, n_frames=21)
+    rng = np.random.default_rng(5)
+    for t in range(1, movie.shape[0]):
+        keep = rng.random(movie.shape[1:]) < 0.6
+        movie[t][keep] = movie[t - 1][keep]
+    check = RepeatedPixels(CameraModel.resolve(100.0, 2.0, READ_NOISE_E))
+    warnings = [w for f in movie if (w := check.add(f)) is not None]
+    assert len(warnings) == 1
+    assert "repeat the previous frame's value exactly" in warnings[0]
+    assert "compressed, denoised or duplicated" in warnings[0]
+    assert check.summary()["warned"] and check.summary()["repeated_fraction"] > 0.5
+    floats = RepeatedPixels(CameraModel.resolve(100.0, 2.0, READ_NOISE_E))
+    assert all(floats.add(f.astype(np.float32)) is None for f in movie)
+    assert floats.summary()["checked"] is False and floats.done

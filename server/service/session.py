@@ -26,7 +26,7 @@ from livespt.models.units import blur_coefficient, px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
-from livespt.server.pipeline.camera import check_frame
+from livespt.server.pipeline.camera import RepeatedPixels, check_frame
 from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
@@ -112,6 +112,7 @@ class Session:
         self._dtype = s.dtype
         d = s.detector
         self.camera = d.camera()
+        self.repeats = RepeatedPixels(self.camera)
         self.detector_config = DetectorConfig(
             radius_px=um_to_px(d.radius_um, s.pixel_size_um), median_filter=d.median_filter,
             invert=d.dark_spots, offset_adu=self.camera.offset_adu,
@@ -178,6 +179,11 @@ class Session:
             found = check_frame(self.camera, frame, "config.detector.")
             self._new_warnings.extend(("CAMERA_MODEL", w) for w in found)
             self.warnings.extend(found)
+        if not self.repeats.done:  # independent noise from frame to frame?
+            msg = self.repeats.add(frame)
+            if msg is not None:
+                self._new_warnings.append(("FRAME_NOISE", msg))
+                self.warnings.append("FRAME_NOISE: " + msg)
         self.last_index = index  # accepted: the next frame must come after it
         return frame
 
@@ -315,6 +321,7 @@ class Session:
                 "pairs": self.estimator.sigma_check.pairs()},
             "noise_spread": self.estimator.noise_spread.summary(),
             "frame_timing": self.timing.summary(),
+            "repeated_pixels": self.repeats.summary(),
             "camera": self.camera.to_dict(),
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
