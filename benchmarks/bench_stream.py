@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 
 from livespt.models.simulate import MovieConfig, simulate_movie
-from livespt.server.client import LiveSptClient, StreamSettings
+from livespt.server.client import DetectorSettings, LiveSptClient, StreamSettings
 
 PX, DT = 0.1, 0.05
+# Speed only: no camera estimate (it would hold the first 30 frames of every stream and
+# put the hold into the latencies; its cost is in docs/architecture.md).
+NO_HOLD = DetectorSettings(camera_estimate_frames=0)
 
 
 def free_port() -> int:
@@ -140,7 +143,7 @@ def stream_throughput(target: str, movie: Any) -> dict[str, Any]:
     frames = movie.frames
     with LiveSptClient(target) as c:
         t0 = time.perf_counter()
-        res = c.stream(iter(frames), StreamSettings(PX, DT))
+        res = c.stream(iter(frames), StreamSettings(PX, DT, detector=NO_HOLD))
         elapsed = time.perf_counter() - t0
     lat = np.asarray(res.client_latency_ms)
     xy = [[] for _ in range(len(frames))]  # type: list[list[tuple[float, float]]]
@@ -170,7 +173,7 @@ def stream_paced(target: str, frames: np.ndarray, fps: float) -> dict[str, Any]:
             yield f
 
     with LiveSptClient(target) as c:
-        res = c.stream(paced(), StreamSettings(PX, DT))
+        res = c.stream(paced(), StreamSettings(PX, DT, detector=NO_HOLD))
     lat = np.asarray(res.client_latency_ms)
     srv = np.asarray(res.server_latency_ms)
     return {"rate_fps": fps, "frames": res.frames_acked,
@@ -185,6 +188,7 @@ def in_process_pipeline(frames: np.ndarray, out: Path) -> dict[str, Any]:
     from livespt.server.service.settings import StreamSettings
 
     s = StreamSettings(pixel_size_um=PX, frame_interval_s=DT, exposure_s=DT, pixel_type="uint16",
+                       detector=NO_HOLD,
                        height=frames.shape[1], width=frames.shape[2])
     sess = Session(s, out, "bench")
     t0 = time.perf_counter()
@@ -261,7 +265,7 @@ def memory_over_long_stream(target: str, pid: int, frames: np.ndarray,
         def on_update(upd):
             if upd.WhichOneof("update") == "frame" and (upd.frame.index + 1) % len(frames) == 0:
                 rss.append(rss_mb(pid))
-        c.stream(frames_iter(), StreamSettings(PX, DT), on_update=on_update)
+        c.stream(frames_iter(), StreamSettings(PX, DT, detector=NO_HOLD), on_update=on_update)
     return {"frames": repeats * len(frames), f"rss_mb_every_{len(frames)}_frames":
             [round(x, 1) for x in rss],
             "rss_growth_mb_second_half": round(rss[-1] - rss[len(rss) // 2], 1)}

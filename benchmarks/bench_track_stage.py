@@ -29,7 +29,7 @@ import livespt
 from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.service.detection_pool import detect_and_crop
 from livespt.server.service.session import Session
-from livespt.server.service.settings import StreamSettings
+from livespt.server.service.settings import DetectorSettings, StreamSettings
 
 
 def main() -> None:
@@ -46,6 +46,7 @@ def main() -> None:
                       d_um2_s=np.where(np.arange(n) % 2 == 0, 0.1, 1.0), snr=10.0)
     movie = simulate_movie(cfg, seed=1)
     s = StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05, exposure_s=0.05,
+                       detector=DetectorSettings(camera_estimate_frames=0),  # speed only
                        pixel_type="uint16", height=512, width=512)
     rates = []
     with tempfile.TemporaryDirectory() as d:

@@ -131,7 +131,9 @@ class LiveSptClient:
             Called with each AnalysisUpdate as it arrives (from this thread).
         max_in_flight : int
             Frames sent but not yet acknowledged before sending pauses, which bounds
-            client memory and makes latencies mean "frame to result", not queueing.
+            client memory and makes latencies mean "frame to result", not queueing;
+            the frames the server holds at the start to estimate the camera
+            (``SessionStarted.held_frames``) are allowed on top.
 
         Returns
         -------
@@ -180,6 +182,10 @@ class LiveSptClient:
                     result.session_id = upd.started.session_id
                     result.server_output_dir = upd.started.output_dir
                     result.effective_config_json = upd.started.effective_config_json
+                    # The server holds this many frames before their results (camera
+                    # estimation): let them be sent without waiting for results.
+                    for _ in range(upd.started.held_frames):
+                        credits.put(None)
                 elif kind == "frame":
                     fr = upd.frame
                     t = sent_at.pop(fr.index, None)

@@ -11,8 +11,13 @@ calibration in a Monte-Carlo test.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import torch
@@ -21,8 +26,10 @@ from numpy.typing import NDArray
 from livespt.models.simulate.camera import Camera, smooth_background_map
 from livespt.models.simulate.movie import MovieConfig, simulate_movie
 from livespt.server.cli.main import main
-from livespt.server.cli.stream import camera_from_movie, camera_record
+from livespt.server.cli.stream import camera_from_movie
+from livespt.server.client import LiveSptClient
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.io.tiff import write_movie
 from livespt.server.pipeline.camera import (
     CAMERA_FIELDS,
@@ -30,9 +37,11 @@ from livespt.server.pipeline.camera import (
     REPEAT_FRAMES,
     CameraModel,
     RepeatedPixels,
+    camera_record,
     check_gain,
     estimate_camera,
 )
+from livespt.server.service.app import EmbeddedServer, ServerOptions
 from livespt.server.service.settings import DetectorSettings, Limits, StreamSettings
 from livespt.server.service.wire import settings_from_proto, settings_to_proto
 
@@ -332,7 +341,8 @@ def test_stream_estimates_the_camera_and_records_values_sources_and_errors(
     assert server_cam["gain_adu_per_e"] == pytest.approx(cam["gain_adu_per_e"])
     server_side = json.loads(
         (Path(summary["server_summary"]["output_dir"]) / "summary.json").read_text())
-    assert server_side["camera"] == server_cam
+    assert {k: server_side["camera"][k] for k in server_cam} == server_cam
+    assert server_side["camera"]["held_frames"] == 0  # the CLI estimated: no second try
     assert not [w for w in summary["warnings"] if "camera_gain" in w]
 
     # A given gain the frames contradict: used as given, and flagged by name.
@@ -355,6 +365,193 @@ def test_stream_without_estimation_uses_the_defaults_and_says_so(tmp_path: Path)
     cam = json.loads((tmp_path / "a" / "summary.json").read_text())["camera"]
     assert cam["source"] == dict.fromkeys(CAMERA_FIELDS, "default")
     assert cam["estimate"] is None and cam["note"]["gain_adu_per_e"] == "estimation off"
+
+
+# ------------------------------------------------ the server estimates an unset camera
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    srv = EmbeddedServer(ServerOptions(port=0, out_root=tmp_path_factory.mktemp("sessions"),
+                                       device="cpu", models=()))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _server_summary(result: Any) -> dict[str, Any]:
+    return json.loads((Path(result.server_output_dir) / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(("generator", "gain", "offset"),
+                         [("numpy", 0.5, 0.0), ("simulator", 2.0, 100.0),
+                          ("numpy", 10.0, 1000.0)])
+def test_the_server_estimates_an_unset_camera_from_the_first_frames(
+    server: EmbeddedServer, generator: str, gain: float, offset: float
+) -> None:
+    """A gRPC client that gives no camera: estimated from 30 held frames, then analysed."""
+    frames = GENERATORS[generator](21, gain, offset, n_frames=40)
+    settings = StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05)
+    with LiveSptClient(server.target) as client:
+        # 8 frames in flight by default: the client must allow the 30 held ones on top.
+        result = client.stream(iter(frames), settings)
+    assert result.frames_acked == 40
+    assert json.loads(result.effective_config_json)["held_frames"] == 30
+    summary = _server_summary(result)
+    cam = summary["camera"]
+    assert cam["held_frames"] == 30
+    assert cam["source"] == {"offset_adu": "estimated", "gain_adu_per_e": "estimated",
+                             "read_noise_e": "default"}
+    se = cam["standard_error"]
+    assert abs(cam["gain_adu_per_e"] - gain) < Z * se["gain_adu_per_e"]
+    assert abs(cam["offset_adu"] - (offset - gain * READ_NOISE_E**2)) < Z * se["offset_adu"]
+    assert cam["estimate"]["n_frames"] == 30
+    assert summary["config"]["camera"]["source"]["gain_adu_per_e"] == "to be estimated"
+    said = [w for w in result.warnings if w.startswith("CAMERA_ESTIMATE: ")]
+    assert len(said) == 1 and "camera from 30 frames (photon transfer" in said[0]
+    assert not [w for w in result.warnings if w.startswith("CAMERA_MODEL")]
+
+    # The detections are those of the same stream told the true camera (the estimate's
+    # offset assumes 0 e- of read noise; give the same to both).
+    told = replace(settings, detector=DetectorSettings(
+        camera_offset_adu=cam["offset_adu"], camera_gain_adu_per_e=gain, read_noise_e=0.0))
+    with LiveSptClient(server.target) as client:
+        truth = client.stream(iter(frames), told)
+    assert _server_summary(truth)["camera"]["held_frames"] == 0
+    ours = np.array([(p.frame, p.x_um, p.y_um, p.precision_um) for p in result.points])
+    theirs = np.array([(p.frame, p.x_um, p.y_um, p.precision_um) for p in truth.points])
+    assert len(ours) == len(theirs) > 200
+    assert np.array_equal(ours[:, 0], theirs[:, 0])
+    # Positions barely move with the gain (the fit's weights); precisions scale with
+    # 1/sqrt(photons), i.e. sqrt(gain) at most: within the gain's own error.
+    assert np.max(np.abs(ours[:, 1:3] - theirs[:, 1:3])) < 0.01  # um, 0.1 px
+    rel = np.median(ours[:, 3] / theirs[:, 3])
+    assert abs(rel - 1) < Z * se["gain_adu_per_e"] / gain
+
+
+def test_a_short_stream_is_estimated_from_what_it_has_and_a_tiny_one_keeps_the_defaults(
+    server: EmbeddedServer,
+) -> None:
+    frames = numpy_movie(22, 2.0, 100.0, n_frames=10)
+    settings = StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05)
+    with LiveSptClient(server.target) as client:
+        result = client.stream(iter(frames), settings)
+        tiny = client.stream(iter(frames[:3]), settings)
+    assert result.frames_acked == 10
+    cam = _server_summary(result)["camera"]
+    assert cam["estimate"]["n_frames"] == 10 and cam["source"]["gain_adu_per_e"] == "estimated"
+    assert tiny.frames_acked == 3
+    cam = _server_summary(tiny)["camera"]
+    assert cam["source"] == dict.fromkeys(CAMERA_FIELDS, "default")
+    assert "3 frames, fewer than the 4" in cam["description"]
+    assert any("fewer than the 4" in w for w in tiny.warnings)
+
+
+def test_a_paused_acquisition_is_estimated_from_the_frames_of_its_first_seconds(
+    server: EmbeddedServer,
+) -> None:
+    """6 frames, then a pause: their results come during the pause (CAMERA_HOLD_S)."""
+    frames = numpy_movie(26, 2.0, 100.0, n_frames=10)
+    release, acked = threading.Event(), threading.Event()
+    out: dict[str, Any] = {}
+
+    def acquisition() -> Iterator[NDArray[np.generic]]:
+        yield from frames[:6]
+        release.wait(60)
+        yield from frames[6:]
+
+    def on_update(upd: pb.AnalysisUpdate) -> None:
+        if upd.WhichOneof("update") == "frame" and upd.frame.index == 5:
+            acked.set()
+
+    def client() -> None:
+        with LiveSptClient(server.target) as c:
+            out["result"] = c.stream(acquisition(), StreamSettings(
+                pixel_size_um=0.1, frame_interval_s=0.05), on_update=on_update)
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        assert acked.wait(30), "the held frames waited for the paused acquisition"
+    finally:
+        release.set()
+        th.join(60)
+    result = out["result"]
+    assert result.frames_acked == 10
+    cam = _server_summary(result)["camera"]
+    assert cam["held_frames"] == 30 and cam["estimate"]["n_frames"] == 6
+    assert cam["source"]["gain_adu_per_e"] == "estimated"
+
+
+def test_estimation_off_or_fully_given_holds_nothing(server: EmbeddedServer) -> None:
+    frames = numpy_movie(23, 2.0, 100.0, n_frames=6)
+    with LiveSptClient(server.target) as client:
+        off = client.stream(iter(frames), StreamSettings(
+            pixel_size_um=0.1, frame_interval_s=0.05,
+            detector=DetectorSettings(camera_estimate_frames=0)))
+        given = client.stream(iter(frames), StreamSettings(
+            pixel_size_um=0.1, frame_interval_s=0.05, detector=DetectorSettings(
+                camera_offset_adu=100.0, camera_gain_adu_per_e=2.0, read_noise_e=1.5,
+                camera_estimate_frames=50)))
+    for result, source in ((off, "default"), (given, "given")):
+        assert result.frames_acked == 6
+        cam = _server_summary(result)["camera"]
+        assert cam["held_frames"] == 0 and cam["estimate"] is None
+        assert cam["source"] == dict.fromkeys(CAMERA_FIELDS, source)
+        assert not [w for w in result.warnings if w.startswith("CAMERA_ESTIMATE")]
+
+
+def test_8_bit_bright_field_frames_keep_the_defaults_and_are_flagged(
+    server: EmbeddedServer,
+) -> None:
+    """Nothing to estimate from (flat, dim, 8 bit): defaults, the reason, and the checks."""
+    frames = numpy_movie(24, 1.0, 10.0, read_noise=0.5, background=20.0, flat=True,
+                         bits=8, n_frames=12)
+    with LiveSptClient(server.target) as client:
+        result = client.stream(iter(frames), StreamSettings(pixel_size_um=0.1,
+                                                            frame_interval_s=0.05))
+    cam = _server_summary(result)["camera"]
+    assert cam["source"]["gain_adu_per_e"] == "default"
+    assert "background is too flat for the gain" in cam["description"]
+    model = [w for w in result.warnings if w.startswith("CAMERA_MODEL: ")]
+    assert any("8-bit frames with the default offset" in w for w in model), result.warnings
+
+
+def test_a_bad_frame_while_frames_are_held_ends_the_stream_after_their_results(
+    server: EmbeddedServer,
+) -> None:
+    frames = numpy_movie(25, 2.0, 100.0, n_frames=8, size=32)
+    cfg = pb.StreamConfig(pixel_size_um=0.1, frame_interval_s=0.05,
+                          pixel_type=pb.PIXEL_TYPE_UINT16, height=32, width=32)
+    reqs = [pb.StreamRequest(config=cfg)]
+    reqs += [pb.StreamRequest(frame=pb.Frame(index=i, data=f.tobytes()))
+             for i, f in enumerate(frames[:5])]
+    reqs.append(pb.StreamRequest(frame=pb.Frame(index=5, data=b"\0" * 7)))
+    channel = grpc.insecure_channel(server.target)
+    updates = []
+    with pytest.raises(grpc.RpcError) as err:
+        for upd in pb_grpc.LiveSptStub(channel).StreamFrames(iter(reqs), timeout=60):
+            updates.append(upd)
+    channel.close()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frame.data has 7 bytes" in err.value.details()
+    assert updates[0].started.held_frames == 30
+    assert [u.frame.index for u in updates if u.WhichOneof("update") == "frame"] == [0, 1, 2, 3, 4]
+
+
+def test_camera_estimate_frames_is_validated_and_held_frames_fit_in_memory() -> None:
+    for bad in (1, 3, 201):
+        with pytest.raises(ValueError, match=r"detector\.camera_estimate_frames must be 0"):
+            DetectorSettings(camera_estimate_frames=bad)
+    cfg = settings_to_proto(StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05,
+                                           height=32, width=32))
+    cfg.detector.camera_estimate_frames = 2
+    with pytest.raises(ValueError, match=r"config\.detector\.camera_estimate_frames"):
+        settings_from_proto(cfg, Limits())
+    big = StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05, pixel_type="float32",
+                         height=4096, width=4096,
+                         detector=DetectorSettings(camera_estimate_frames=100))
+    assert big.held_frames == 4  # 64 MiB frames: 4 of them, not 100
+    assert StreamSettings(pixel_size_um=0.1, frame_interval_s=0.05, height=512,
+                          width=512).held_frames == 30
 
 
 # --------------------------------------------------------------- repeated pixels

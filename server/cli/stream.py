@@ -13,7 +13,10 @@ was estimated (value ± standard error) or why not, and a given gain that the
 frames contradict is flagged (``CAMERA_MODEL`` warning naming
 ``config.detector.camera_gain_adu_per_e``). Estimated values are sent marked as
 such (``DetectorParams.camera_estimated``), so the server's summary records
-their source as ``estimated`` too; ``summary.json`` here is the complete record:
+their source as ``estimated`` too, and with ``camera_estimate_frames = 0``, so
+the server does not hold frames to estimate again what the movie did not
+identify (a client that sends nothing has the server estimate from the first
+30 frames instead); ``summary.json`` here is the complete record:
 ``camera`` holds each value, its source (``given``, ``estimated`` or
 ``default``), the standard errors of the estimated ones, a note per value (the
 assumption an estimate rests on, or why a default was not replaced) and the
@@ -51,6 +54,7 @@ from livespt.server.pipeline.camera import (
     CAMERA_FIELDS,
     CameraEstimate,
     CameraModel,
+    camera_record,
     check_gain,
     estimate_camera,
 )
@@ -137,30 +141,6 @@ def camera_from_movie(
     cam = est.camera()
     warnings = [f"CAMERA_MODEL: {w}" for w in check_gain(cam, est, "config.detector.")]
     return cam, est, warnings
-
-
-def camera_record(camera: CameraModel, estimate: CameraEstimate | None) -> dict[str, Any]:
-    """The client's record of the camera for ``summary.json``.
-
-    Each value with its source, the standard errors of the estimated values
-    (None for the others), a note per value (what an estimate assumes, or why
-    the frames did not replace a default) and the whole estimate (None when
-    estimation was off).
-    """
-    notes: dict[str, str] = {}
-    for name in CAMERA_FIELDS:
-        src = camera.source[name]
-        if estimate is None or src == "given":
-            notes[name] = "estimation off" if estimate is None and src == "default" else ""
-        else:
-            notes[name] = estimate.quantity(name).note
-    return {
-        **camera.to_dict(),
-        "standard_error": (estimate.standard_errors() if estimate is not None
-                           else dict.fromkeys(CAMERA_FIELDS)),
-        "note": notes,
-        "estimate": estimate.to_dict() if estimate is not None else None,
-    }
 
 
 def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
@@ -296,7 +276,10 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
             camera_offset_adu=sent["offset_adu"], camera_gain_adu_per_e=sent["gain_adu_per_e"],
             read_noise_e=sent["read_noise_e"],
             camera_estimated=tuple(_WIRE_NAME[n] for n in CAMERA_FIELDS
-                                   if camera.source[n] == "estimated")),
+                                   if camera.source[n] == "estimated"),
+            # Estimated here (or turned off by the user): the server does not hold
+            # frames to estimate again what the movie did not identify.
+            camera_estimate_frames=0),
         linker=LinkerSettings(max_distance_um=given(args.max_distance, l0.max_distance_um)),
         window=WindowConfig(length=given(args.window, w0.length)),
         tracker=args.tracker, name=str(args.movie),

@@ -216,6 +216,30 @@ class CameraModel:
                 "read_noise_e": self.read_noise_e, "source": dict(self.source)}
 
 
+def camera_record(camera: CameraModel, estimate: CameraEstimate | None) -> dict[str, Any]:
+    """The record of the camera for ``summary.json`` (the server's and ``livespt stream``'s).
+
+    Each value with its source, the standard errors of the estimated values
+    (None for the others), a note per value (what an estimate assumes, or why
+    the frames did not replace a default) and the whole estimate (None when
+    estimation was off).
+    """
+    notes: dict[str, str] = {}
+    for name in CAMERA_FIELDS:
+        src = camera.source[name]
+        if estimate is None or src == "given":
+            notes[name] = "estimation off" if estimate is None and src == "default" else ""
+        else:
+            notes[name] = estimate.quantity(name).note
+    return {
+        **camera.to_dict(),
+        "standard_error": (estimate.standard_errors() if estimate is not None
+                           else dict.fromkeys(CAMERA_FIELDS)),
+        "note": notes,
+        "estimate": estimate.to_dict() if estimate is not None else None,
+    }
+
+
 def check_frame(camera: CameraModel, frame: NDArray[np.generic], field_prefix: str = "",
                 ) -> list[str]:
     """Warnings about a frame the camera model cannot describe (empty when it can).

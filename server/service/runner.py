@@ -11,9 +11,14 @@ One stream is scheduled in two stages:
 
 At most :data:`PIPELINE_DEPTH` frames of a stream are in flight, so a fast
 client meets back-pressure (the runner stops reading) instead of filling
-memory. A bad frame, or a protocol error raised by the frame source, ends the
-stream only after the results of every frame received before it have been
-yielded: the runner raises :class:`StreamError` then. It knows sessions, pools
+memory. A session whose camera is to be estimated from the frames
+(:attr:`Session.held_frames`) first holds that many frames (or those that
+arrived within :data:`CAMERA_HOLD_S` of the first, at least 4), has
+:meth:`Session.settle_camera` estimate it in the thread pool, and only then
+sends them to detection; their results follow. A bad frame, or a protocol
+error raised by the frame source, ends the stream only after the results of
+every frame received before it have been yielded: the runner raises
+:class:`StreamError` then. It knows sessions, pools
 and executors, not gRPC; the servicer maps :class:`StreamError` to a status.
 """
 
@@ -31,6 +36,7 @@ from typing import Any, Literal
 
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.session import FrameOutput, Session
+from livespt.server.service.settings import MIN_CAMERA_ESTIMATE_FRAMES
 
 log = logging.getLogger("livespt.server")
 
@@ -41,6 +47,14 @@ Two would keep one detection beside the tracking; with detection in worker
 processes, more frames of the same stream are detected at once (one 50-particle
 512x512 stream on 2 cores, detection in 2 processes: 100-105 frames/s at depth 4
 against 85-86 at depth 2, measured side by side).
+"""
+
+CAMERA_HOLD_S = 2.0
+"""Longest time, s from the first frame, the frames held for the camera estimate wait for more.
+
+A slow or paused acquisition is estimated from the frames it sent by then (at least
+:data:`~livespt.server.service.settings.MIN_CAMERA_ESTIMATE_FRAMES`), instead of
+waiting for all of :attr:`Session.held_frames` before the first result.
 """
 
 ErrorKind = Literal["invalid_argument", "failed_precondition", "internal"]
@@ -117,10 +131,27 @@ async def run_stream(
     it = frames.__aiter__()
     read: asyncio.Future[Any] | None = asyncio.ensure_future(it.__anext__())
     pending: deque[tuple[int, float, asyncio.Future[Any]]] = deque()
+    # Frames decoded but not yet sent to detection: (index, arrival, pixels). While the
+    # session's camera waits for its estimate, the first frames are held here.
+    held: deque[tuple[int, float, Any]] = deque()
+    settling: asyncio.Future[None] | None = None
+    hold_timer: asyncio.Future[None] | None = None  # fires CAMERA_HOLD_S after the first
     tracking: asyncio.Future[FrameOutput] | None = None
     error: StreamError | None = None
     try:
         while True:
+            if session.camera_pending and settling is None and held and (
+                    len(held) >= session.held_frames or read is None or (
+                        hold_timer is not None and hold_timer.done()
+                        and len(held) >= MIN_CAMERA_ESTIMATE_FRAMES)):
+                # Enough frames held (or no more coming, or no more in time): estimate
+                # the camera, off the loop.
+                settling = loop.run_in_executor(executor, session.settle_camera,
+                                                [p for _, _, p in held])
+            while not session.camera_pending and held and len(pending) < depth:
+                index, t_arrival, pixels = held.popleft()
+                pending.append((index, t_arrival, asyncio.wrap_future(
+                    detection.submit(pixels, session.detection_task))))
             if tracking is None and pending and pending[0][2].done():
                 index, _, detected = pending[0]
                 exc = detected.exception()
@@ -136,8 +167,14 @@ async def run_stream(
                 tracking = loop.run_in_executor(executor, session.track, index,
                                                 detected.result())
             waits: set[asyncio.Future[Any]] = set()
-            if read is not None and len(pending) < depth:
+            holding = session.camera_pending and settling is None
+            if read is not None and (len(held) < session.held_frames if holding
+                                     else not held and len(pending) < depth):
                 waits.add(read)
+            if settling is not None:
+                waits.add(settling)
+            if holding and hold_timer is not None and not hold_timer.done():
+                waits.add(hold_timer)
             if tracking is not None:
                 waits.add(tracking)
             elif pending:
@@ -145,6 +182,13 @@ async def run_stream(
             if not waits:
                 break
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if settling is not None and settling in done:
+                exc = settling.exception()
+                settling = None
+                if exc is not None:
+                    log.error("session %s: camera estimate failed: %s", session.session_id, exc)
+                    error = StreamError("internal", f"camera estimate failed: {exc}")
+                    break
             if tracking is not None and tracking in done:
                 out = tracking.result()
                 tracking = None
@@ -168,14 +212,20 @@ async def run_stream(
                 except ValueError as exc:
                     error = StreamError("invalid_argument", str(exc))
                     continue
-                detected = asyncio.wrap_future(detection.submit(pixels, session.detection_task))
-                pending.append((frame.index, t_arrival, detected))
+                held.append((frame.index, t_arrival, pixels))
+                if session.camera_pending and hold_timer is None:
+                    hold_timer = asyncio.ensure_future(asyncio.sleep(CAMERA_HOLD_S))
                 read = asyncio.ensure_future(it.__anext__())
         if error is not None:
             raise error
     finally:
         if read is not None:
             read.cancel()
+        if hold_timer is not None:
+            hold_timer.cancel()
+        if settling is not None and not settling.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(settling)
         if tracking is not None and not tracking.done():
             # A frame being tracked when the client vanished: let it finish (its
             # records reach the files) before the session is closed.

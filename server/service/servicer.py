@@ -152,6 +152,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 session_id=session_id,
                 output_dir=str(session.out_dir.resolve()),
                 effective_config_json=settings.to_json(),
+                held_frames=settings.held_frames,
             ))
             for w in session.warnings:
                 yield pb.AnalysisUpdate(warning=pb.Warning(code="MODEL_NOT_USED", message=w))

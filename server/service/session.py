@@ -15,7 +15,8 @@ import platform
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from livespt.models.units import blur_coefficient, px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
-from livespt.server.pipeline.camera import RepeatedPixels, check_frame
+from livespt.server.pipeline.camera import (
+    CameraEstimate,
+    RepeatedPixels,
+    camera_record,
+    check_frame,
+    check_gain,
+    estimate_camera,
+)
 from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.changepoint_bank import ChangeDetectorBank
 from livespt.server.pipeline.detect import DetectorConfig, Spots
@@ -42,7 +50,7 @@ from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstim
 from livespt.server.pipeline.track_noise import TrackNoise
 from livespt.server.pipeline.windows import WindowBuffers
 from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
-from livespt.server.service.settings import StreamSettings
+from livespt.server.service.settings import MIN_CAMERA_ESTIMATE_FRAMES, StreamSettings
 
 MAX_TIMING_WARNINGS = 5
 """FRAME_TIMING warnings sent per stream; every flagged frame is in summary.json."""
@@ -112,12 +120,14 @@ class Session:
         self._dtype = s.dtype
         d = s.detector
         self.camera = d.camera()
+        self.camera_estimate: CameraEstimate | None = None
+        # Frames held at the start to estimate the unset camera fields from (the
+        # runner holds them and calls settle_camera; nothing is detected before).
+        self.held_frames = s.held_frames
+        self.camera_pending = self.held_frames > 0
+        self.camera_note = ""
         self.repeats = RepeatedPixels(self.camera)
-        self.detector_config = DetectorConfig(
-            radius_px=um_to_px(d.radius_um, s.pixel_size_um), median_filter=d.median_filter,
-            invert=d.dark_spots, offset_adu=self.camera.offset_adu,
-            gain_adu_per_e=self.camera.gain_adu_per_e, read_noise_e=self.camera.read_noise_e,
-            threshold=d.threshold if d.threshold > 0 else None)  # 0: automatic
+        self.detector_config = self._detector_config()
         # Detections come from images: merge the maxima of one motion-blurred streak
         # (tracks whose RMS step exceeds the spot radius; link.py, "Motion-blurred spots").
         self.linker = OnlineLinker(LinkerConfig(
@@ -153,6 +163,15 @@ class Session:
         self._lock = threading.Lock()
         self.writer.write_summary(self.summary("running"))
 
+    def _detector_config(self) -> DetectorConfig:
+        s = self.settings
+        d = s.detector
+        return DetectorConfig(
+            radius_px=um_to_px(d.radius_um, s.pixel_size_um), median_filter=d.median_filter,
+            invert=d.dark_spots, offset_adu=self.camera.offset_adu,
+            gain_adu_per_e=self.camera.gain_adu_per_e, read_noise_e=self.camera.read_noise_e,
+            threshold=d.threshold if d.threshold > 0 else None)  # 0: automatic
+
     # ------------------------------------------------------------------ input
     def decode(self, index: int, data: bytes) -> NDArray[Any]:
         """Check a frame's index and byte count and view its bytes as (H, W).
@@ -175,17 +194,72 @@ class Session:
         frame = np.frombuffer(data, dtype=self._dtype).reshape(s.height, s.width)
         if self._dtype.kind == "f" and not np.all(np.isfinite(frame)):
             raise ValueError(f"frame.data of frame {index} contains NaN or infinite values")
-        if self.last_index is None:  # the first frame: can the camera model describe it?
+        if not self.camera_pending:  # else settle_camera checks the held frames
+            self._check_frame(frame, first=self.last_index is None)
+        self.last_index = index  # accepted: the next frame must come after it
+        return frame
+
+    def _check_frame(self, frame: NDArray[Any], first: bool) -> None:
+        """The camera checks of one decoded frame (the first: the model; all: repeats)."""
+        if first:  # can the camera model describe the first frame?
             found = check_frame(self.camera, frame, "config.detector.")
             self._new_warnings.extend(("CAMERA_MODEL", w) for w in found)
-            self.warnings.extend(found)
+            self.warnings.extend(f"CAMERA_MODEL: {w}" for w in found)
         if not self.repeats.done:  # independent noise from frame to frame?
             msg = self.repeats.add(frame)
             if msg is not None:
                 self._new_warnings.append(("FRAME_NOISE", msg))
                 self.warnings.append("FRAME_NOISE: " + msg)
-        self.last_index = index  # accepted: the next frame must come after it
-        return frame
+
+    def settle_camera(self, frames: Sequence[NDArray[Any]]) -> None:
+        """Estimate the unset camera fields from the held frames; detection may start after.
+
+        Called once, with the frames held from the start of the stream (up to
+        :attr:`held_frames`; fewer when the stream ended, failed or paused earlier), before
+        any of them is detected. The unset fields that the frames identify
+        (:func:`~livespt.server.pipeline.camera.estimate_camera`) are used, the
+        others keep their defaults; a CAMERA_ESTIMATE message says which and why,
+        a given gain the frames contradict gives CAMERA_MODEL, and the frames are
+        then checked as :meth:`decode` checks frames.
+
+        Parameters
+        ----------
+        frames : sequence of ndarray, shape (H, W)
+            The decoded frames held, in order (raw counts, ADU).
+        """
+        if not self.camera_pending:
+            raise RuntimeError("settle_camera: the camera is not waiting for an estimate")
+        d = self.settings.detector
+        est: CameraEstimate | None = None
+        if len(frames) >= MIN_CAMERA_ESTIMATE_FRAMES:
+            try:
+                est = estimate_camera(frames, offset_adu=d.camera_offset_adu,
+                                      gain_adu_per_e=d.camera_gain_adu_per_e,
+                                      read_noise_e=d.read_noise_e, max_frames=len(frames))
+            except ValueError as exc:  # e.g. frames too small for the tiles
+                self.camera_note = f"camera not estimated: {exc}"
+        else:
+            self.camera_note = (f"camera not estimated: the stream has {len(frames)} "
+                                f"frames, fewer than the {MIN_CAMERA_ESTIMATE_FRAMES} "
+                                "photon transfer needs")
+        if est is not None:
+            cam = est.camera()
+            # Values the client estimated itself keep that source.
+            src = {n: ("estimated" if n in d.camera_estimated_fields else v)
+                   for n, v in cam.source.items()}
+            self.camera = replace(cam, source=src)
+            self.camera_estimate = est
+            self.camera_note = est.describe()
+            for w in check_gain(self.camera, est, "config.detector."):
+                self._new_warnings.append(("CAMERA_MODEL", w))
+                self.warnings.append(f"CAMERA_MODEL: {w}")
+        self._new_warnings.insert(0, ("CAMERA_ESTIMATE", self.camera_note))
+        self.detector_config = self._detector_config()
+        self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
+        self.repeats = RepeatedPixels(self.camera)
+        self.camera_pending = False
+        for i, frame in enumerate(frames):
+            self._check_frame(frame, first=i == 0)
 
     # ------------------------------------------------------------- processing
     def track(self, index: int, detected: Detected | Spots) -> FrameOutput:
@@ -209,6 +283,10 @@ class Session:
         with self._lock:
             if self.closed:
                 raise RuntimeError(f"session {self.session_id} is closed")
+            if self.camera_pending:
+                raise RuntimeError(f"session {self.session_id}: the camera waits for "
+                                   "settle_camera (frames detected before it would use "
+                                   "the default camera)")
             if isinstance(detected, Spots):
                 detected = Detected(detected)
             return self._track(index, detected)
@@ -322,7 +400,8 @@ class Session:
             "noise_spread": self.estimator.noise_spread.summary(),
             "frame_timing": self.timing.summary(),
             "repeated_pixels": self.repeats.summary(),
-            "camera": self.camera.to_dict(),
+            "camera": {**camera_record(self.camera, self.camera_estimate),
+                       "held_frames": self.held_frames, "description": self.camera_note},
             "models": [self.estimator.model.info()] if self.estimator.model else [],
             "warnings": self.warnings,
             "config": self.settings.to_dict(),

@@ -56,6 +56,18 @@ class Limits:
         return self.max_frame_pixels * 4 + (1 << 20)
 
 
+CAMERA_ESTIMATE_FRAMES = 30
+"""Frames the server estimates unset camera fields from when the client does not say."""
+
+MIN_CAMERA_ESTIMATE_FRAMES = 4
+"""Fewest frames a camera estimate is made from (photon transfer needs pairs and neighbours)."""
+
+MAX_CAMERA_ESTIMATE_FRAMES = 200
+"""Most frames a client may ask the camera to be estimated from."""
+
+MAX_HELD_BYTES = 256 << 20
+"""Most bytes of frames one stream holds for the camera estimate (at least 4 frames are held)."""
+
 _CAMERA_FIELD = {"camera_offset_adu": "offset_adu", "camera_gain_adu_per_e": "gain_adu_per_e",
                  "read_noise_e": "read_noise_e"}
 """Camera settings by their names here and on the wire -> in :class:`CameraModel`."""
@@ -87,6 +99,13 @@ class DetectorSettings:
         ``read_noise_e`` the client estimated from the frames rather than the
         user giving them (``livespt stream``): their source is recorded as
         ``estimated``. Each must be set.
+    camera_estimate_frames : int or None
+        When a camera field is not set, the server holds this many frames from
+        the start of the stream, estimates the unset fields from them (photon
+        transfer, :func:`~livespt.server.pipeline.camera.estimate_camera`) and
+        only then detects; 0: no estimate (the defaults are used and checked);
+        otherwise 4 to :data:`MAX_CAMERA_ESTIMATE_FRAMES`. None:
+        :data:`CAMERA_ESTIMATE_FRAMES`.
     """
 
     radius_um: float = 0.15
@@ -97,6 +116,7 @@ class DetectorSettings:
     camera_gain_adu_per_e: float | None = None
     read_noise_e: float | None = None
     camera_estimated: tuple[str, ...] = ()
+    camera_estimate_frames: int | None = None
 
     def __post_init__(self) -> None:
         _validate.positive("detector.radius_um", self.radius_um)
@@ -117,12 +137,31 @@ class DetectorSettings:
             if getattr(self, name) is None:
                 raise ValueError(
                     f"detector.camera_estimated names {name}, which is not set")
+        n = self.camera_estimate_frames
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and (
+                n == 0 or MIN_CAMERA_ESTIMATE_FRAMES <= n <= MAX_CAMERA_ESTIMATE_FRAMES)):
+            raise ValueError(
+                f"detector.camera_estimate_frames must be 0 (no estimate) or "
+                f"{MIN_CAMERA_ESTIMATE_FRAMES} to "
+                f"{MAX_CAMERA_ESTIMATE_FRAMES} frames, got {n!r}")
+
+    @property
+    def frames_to_estimate(self) -> int:
+        """Frames the unset camera fields are to be estimated from; 0: none (all set, or off)."""
+        if all(getattr(self, n) is not None for n in _CAMERA_FIELD):
+            return 0
+        n = self.camera_estimate_frames
+        return CAMERA_ESTIMATE_FRAMES if n is None else n
+
+    @property
+    def camera_estimated_fields(self) -> tuple[str, ...]:
+        """:attr:`camera_estimated` by the camera model's names (``offset_adu``, ...)."""
+        return tuple(_CAMERA_FIELD[n] for n in self.camera_estimated)
 
     def camera(self) -> CameraModel:
         """The camera model: the given values, defaults for the others, and which is which."""
         return CameraModel.resolve(self.camera_offset_adu, self.camera_gain_adu_per_e,
-                                   self.read_noise_e,
-                                   [_CAMERA_FIELD[n] for n in self.camera_estimated])
+                                   self.read_noise_e, self.camera_estimated_fields)
 
 
 @dataclass(frozen=True)
@@ -252,6 +291,18 @@ class StreamSettings:
                 f"tracker: {self.tracker!r} is not available on this server "
                 f"(only {', '.join(map(repr, AVAILABLE_TRACKERS))})")
 
+    @property
+    def held_frames(self) -> int:
+        """Frames the server holds at the start for the camera estimate (0: none).
+
+        :attr:`DetectorSettings.frames_to_estimate`, capped so that the held
+        frames take at most :data:`MAX_HELD_BYTES` (but at least 4 frames).
+        """
+        n = self.detector.frames_to_estimate
+        if n == 0 or self.frame_bytes == 0:
+            return n
+        return min(n, max(MIN_CAMERA_ESTIMATE_FRAMES, MAX_HELD_BYTES // self.frame_bytes))
+
     def acquisition(self) -> Acquisition:
         """Timing, pixel size and PSF width as the window estimator needs them."""
         return Acquisition(
@@ -263,10 +314,17 @@ class StreamSettings:
     def to_dict(self) -> dict[str, Any]:
         """The effective settings as plain nested dicts (recorded in summaries).
 
-        ``camera`` adds the camera model in use: each value, and whether it was
-        ``given``, ``estimated`` (by the client, from the frames) or is the ``default``.
+        ``camera`` adds the camera model the stream starts with: each value, and
+        whether it was ``given``, ``estimated`` (by the client, from the frames),
+        is the ``default``, or is ``to be estimated`` by the server from the first
+        ``held_frames`` frames (the session summary's ``camera`` has the outcome).
         """
-        return {**asdict(self), "camera": self.detector.camera().to_dict()}
+        model = self.detector.camera()
+        camera = model.to_dict()
+        if self.held_frames:
+            camera["source"] = {n: ("to be estimated" if src == "default" else src)
+                                for n, src in model.source.items()}
+        return {**asdict(self), "camera": camera, "held_frames": self.held_frames}
 
     def to_json(self) -> str:
         """The effective settings as JSON."""

@@ -91,7 +91,9 @@ def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
                 camera_gain_adu_per_e=(det.camera_gain_adu_per_e
                                        if det.HasField("camera_gain_adu_per_e") else None),
                 read_noise_e=det.read_noise_e if det.HasField("read_noise_e") else None,
-                camera_estimated=tuple(det.camera_estimated)),
+                camera_estimated=tuple(det.camera_estimated),
+                camera_estimate_frames=(det.camera_estimate_frames
+                                        if det.HasField("camera_estimate_frames") else None)),
             linker=LinkerSettings(
                 max_distance_um=_or(lk.max_distance_um, l0.max_distance_um),
                 max_gap_frames=(lk.max_gap_frames if lk.HasField("max_gap_frames")
@@ -124,7 +126,8 @@ def settings_to_proto(s: StreamSettings) -> pb.StreamConfig:
             radius_um=d.radius_um, threshold=d.threshold, median_filter=d.median_filter,
             dark_spots=d.dark_spots, camera_offset_adu=d.camera_offset_adu,
             camera_gain_adu_per_e=d.camera_gain_adu_per_e, read_noise_e=d.read_noise_e,
-            camera_estimated=list(d.camera_estimated)),
+            camera_estimated=list(d.camera_estimated),
+            camera_estimate_frames=d.camera_estimate_frames),
         linker=pb.LinkerParams(max_distance_um=s.linker.max_distance_um,
                                max_gap_frames=s.linker.max_gap_frames),
         window=pb.WindowParams(length=s.window.length, stride=s.window.stride),

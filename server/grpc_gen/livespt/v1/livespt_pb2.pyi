@@ -64,7 +64,7 @@ class StreamConfig(_message.Message):
     def __init__(self, pixel_size_um: _Optional[float] = ..., frame_interval_s: _Optional[float] = ..., exposure_s: _Optional[float] = ..., pixel_type: _Optional[_Union[PixelType, str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detector: _Optional[_Union[DetectorParams, _Mapping]] = ..., linker: _Optional[_Union[LinkerParams, _Mapping]] = ..., window: _Optional[_Union[WindowParams, _Mapping]] = ..., change: _Optional[_Union[ChangeParams, _Mapping]] = ..., tracker: _Optional[_Union[Tracker, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DetectorParams(_message.Message):
-    __slots__ = ("radius_um", "threshold", "median_filter", "dark_spots", "camera_offset_adu", "camera_gain_adu_per_e", "read_noise_e", "camera_estimated")
+    __slots__ = ("radius_um", "threshold", "median_filter", "dark_spots", "camera_offset_adu", "camera_gain_adu_per_e", "read_noise_e", "camera_estimated", "camera_estimate_frames")
     RADIUS_UM_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class DetectorParams(_message.Message):
     CAMERA_GAIN_ADU_PER_E_FIELD_NUMBER: _ClassVar[int]
     READ_NOISE_E_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ESTIMATE_FRAMES_FIELD_NUMBER: _ClassVar[int]
     radius_um: float
     threshold: float
     median_filter: bool
@@ -81,7 +82,8 @@ class DetectorParams(_message.Message):
     camera_gain_adu_per_e: float
     read_noise_e: float
     camera_estimated: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, radius_um: _Optional[float] = ..., threshold: _Optional[float] = ..., median_filter: _Optional[bool] = ..., dark_spots: _Optional[bool] = ..., camera_offset_adu: _Optional[float] = ..., camera_gain_adu_per_e: _Optional[float] = ..., read_noise_e: _Optional[float] = ..., camera_estimated: _Optional[_Iterable[str]] = ...) -> None: ...
+    camera_estimate_frames: int
+    def __init__(self, radius_um: _Optional[float] = ..., threshold: _Optional[float] = ..., median_filter: _Optional[bool] = ..., dark_spots: _Optional[bool] = ..., camera_offset_adu: _Optional[float] = ..., camera_gain_adu_per_e: _Optional[float] = ..., read_noise_e: _Optional[float] = ..., camera_estimated: _Optional[_Iterable[str]] = ..., camera_estimate_frames: _Optional[int] = ...) -> None: ...
 
 class LinkerParams(_message.Message):
     __slots__ = ("max_distance_um", "max_gap_frames")
@@ -130,14 +132,16 @@ class AnalysisUpdate(_message.Message):
     def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., frame: _Optional[_Union[FrameResult, _Mapping]] = ..., warning: _Optional[_Union[Warning, _Mapping]] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "output_dir", "effective_config_json")
+    __slots__ = ("session_id", "output_dir", "effective_config_json", "held_frames")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    HELD_FRAMES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     output_dir: str
     effective_config_json: str
-    def __init__(self, session_id: _Optional[str] = ..., output_dir: _Optional[str] = ..., effective_config_json: _Optional[str] = ...) -> None: ...
+    held_frames: int
+    def __init__(self, session_id: _Optional[str] = ..., output_dir: _Optional[str] = ..., effective_config_json: _Optional[str] = ..., held_frames: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
     __slots__ = ("index", "latency_ms", "n_spots", "points", "estimates", "changes")
