@@ -274,6 +274,11 @@ def _healthy_stream_in_background(server: EmbeddedServer) -> tuple[threading.Thr
     return th, out
 
 
+def _with_radius(cfg: pb.StreamConfig, radius_um: float) -> pb.StreamConfig:
+    cfg.detector.radius_um = radius_um
+    return cfg
+
+
 BAD_STREAMS = {
     "frame before config": (
         lambda: [frame_msg(0, np.zeros((32, 32), np.uint16))],
@@ -310,6 +315,9 @@ BAD_STREAMS = {
         lambda: [pb.StreamRequest(config=config(pixel_type=pb.PIXEL_TYPE_FLOAT32)),
                  frame_msg(0, np.full((32, 32), np.nan, np.float32))],
         grpc.StatusCode.INVALID_ARGUMENT, "frame.data"),
+    "spot radius below half a pixel": (
+        lambda: [pb.StreamRequest(config=_with_radius(config(pixel_size_um=0.35), 0.15))],
+        grpc.StatusCode.INVALID_ARGUMENT, "config.detector.radius_um = 0.15 um is 0.429 px"),
     "unavailable tracker": (
         lambda: [pb.StreamRequest(config=config(tracker=pb.TRACKER_TRACKMATE))],
         grpc.StatusCode.INVALID_ARGUMENT, "config.tracker"),

@@ -315,6 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnectionError as exc:
         print(f"livespt {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a gRPC error from the server: its status and message
+        import grpc
+
+        if not isinstance(exc, grpc.RpcError):
+            raise
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+        print(f"livespt {args.command}: error: the server answered "
+              f"{code.name if code is not None else 'an error'}: {details}", file=sys.stderr)
+        return 2 if code == grpc.StatusCode.INVALID_ARGUMENT else 1
     return 0
 
 

@@ -144,8 +144,12 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             except ValueError as exc:
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-            session = Session(settings, self.out_root / session_id, session_id, self.device,
-                              model=self.registry.window_model if self.registry else None)
+            try:
+                session = Session(settings, self.out_root / session_id, session_id, self.device,
+                                  model=self.registry.window_model if self.registry else None)
+            except ValueError as exc:  # a combination of settings the pipeline refuses
+                await abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
+            assert session is not None
             self.sessions[session_id] = session
             log.info("session %s started: %s", session_id, settings.to_json())
             yield pb.AnalysisUpdate(started=pb.SessionStarted(

@@ -47,6 +47,7 @@ from livespt.server.pipeline.link import (
     merge_same_track,
 )
 from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.pipeline.sample_check import SampleCheck
 from livespt.server.pipeline.track_noise import TrackNoise
 from livespt.server.pipeline.windows import WindowBuffers
 from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
@@ -145,6 +146,8 @@ class Session:
         self._new_warnings: list[tuple[str, str]] = []
         # Are the frames evenly spaced? (frame_timing.py; warns, corrects nothing)
         self.timing = FrameTiming()
+        # Do the spot radius and the search radius suit the sample? (sample_check.py; warns)
+        self.sample = SampleCheck(d.radius_um, s.linker.max_distance_um)
         self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
         self.windows = WindowBuffers(s.window, patch_px=self.estimator.patch_px)
         self.changes: ChangeDetectorBank | None = None
@@ -314,7 +317,12 @@ class Session:
                                   prec_um.tolist(), strict=True)
         ]
         self.windows.add_many(ids, index, xy_um[:, 0], xy_um[:, 1], prec_um, patches=patches)
-        flagged = self.timing.test(index, ids, self.noise.steps_into(ids, index, xy_um))
+        steps = self.noise.steps_into(ids, index, xy_um)
+        for code, msg in self.sample.add(ids, xy_um, steps, px_to_um(
+                np.asarray(spots.sigma_px, dtype=float)[rep], s.pixel_size_um)):
+            out.warnings.append((code, msg))
+            self.warnings.append(f"{code}: {msg}")
+        flagged = self.timing.test(index, ids, steps)
         if flagged is not None and len(self.timing.flagged) <= MAX_TIMING_WARNINGS:
             msg = (flagged.describe() + "; the analysis assumes evenly spaced frames (a "
                    "client that knows the acquisition times can give the frame after a "
@@ -345,6 +353,7 @@ class Session:
             self.noise.drop(tid)
             self.estimator.drop(tid)
             self.timing.drop(tid)
+            self.sample.drop(tid)
             if self.changes is not None:
                 self.changes.drop(tid)
         self.writer.write([*out.points, *out.estimates, *out.changes])
@@ -400,6 +409,7 @@ class Session:
             "noise_spread": self.estimator.noise_spread.summary(),
             "frame_timing": self.timing.summary(),
             "repeated_pixels": self.repeats.summary(),
+            "sample_check": self.sample.summary(),
             "camera": {**camera_record(self.camera, self.camera_estimate),
                        "held_frames": self.held_frames, "description": self.camera_note},
             "models": [self.estimator.model.info()] if self.estimator.model else [],

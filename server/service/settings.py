@@ -28,6 +28,9 @@ from livespt.server.pipeline.windows import WindowConfig
 PIXEL_TYPES = ("uint8", "uint16", "float32")
 """Pixel types a stream may declare (little-endian on the wire)."""
 
+RADIUS_PX_RANGE = (0.5, 200.0)
+"""Spot radius the detector accepts, pixels (``DetectorConfig.radius_px``)."""
+
 TRACKERS = ("builtin", "trackmate")
 AVAILABLE_TRACKERS = ("builtin",)
 """Trackers this server runs (TrackMate in-process is not available yet)."""
@@ -263,6 +266,14 @@ class StreamSettings:
         if self.tracker not in TRACKERS:
             raise ValueError(
                 f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
+        lo, hi = RADIUS_PX_RANGE
+        radius_px = self.detector.radius_um / self.pixel_size_um
+        if not lo <= radius_px <= hi:
+            raise ValueError(
+                f"detector.radius_um = {self.detector.radius_um:g} um is {radius_px:.3g} px at "
+                f"pixel_size_um = {self.pixel_size_um:g} um; the detector needs {lo:g} to "
+                f"{hi:g} px, i.e. {lo * self.pixel_size_um:.3g} to "
+                f"{hi * self.pixel_size_um:.3g} um here (about sqrt(2) x the PSF's SD)")
 
     @property
     def dtype(self) -> np.dtype[Any]:
