@@ -139,7 +139,8 @@ def _checks(live: LiveResult) -> dict[str, Any]:
             "estimates": ss.get("estimates"),
             "track_sigma_check": ss.get("track_sigma_check"),
             "noise_spread": ss.get("noise_spread"),
-            "frame_timing": ss.get("frame_timing")}
+            "frame_timing": ss.get("frame_timing"),
+            "sample_check": ss.get("sample_check")}
 
 
 def score_image_movie(movie: ImageMovie, live: LiveResult, crlb_cache: dict[Any, float],
@@ -562,8 +563,9 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
              "over compared windows) | tracks flagged on their own | track-sigma check: "
              "switched to the sigma-unknown CVE (z; windows sent) | spread of the windows' "
              "noise variance around their track's: SD in um^2 (z; windows) | frames flagged "
-             "by the timing check (of tested) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "by the timing check (of tested) | sample check: spots' fitted SD / assumed "
+             "(um); search radius (um) against 3 RMS steps of the 95th-percentile track |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         share = r["windows"].get("method_share") or {}
         vit = sum(v for k, v in share.items() if k.startswith("vit:"))
@@ -587,8 +589,21 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[str]:
                   + (f" (every {ft['period_frames']}th)" if ft.get("period_frames") else ""))
         lines.append(f"| {r['source']} | {r['data']} | {vit:.1%} | {bias:.1%} | {session} | "
                      f"{ch.get('tracks_model_bias', 'n/a') if ch else 'n/a'} | {sigma} | "
-                     f"{spread} | {timing} |")
+                     f"{spread} | {timing} | {_sample(ch.get('sample_check'))} |")
     return lines
+
+
+def _sample(sc: dict[str, Any] | None) -> str:
+    """The sample check of a session: spot size and search radius, each flagged or not."""
+    if not sc:
+        return "n/a"
+    sp, lk = sc.get("spot_size") or {}, sc.get("search_radius") or {}
+    spot = (f"{_f(sp.get('fitted_sd_um'), 3)} / {_f(sp.get('assumed_sd_um'), 3)}"
+            + (" SPOT_SIZE" if sp.get("flagged") else "")) if sp.get("decided") else "undecided"
+    link = (f"{_f(lk.get('max_distance_um'), 2)} vs {_f(lk.get('suggested_um'), 2)}"
+            + (f" LINK_DISTANCE ({lk['flagged']})" if lk.get("flagged") else "")
+            ) if lk.get("decided") else "undecided"
+    return f"{spot}; {link}"
 
 
 def _frag(t: dict[str, Any] | None) -> str:
@@ -786,7 +801,11 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
           "by it (n/a: no window had a track sigma). *Timing "
           "check* (`server/pipeline/frame_timing.py`): frames whose steps are unlike the "
           "tracks' other steps (a dropped or repeated frame, or a stage jump), warned about "
-          "and listed in the session summary.", "",
+          "and listed in the session summary. *Sample check* "
+          "(`server/pipeline/sample_check.py`): the median fitted SD of spots that barely "
+          "moved against the SD the spot radius assumes (SPOT_SIZE beyond 1.5x), and the "
+          "search radius against the tracks' RMS steps (LINK_DISTANCE); a warning names the "
+          "value the data suggest.", "",
           "### Linking, side by side (tracks per particle (per visit) / purity)", "",
           *_linking_table(rows), "",
           "Particles present in >= 100 frames. *Visits*: runs of frames inside the field "
