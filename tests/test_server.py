@@ -440,6 +440,18 @@ def test_analyze_tracks_bad_input(stub: pb_grpc.LiveSptStub) -> None:
         assert text in err.value.details()
 
 
+def test_an_assumed_exposure_is_said_before_the_first_frame(server: EmbeddedServer) -> None:
+    frames = list(background_frames(3))
+    with LiveSptClient(server.target) as client:
+        assumed = client.stream(iter(frames), StreamSettings(PX, DT))
+        given = client.stream(iter(frames), StreamSettings(PX, DT, exposure_s=0.01))
+    said = [w for w in assumed.warnings if w.startswith("EXPOSURE: ")]
+    assert len(said) == 1 and "config.exposure_s not given: the frame interval (0.05 s)" in said[0]
+    assert json.loads(assumed.effective_config_json)["exposure_assumed"] is True
+    assert not [w for w in given.warnings if w.startswith("EXPOSURE")]
+    assert json.loads(given.effective_config_json)["exposure_assumed"] is False
+
+
 def test_analyze_tracks_warns_about_short_tracks_and_estimates_the_rest(
     stub: pb_grpc.LiveSptStub,
 ) -> None:
@@ -450,8 +462,12 @@ def test_analyze_tracks_warns_about_short_tracks_and_estimates_the_rest(
         pb.Track(track_id=2, frames=list(range(60)), x_um=xy[:, 0], y_um=xy[:, 1]),
     ])
     resp = stub.AnalyzeTracks(req, timeout=30)
-    assert [w.code for w in resp.warnings] == ["TRACK_TOO_SHORT"]
+    # the exposure was not given: the frame interval is assumed, and said to be
+    assert [w.code for w in resp.warnings] == ["TRACK_TOO_SHORT", "EXPOSURE"]
     assert "track_id 1" in resp.warnings[0].message
+    assert resp.warnings[1].message.startswith("exposure_s not given: the frame interval")
+    req.exposure_s = DT
+    assert [w.code for w in stub.AnalyzeTracks(req, timeout=30).warnings] == ["TRACK_TOO_SHORT"]
     assert [t.track_id for t in resp.tracks] == [2]
     t = resp.tracks[0]
     assert t.d_low_um2_s <= t.d_um2_s <= t.d_high_um2_s and t.n_spots == 60

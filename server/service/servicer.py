@@ -33,7 +33,11 @@ from livespt.server.service import wire
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.runner import Frame, StreamError, run_stream
 from livespt.server.service.session import Session
-from livespt.server.service.settings import AVAILABLE_TRACKERS, Limits
+from livespt.server.service.settings import (
+    AVAILABLE_TRACKERS,
+    Limits,
+    exposure_assumed_message,
+)
 
 log = logging.getLogger("livespt.server")
 
@@ -158,8 +162,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 effective_config_json=settings.to_json(),
                 held_frames=settings.held_frames,
             ))
-            for w in session.warnings:
-                yield pb.AnalysisUpdate(warning=pb.Warning(code="MODEL_NOT_USED", message=w))
+            for code, w in session.start_warnings:
+                yield pb.AnalysisUpdate(warning=pb.Warning(code=code, message=w))
             try:
                 async for done in run_stream(session, _frames(request_iterator),
                                              self.detection, self.executor):
@@ -201,8 +205,12 @@ class LiveSptService(pb_grpc.LiveSptServicer):
 
         def run() -> pb.AnalyzeTracksResponse:
             tracks, acquisition, window, change = wire.track_request_from_proto(request)
-            return wire.analysis_to_proto(
+            response = wire.analysis_to_proto(
                 analyze_tracks(tracks, acquisition, window, change, model))
+            if request.exposure_s == 0:  # the frame interval was assumed: say so
+                response.warnings.append(pb.Warning(code="EXPOSURE", message=(
+                    exposure_assumed_message(request.frame_interval_s))))
+            return response
 
         try:
             return await loop.run_in_executor(self.executor, run)

@@ -51,7 +51,11 @@ from livespt.server.pipeline.sample_check import SampleCheck
 from livespt.server.pipeline.track_noise import TrackNoise
 from livespt.server.pipeline.windows import WindowBuffers
 from livespt.server.service.detection_pool import Detected, DetectionTask, detect_and_crop
-from livespt.server.service.settings import MIN_CAMERA_ESTIMATE_FRAMES, StreamSettings
+from livespt.server.service.settings import (
+    MIN_CAMERA_ESTIMATE_FRAMES,
+    StreamSettings,
+    exposure_assumed_message,
+)
 
 MAX_TIMING_WARNINGS = 5
 """FRAME_TIMING warnings sent per stream; every flagged frame is in summary.json."""
@@ -144,6 +148,13 @@ class Session:
         self.warnings: list[str] = list(self.estimator.warnings)
         # Camera warnings found in the first frame, sent with that frame's results.
         self._new_warnings: list[tuple[str, str]] = []
+        # Warnings known before the first frame, sent right after SessionStarted.
+        self.start_warnings: list[tuple[str, str]] = [
+            ("MODEL_NOT_USED", w) for w in self.estimator.warnings]
+        if s.exposure_assumed:  # a default that may not hold: said, not applied silently
+            msg = exposure_assumed_message(s.frame_interval_s, "config.exposure_s")
+            self.start_warnings.append(("EXPOSURE", msg))
+            self.warnings.append(f"EXPOSURE: {msg}")
         # Are the frames evenly spaced? (frame_timing.py; warns, corrects nothing)
         self.timing = FrameTiming()
         # Do the spot radius and the search radius suit the sample? (sample_check.py; warns)

@@ -118,7 +118,7 @@ def settings_to_proto(s: StreamSettings) -> pb.StreamConfig:
     return pb.StreamConfig(
         pixel_size_um=s.pixel_size_um,
         frame_interval_s=s.frame_interval_s,
-        exposure_s=s.exposure_s,
+        exposure_s=0.0 if s.exposure_assumed else s.exposure_s,  # 0: not given
         pixel_type=PIXEL_TYPE_BY_NAME[s.pixel_type],  # type: ignore[arg-type]
         height=s.height,
         width=s.width,
