@@ -252,3 +252,38 @@ def test_stream_bad_camera_flags_name_the_field(
                    "--frame-interval", "0.05", flag, value, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert rc == 2 and f"detector.{field}" in err and "Traceback" not in err
+
+
+def test_a_bad_flag_is_one_line_naming_the_flag_before_any_frame_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    movie = tmp_path / "m.tif"
+    tifffile.imwrite(movie, (100 + np.random.default_rng(0).poisson(10, (6, 32, 32)))
+                     .astype(np.uint16), photometric="minisblack")
+    args = ["stream", str(movie), "--embedded", "--pixel-size", "0.35", "--frame-interval",
+            "0.05", "--radius", "0.1", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "livespt stream: error: --radius: detector.radius_um = 0.1 um is 0.286 px")
+    assert "camera from" not in out  # refused before the frames were read
+    with pytest.raises(ValueError, match=r"--radius: detector\.radius_um"):
+        main([*args, "--debug"])  # the traceback, on request
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import livespt.server.cli.simulate as simulate
+
+    def boom(args: object) -> None:
+        raise RuntimeError("disk\nfull")
+
+    monkeypatch.setattr(simulate, "run_simulate", boom)
+    assert main(["simulate", "--out", "x"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["livespt simulate: error: unexpected RuntimeError: disk full "
+                   "(run with --debug for the traceback)"]
+    with pytest.raises(RuntimeError, match="disk"):
+        main(["--debug", "simulate", "--out", "x"])

@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"livespt {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (otherwise one line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_stream(sub)
@@ -258,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    for command in sub.choices.values():  # also after the command: livespt stream ... --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error (otherwise one line)")
     return parser
 
 
@@ -308,24 +313,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             from livespt.models.vit.evaluate import run_evaluate
 
             run_evaluate(args)
-    except ValueError as exc:
-        # Bad parameters are the user's to fix: say which, without a traceback.
-        print(f"livespt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ConnectionError as exc:
-        print(f"livespt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a gRPC error from the server: its status and message
-        import grpc
-
-        if not isinstance(exc, grpc.RpcError):
+    except Exception as exc:
+        if getattr(args, "debug", False):
             raise
+        print(f"livespt {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if _is_users(exc) else 1
+    return 0
+
+
+def _is_users(exc: Exception) -> bool:
+    """A bad flag or value (exit status 2), not a fault or an unreachable server (1)."""
+    if isinstance(exc, ValueError):
+        return True
+    import grpc
+
+    return isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)) and (
+        exc.code() == grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def _one_line(exc: Exception) -> str:
+    """What went wrong, on one line.
+
+    The message of a bad value, the server's status and message, or the type and
+    message of anything unexpected (``--debug`` shows its traceback).
+    """
+    import grpc
+
+    if isinstance(exc, (ValueError, ConnectionError)):
+        text = str(exc)
+    elif isinstance(exc, grpc.RpcError):
         code = exc.code() if callable(getattr(exc, "code", None)) else None
         details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-        print(f"livespt {args.command}: error: the server answered "
-              f"{code.name if code is not None else 'an error'}: {details}", file=sys.stderr)
-        return 2 if code == grpc.StatusCode.INVALID_ARGUMENT else 1
-    return 0
+        text = (f"the server answered {code.name if code is not None else 'an error'}: "
+                f"{details}")
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -233,42 +233,30 @@ def save_result(result: StreamResult, out: Path, options: StreamSettings,
     return summary
 
 
-def run_stream(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``livespt stream`` from parsed flags; returns the summary written."""
-    from tqdm import tqdm
+_FLAGS = {
+    "detector.radius_um": "--radius", "detector.threshold": "--threshold",
+    "detector.camera_offset_adu": "--camera-offset",
+    "detector.camera_gain_adu_per_e": "--camera-gain", "detector.read_noise_e": "--read-noise",
+    "linker.max_distance_um": "--max-distance", "window.length": "--window",
+    "exposure_s": "--exposure", "pixel_size_um": "--pixel-size",
+    "frame_interval_s": "--frame-interval", "tracker": "--tracker",
+}
+"""Settings fields (as their errors name them) -> the ``livespt stream`` flag that sets them."""
 
-    if args.tracker == "trackmate":
-        raise ValueError("--tracker trackmate is not available yet (only builtin)")
-    frames, px_file, dt_file = open_movie(args.movie)
-    px = args.pixel_size if args.pixel_size is not None else px_file
-    dt = args.frame_interval if args.frame_interval is not None else dt_file
-    if px is None:
-        raise ValueError("--pixel-size is required (the movie carries no calibration)")
-    if dt is None:
-        raise ValueError("--frame-interval is required (the movie carries no frame interval)")
+
+def flagged_message(message: str) -> str:
+    """A settings error with the flag that sets the field it names in front (``--radius: ...``)."""
+    for name, flag in _FLAGS.items():
+        if message.startswith(name):
+            return f"{flag}: {message}"
+    return message
+
+
+def _stream_settings(args: argparse.Namespace, px: float, dt: float, camera: CameraModel,
+                     sent: dict[str, Any], given: Any) -> StreamSettings:
+    """The stream settings from the flags (raises ValueError naming the settings field)."""
     d0, l0, w0 = DetectorSettings(), LinkerSettings(), WindowConfig()
-    # Checked before the frames are read for the camera estimate.
-    DetectorSettings(camera_offset_adu=args.camera_offset,
-                     camera_gain_adu_per_e=args.camera_gain, read_noise_e=args.read_noise)
-    camera, cam_est, cam_warnings = camera_from_movie(
-        frames, args.camera_offset, args.camera_gain, args.read_noise,
-        estimate=args.camera_estimate)
-    if cam_est is not None:
-        print(cam_est.describe())
-    for w in cam_warnings:
-        print(f"warning: {w}")
-    sent = {n: (getattr(camera, n) if camera.source[n] != "default" else None)
-            for n in CAMERA_FIELDS}
-    if args.exposure is not None and not args.exposure > 0:
-        raise ValueError(f"--exposure must be > 0 s (at most the frame interval), "
-                         f"got {args.exposure}")
-
-    def given(value: Any, default: Any) -> Any:
-        # A flag given as 0 or below must reach the settings' checks (which name the
-        # field), not turn into the server default the wire's 0 stands for.
-        return default if value is None else value
-
-    options = StreamSettings(
+    return StreamSettings(
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
         detector=DetectorSettings(
             radius_um=given(args.radius, d0.radius_um), threshold=args.threshold or 0.0,
@@ -284,6 +272,51 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         window=WindowConfig(length=given(args.window, w0.length)),
         tracker=args.tracker, name=str(args.movie),
     )
+
+
+def run_stream(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``livespt stream`` from parsed flags; returns the summary written."""
+    from tqdm import tqdm
+
+    if args.tracker == "trackmate":
+        raise ValueError("--tracker trackmate is not available yet (only builtin)")
+    frames, px_file, dt_file = open_movie(args.movie)
+    px = args.pixel_size if args.pixel_size is not None else px_file
+    dt = args.frame_interval if args.frame_interval is not None else dt_file
+    if px is None:
+        raise ValueError("--pixel-size is required (the movie carries no calibration)")
+    if dt is None:
+        raise ValueError("--frame-interval is required (the movie carries no frame interval)")
+    if args.exposure is not None and not args.exposure > 0:
+        raise ValueError(f"--exposure must be > 0 s (at most the frame interval), "
+                         f"got {args.exposure}")
+
+    def given(value: Any, default: Any) -> Any:
+        # A flag given as 0 or below must reach the settings' checks (which name the
+        # field), not turn into the server default the wire's 0 stands for.
+        return default if value is None else value
+
+    # Every flag is checked before the frames are read for the camera estimate.
+    try:
+        DetectorSettings(camera_offset_adu=args.camera_offset,
+                         camera_gain_adu_per_e=args.camera_gain, read_noise_e=args.read_noise)
+        _stream_settings(args, px, dt, CameraModel.resolve(None, None, None),
+                         dict.fromkeys(CAMERA_FIELDS), given)
+    except ValueError as exc:
+        raise ValueError(flagged_message(str(exc))) from None
+    camera, cam_est, cam_warnings = camera_from_movie(
+        frames, args.camera_offset, args.camera_gain, args.read_noise,
+        estimate=args.camera_estimate)
+    if cam_est is not None:
+        print(cam_est.describe())
+    for w in cam_warnings:
+        print(f"warning: {w}")
+    sent = {n: (getattr(camera, n) if camera.source[n] != "default" else None)
+            for n in CAMERA_FIELDS}
+    try:
+        options = _stream_settings(args, px, dt, camera, sent, given)
+    except ValueError as exc:
+        raise ValueError(flagged_message(str(exc))) from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedServer | None = None
