@@ -5,9 +5,12 @@ Needs a Fiji.app with TrackMate (``scripts/install-fiji`` or ``make fiji``, foun
 in the reason; under CI (``CI=true``) on a machine that has the offline Fiji mirror
 ``scripts/install-fiji`` installs from, a missing Fiji is a failure instead.
 
-One JVM per process: the module starts ImageJ once (module-scoped fixture, 5-15 s) and the
-JVM lives until pytest exits (``livespt.server.io.fiji`` shuts it down at exit). A subprocess checks
-that a script using TrackMate exits promptly.
+One JVM per process: the module starts ImageJ once (module-scoped fixture, 5-15 s) and stops
+the JVM at its end (no other test module uses Java in-process), while the interpreter is still
+whole: left to the exit hook of ``livespt.server.io.fiji``, the JVM was destroyed during
+interpreter finalization, next to gRPC's and torch's native threads, and one CI run crashed there
+(segmentation fault after every test had passed). A subprocess checks that a script using
+TrackMate exits promptly through that exit hook.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ _MISSING = None if FIJI is not None else \
     f"TrackMate tests need Fiji: {fiji.missing_fiji_message()}"
 if _MISSING and not (os.environ.get("CI") == "true" and MIRROR.exists()):
     pytest.skip(_MISSING, allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _jvm_stopped_at_module_end():
+    yield
+    fiji.shutdown_imagej()
 
 
 @pytest.fixture(scope="module", autouse=True)
