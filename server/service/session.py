@@ -177,6 +177,12 @@ class Session:
         self._lock = threading.Lock()
         self.writer.write_summary(self.summary("running"))
 
+    def _warn(self, code: str, message: str,
+              sent: list[tuple[str, str]] | None = None) -> None:
+        """Record a warning for summary.json and send it (with this frame's results by default)."""
+        (self._new_warnings if sent is None else sent).append((code, message))
+        self.warnings.append(f"{code}: {message}")
+
     def _detector_config(self) -> DetectorConfig:
         s = self.settings
         d = s.detector
@@ -216,14 +222,12 @@ class Session:
     def _check_frame(self, frame: NDArray[Any], first: bool) -> None:
         """The camera checks of one decoded frame (the first: the model; all: repeats)."""
         if first:  # can the camera model describe the first frame?
-            found = check_frame(self.camera, frame, "config.detector.")
-            self._new_warnings.extend(("CAMERA_MODEL", w) for w in found)
-            self.warnings.extend(f"CAMERA_MODEL: {w}" for w in found)
+            for w in check_frame(self.camera, frame, "config.detector."):
+                self._warn("CAMERA_MODEL", w)
         if not self.repeats.done:  # independent noise from frame to frame?
             msg = self.repeats.add(frame)
             if msg is not None:
-                self._new_warnings.append(("FRAME_NOISE", msg))
-                self.warnings.append("FRAME_NOISE: " + msg)
+                self._warn("FRAME_NOISE", msg)
 
     def settle_camera(self, frames: Sequence[NDArray[Any]]) -> None:
         """Estimate the unset camera fields from the held frames; detection may start after.
@@ -265,8 +269,7 @@ class Session:
             self.camera_estimate = est
             self.camera_note = est.describe()
             for w in check_gain(self.camera, est, "config.detector."):
-                self._new_warnings.append(("CAMERA_MODEL", w))
-                self.warnings.append(f"CAMERA_MODEL: {w}")
+                self._warn("CAMERA_MODEL", w)
         self._new_warnings.insert(0, ("CAMERA_ESTIMATE", self.camera_note))
         self.detector_config = self._detector_config()
         self.detection_task = DetectionTask(self.detector_config, self.estimator.patch_px)
@@ -331,8 +334,7 @@ class Session:
         steps = self.noise.steps_into(ids, index, xy_um)
         for code, msg in self.sample.add(ids, xy_um, steps, px_to_um(
                 np.asarray(spots.sigma_px, dtype=float)[rep], s.pixel_size_um)):
-            out.warnings.append((code, msg))
-            self.warnings.append(f"{code}: {msg}")
+            self._warn(code, msg, out.warnings)
         flagged = self.timing.test(index, ids, steps)
         if flagged is not None and len(self.timing.flagged) <= MAX_TIMING_WARNINGS:
             msg = (flagged.describe() + "; the analysis assumes evenly spaced frames (a "
@@ -340,8 +342,7 @@ class Session:
                    "dropped one the next frame.index: a gap, which the analysis handles)")
             if len(self.timing.flagged) == MAX_TIMING_WARNINGS:
                 msg += "; further such frames are listed in summary.json only"
-            out.warnings.append(("FRAME_TIMING", msg))
-            self.warnings.append("FRAME_TIMING: " + msg)
+            self._warn("FRAME_TIMING", msg, out.warnings)
         self.noise.update_many(ids, index, xy_um, interval_known=flagged is None)
         if self.changes is not None and len(ids):
             # One vectorized update for the tracks of the frame that have their own noise
