@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
+from livespt.server.pipeline.tracks import Track, TrackAnalysis
 from livespt.server.pipeline.windows import WindowConfig
 from livespt.server.service import wire
 from livespt.server.service.settings import (
@@ -75,6 +76,7 @@ class LiveSptClient:
 
     def __init__(self, target: str, limits: Limits | None = None) -> None:
         lim = limits or Limits()
+        self.limits = lim
         self.target = target
         self.channel = grpc.insecure_channel(target, options=[
             ("grpc.max_send_message_length", lim.max_message_bytes),
@@ -110,6 +112,70 @@ class LiveSptClient:
     def info(self, timeout_s: float = 10.0) -> pb.ServerInfo:
         """GetServerInfo."""
         return self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout_s)
+
+    def analyze_tracks(
+        self, tracks: list[Track], frame_interval_s: float, *,
+        exposure_s: float | None = None, pixel_size_um: float | None = None,
+        window: WindowConfig | None = None, change: ChangeSettings | None = None,
+        timeout_s: float = 600.0,
+    ) -> TrackAnalysis:
+        """AnalyzeTracks: D per track and window, and changes of D, of whole tracks.
+
+        Tracks are analysed independently, so a set too large for one message is
+        sent in several requests (each under the message limit) and the results
+        are joined.
+
+        Parameters
+        ----------
+        tracks : list of Track
+            Tracks with unique ids, positions in um.
+        frame_interval_s : float
+            Time between frames, s.
+        exposure_s : float, optional
+            Exposure, s; None: not given (the server assumes the frame interval and
+            says so in an ``EXPOSURE`` warning).
+        pixel_size_um : float, optional
+            Pixel size, um (sets the units a transformer works in); None: unknown.
+        window : WindowConfig, optional
+            Sliding windows; default ``WindowConfig()``.
+        change : ChangeSettings, optional
+            Change detection; default ``ChangeSettings()``.
+        timeout_s : float
+            Deadline of each request, s.
+
+        Returns
+        -------
+        TrackAnalysis
+            A gRPC error (e.g. INVALID_ARGUMENT naming a track) raises ``grpc.RpcError``.
+        """
+        window = window or WindowConfig()
+        change = change or ChangeSettings()
+        budget = self.limits.max_message_bytes
+        out = TrackAnalysis()
+        batch: list[Track] = []
+        size = 0
+
+        def send() -> None:
+            req = wire.track_request_to_proto(batch, frame_interval_s, exposure_s,
+                                              pixel_size_um, window, change)
+            part = wire.analysis_from_proto(self.stub.AnalyzeTracks(req, timeout=timeout_s))
+            out.tracks += part.tracks
+            out.windows += part.windows
+            out.changes += part.changes
+            out.warnings += [w for w in part.warnings if w not in out.warnings]
+
+        for t in tracks:
+            # Bytes of the larger message, the response (~one window estimate per
+            # position, ~70 bytes with its method), generously.
+            n = 100 * len(t) + 64
+            if batch and size + n > budget:
+                send()
+                batch, size = [], 0
+            batch.append(t)
+            size += n
+        if batch or not tracks:
+            send()
+        return out
 
     def stream(
         self,

@@ -187,6 +187,48 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="livespt_out", help="output directory")
 
 
+def _add_tracks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tracks",
+        help="estimate D and changes of D for the tracks of a TrackMate XML or CSV file",
+        description=(
+            "Read the tracks of a TrackMate XML file (TrackMate 6-8) or a TrackMate spots-table "
+            "CSV export, estimate D per track and per sliding window and find changes of D, "
+            "and write DIR/track_estimates.csv, DIR/estimates.csv, DIR/changes.csv, "
+            "DIR/summary.json, DIR/d_per_track.png and, for XML input, DIR/annotated.xml (the "
+            "original file with D, its 90 %% interval, the method and change flags added as "
+            "spot and track features TrackMate shows). Units come from the file; the flags "
+            "complete or override them."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("file", help="TrackMate XML (.xml) or spots-table CSV (.csv)")
+    p.add_argument("--out", default="livespt_tracks", help="output directory")
+    p.add_argument("--server", metavar="HOST:PORT", default=None,
+                   help="analyse through a running server's AnalyzeTracks (default: in this "
+                        "process)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in um: needed for positions in pixels; overrides the "
+                        "file's calibration")
+    p.add_argument("--frame-interval", type=float, default=None, metavar="S",
+                   help="frame interval in s; overrides the file's")
+    p.add_argument("--exposure", type=float, default=None, metavar="S",
+                   help="exposure in s (default: the frame interval, with a warning)")
+    p.add_argument("--all-tracks", action="store_true",
+                   help="XML: analyse every track, not only TrackMate's filtered ones")
+    p.add_argument("--window", type=int, default=None,
+                   help="sliding-window length in positions (default 10)")
+    p.add_argument("--false-alarms", type=float, default=0.5,
+                   metavar="PER_1000",
+                   help="change detector's false alarms per 1000 track-frames")
+    p.add_argument("--no-changes", action="store_true", help="do not look for changes of D")
+    p.add_argument("--no-models", action="store_true",
+                   help="in-process: load no transformer (every estimate is a CVE)")
+    p.add_argument("--movie", default=None,
+                   help="the movie the tracks come from (image transformer); not available "
+                        "yet")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -256,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_stream(sub)
+    _add_tracks(sub)
     _add_simulate(sub)
     _add_demo(sub)
     _add_train(sub)
@@ -297,6 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from livespt.server.cli.stream import run_stream
 
             run_stream(args)
+        elif args.command == "tracks":
+            from livespt.server.cli.tracks import run_tracks
+
+            run_tracks(args)
         elif args.command == "simulate":
             from livespt.server.cli.simulate import run_simulate
 
@@ -323,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_users(exc: Exception) -> bool:
     """A bad flag or value (exit status 2), not a fault or an unreachable server (1)."""
-    if isinstance(exc, ValueError):
+    if isinstance(exc, (ValueError, FileNotFoundError, IsADirectoryError, PermissionError)):
         return True
     import grpc
 
@@ -341,6 +388,8 @@ def _one_line(exc: Exception) -> str:
 
     if isinstance(exc, (ValueError, ConnectionError)):
         text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
     elif isinstance(exc, grpc.RpcError):
         code = exc.code() if callable(getattr(exc, "code", None)) else None
         details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)

@@ -49,7 +49,7 @@ def exposure_assumed_message(frame_interval_s: float, field_name: str = "exposur
     return (f"{field_name} not given: the frame interval ({frame_interval_s:g} s) is assumed as "
             "the exposure, i.e. full motion blur; D from a movie taken with a shorter exposure "
             "comes out too high (measured: 5 ms of 50 ms gave window D +35 % at 0.1 um^2/s, "
-            "+8 % at 0.5 um^2/s); give the camera's exposure (livespt stream --exposure)")
+            "+8 % at 0.5 um^2/s); give the camera's exposure (livespt stream/tracks --exposure)")
 
 
 @dataclass(frozen=True)

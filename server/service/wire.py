@@ -239,6 +239,38 @@ def track_estimate_to_proto(t: TrackEstimate) -> pb.TrackEstimate:
                             method=t.method)
 
 
+def track_request_to_proto(
+    tracks: list[Track], frame_interval_s: float, exposure_s: float | None,
+    pixel_size_um: float | None, window: WindowConfig, change: ChangeSettings,
+) -> pb.AnalyzeTracksRequest:
+    """An ``AnalyzeTracks`` request (the client's side of :func:`track_request_from_proto`).
+
+    ``exposure_s`` and ``pixel_size_um`` None: not given (0 on the wire).
+    """
+    return pb.AnalyzeTracksRequest(
+        frame_interval_s=frame_interval_s, exposure_s=exposure_s or 0.0,
+        pixel_size_um=pixel_size_um or 0.0,
+        window=pb.WindowParams(length=window.length, stride=window.stride),
+        change=pb.ChangeParams(disabled=change.disabled,
+                               false_alarm_per_1000=change.false_alarm_per_1000),
+        tracks=[pb.Track(track_id=t.track_id, frames=t.frames.tolist(),
+                         x_um=t.xy_um[:, 0].tolist(), y_um=t.xy_um[:, 1].tolist(),
+                         precision_um=([] if np.all(np.isnan(t.precision_um))
+                                       else t.precision_um.tolist()))
+                for t in tracks])
+
+
+def analysis_from_proto(response: pb.AnalyzeTracksResponse) -> TrackAnalysis:
+    """Decode an ``AnalyzeTracks`` response."""
+    _, windows, changes = records_from_proto(pb.FrameResult(
+        estimates=response.windows, changes=response.changes))
+    return TrackAnalysis(
+        tracks=[TrackEstimate(t.track_id, t.n_spots, t.d_um2_s, t.d_low_um2_s, t.d_high_um2_s,
+                              t.method) for t in response.tracks],
+        windows=windows, changes=changes,
+        warnings=[(w.code, w.message) for w in response.warnings])
+
+
 def analysis_to_proto(a: TrackAnalysis) -> pb.AnalyzeTracksResponse:
     """A track analysis as the ``AnalyzeTracks`` response."""
     return pb.AnalyzeTracksResponse(
