@@ -112,8 +112,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="compute device")
-    p.add_argument("--tracker", default="builtin", choices=("builtin",),
-                   help="tracking backend (TrackMate is not available yet)")
+    p.add_argument("--tracker", default="builtin", choices=("builtin", "trackmate"),
+                   help="trackmate: also offer TrackMate's LAP tracker to streams that ask for "
+                        "it (a JVM in this process, started by the first such stream; needs "
+                        "a Fiji: make fiji); builtin is always offered")
+    p.add_argument("--fiji-dir", default=None, metavar="DIR",
+                   help="Fiji.app for --tracker trackmate (default: where make fiji installs "
+                        "it, or $LIVESPT_FIJI_DIR)")
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
@@ -183,7 +188,13 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                    help="dark particles on a light background")
     p.add_argument("--median-filter", action="store_true", help="median pre-filter")
     p.add_argument("--tracker", default="builtin", choices=("builtin", "trackmate"),
-                   help="tracking backend (trackmate: not available yet)")
+                   help="linking: builtin (online, results per frame) or trackmate (TrackMate's "
+                        "LAP tracker on LiveSPT's detections, in blocks of 20 frames stitched "
+                        "by spot identity: results up to 20 frames late; the server must "
+                        "offer it, --embedded does)")
+    p.add_argument("--fiji-dir", default=None, metavar="DIR",
+                   help="Fiji.app for --embedded --tracker trackmate (default: where make "
+                        "fiji installs it)")
     p.add_argument("--out", default="livespt_out", help="output directory")
 
 
@@ -330,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             models = (() if args.no_models else
                       None if args.model is None else tuple(Path(m) for m in args.model))
             serve(ServerOptions(host=args.host, port=args.port, device=args.device,
+                                trackmate=args.tracker == "trackmate",
+                                fiji_dir=Path(args.fiji_dir) if args.fiji_dir else None,
                                 out_root=Path(args.sessions_dir),
                                 limits=Limits(max_sessions=args.max_sessions),
                                 shutdown_grace_s=args.shutdown_grace, models=models,
@@ -386,7 +399,9 @@ def _one_line(exc: Exception) -> str:
     """
     import grpc
 
-    if isinstance(exc, (ValueError, ConnectionError)):
+    from livespt.server.io.fiji import FijiNotFoundError
+
+    if isinstance(exc, (ValueError, ConnectionError, FijiNotFoundError)):
         text = str(exc)
     elif isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.filename}: {exc.strerror or exc}"

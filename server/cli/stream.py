@@ -278,8 +278,6 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``livespt stream`` from parsed flags; returns the summary written."""
     from tqdm import tqdm
 
-    if args.tracker == "trackmate":
-        raise ValueError("--tracker trackmate is not available yet (only builtin)")
     frames, px_file, dt_file = open_movie(args.movie)
     px = args.pixel_size if args.pixel_size is not None else px_file
     dt = args.frame_interval if args.frame_interval is not None else dt_file
@@ -321,8 +319,11 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedServer | None = None
     if args.embedded:
-        embedded = EmbeddedServer(ServerOptions(port=0, out_root=out / "server_sessions",
-                                                device="cpu")).start()
+        fiji_dir = getattr(args, "fiji_dir", None)
+        embedded = EmbeddedServer(ServerOptions(
+            port=0, out_root=out / "server_sessions", device="cpu",
+            trackmate=args.tracker == "trackmate",
+            fiji_dir=Path(fiji_dir) if fiji_dir else None)).start()
         target = embedded.target
     else:
         target = args.server

@@ -51,8 +51,10 @@ that); only if threads still remain is JPype told not to destroy the JVM
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -62,10 +64,12 @@ from typing import Any
 __all__ = [
     "FIJI_DIR_ENV",
     "FijiNotFoundError",
+    "JvmWorker",
     "default_fiji_dir",
     "fiji_search_paths",
     "find_fiji",
     "is_fiji_dir",
+    "jvm_worker",
     "missing_fiji_message",
     "shutdown_imagej",
     "start_imagej",
@@ -82,6 +86,8 @@ _IMGLYB_ENDPOINT_PREFIX = "net.imglib2:imglib2-imglyb"
 _lock = threading.Lock()
 _gateway: Any = None
 _gateway_dir: Path | None = None
+_class_loader: Any = None  # context class loader of the thread that started ImageJ
+_started_off_main = False  # ImageJ started on a thread other than Python's main thread
 _atexit_registered = False
 _stopped = False
 
@@ -199,7 +205,7 @@ def start_imagej(fiji_dir: str | os.PathLike[str] | None = None, *,
         A JVM was already started in this process by someone else, or was
         shut down (JPype cannot restart one), or ImageJ failed to start.
     """
-    global _gateway, _gateway_dir, _atexit_registered
+    global _gateway, _gateway_dir, _atexit_registered, _class_loader, _started_off_main
     with _lock:
         want = Path(fiji_dir).expanduser().resolve() if fiji_dir is not None else None
         if _gateway is not None:
@@ -234,6 +240,10 @@ def start_imagej(fiji_dir: str | os.PathLike[str] | None = None, *,
         if ij is None:
             raise RuntimeError(f"ImageJ failed to start from {want} (see the log above)")
         _gateway, _gateway_dir = ij, want
+        from scyjava import jimport
+
+        _class_loader = jimport("java.lang.Thread").currentThread().getContextClassLoader()
+        _started_off_main = threading.current_thread() is not threading.main_thread()
         if not _atexit_registered:
             # Registered after JPype's own hook, so it runs before it (LIFO).
             atexit.register(shutdown_imagej)
@@ -257,6 +267,11 @@ def shutdown_imagej() -> None:
             _gateway = None
             return
         try:
+            # ImageJ may have been started on another thread (JvmWorker); this one then
+            # has no context class loader, which the dispose hooks need.
+            thread = scyjava.jimport("java.lang.Thread").currentThread()
+            if thread.getContextClassLoader() is None and _class_loader is not None:
+                thread.setContextClassLoader(_class_loader)
             if _gateway is not None:
                 _gateway.dispose()  # ends ImageJ's own non-daemon threads
             _release_stuck_threads()
@@ -351,6 +366,13 @@ def _release_stuck_threads(wait_s: float = 2.0) -> None:
                 _logger.debug("could not shut down leftover thread pools: %s", e)
             pools_closed = True
         time.sleep(0.05)
+    if stuck and _started_off_main and [str(t.getName()) for t in stuck] == ["main"]:
+        # The JVM was created on a worker thread (JvmWorker), which Java keeps as its
+        # non-daemon "main" thread; JPype shuts down from Python's main thread only, so
+        # that thread cannot end first: expected, the JVM is left to the process exit.
+        _logger.debug("JVM created on a worker thread: not destroying it at exit")
+        jpype.config.destroy_jvm = False
+        return
     if stuck:
         names = ", ".join(sorted(str(t.getName()) for t in stuck))
         _logger.warning("non-daemon Java threads left at shutdown (%s): not waiting for them",
@@ -363,3 +385,80 @@ def missing_fiji_message() -> str:
     where = ", ".join(str(p) for p in fiji_search_paths())
     return (f"no Fiji.app with jars/TrackMate-*.jar found (searched {where}); "
             f"install one with scripts/install-fiji (or `make fiji`), or set {FIJI_DIR_ENV}")
+
+
+class JvmWorker:
+    """The one thread that drives this process's JVM; ImageJ starts on its first job.
+
+    A server that uses TrackMate calls Java only through :meth:`call`, so every
+    Java call runs on one thread (TrackMate's objects are not documented as
+    thread-safe) and the JVM's start-up cost is paid by the first job, not at
+    server start. The JVM lives until the process exits (:func:`shutdown_imagej`
+    at exit, from Python's main thread as JPype requires; the worker thread, Java's
+    "main" thread since it created the JVM, is then expected to remain and the JVM is
+    left to the process exit).
+
+    Parameters
+    ----------
+    fiji_dir : path-like, optional
+        The Fiji.app to start from; default :func:`find_fiji`.
+    max_heap : str, optional
+        JVM maximum heap (``-Xmx``), e.g. ``"2g"``.
+    """
+
+    def __init__(self, fiji_dir: str | os.PathLike[str] | None = None,
+                 max_heap: str | None = None) -> None:
+        self.fiji_dir = fiji_dir
+        self.max_heap = max_heap
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...],
+                                            concurrent.futures.Future[Any]] | None] = (
+            queue.SimpleQueue())
+        # A daemon thread: it never keeps the process alive.
+        self._thread = threading.Thread(target=self._loop, name="livespt-jvm", daemon=True)
+        self._thread.start()
+        self.started = False
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                if not self.started:
+                    start_imagej(self.fiji_dir, max_heap=self.max_heap)
+                    self.started = True
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller
+                fut.set_exception(exc)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the JVM thread and return its result (or raise its error)."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((fn, args, fut))
+        return fut.result()
+
+
+_worker: JvmWorker | None = None
+
+
+def jvm_worker(fiji_dir: str | os.PathLike[str] | None = None,
+               max_heap: str | None = None) -> JvmWorker:
+    """Return the process's :class:`JvmWorker` (created on the first call).
+
+    Raises
+    ------
+    FijiNotFoundError
+        When no Fiji is found (checked at once, before any JVM starts), so a server
+        that asks for TrackMate fails at start-up with a message naming what is missing.
+    """
+    global _worker
+    with _lock:
+        if _worker is None:
+            path = Path(fiji_dir).expanduser() if fiji_dir is not None else find_fiji()
+            if path is None:
+                raise FijiNotFoundError(missing_fiji_message())
+            if not is_fiji_dir(path):
+                raise FijiNotFoundError(f"{path} is not a Fiji.app with jars/TrackMate-*.jar "
+                                        "(install one with scripts/install-fiji)")
+            _worker = JvmWorker(path, max_heap)
+        return _worker

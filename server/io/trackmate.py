@@ -1,12 +1,19 @@
-"""TrackMate's LoG detector, run by a real Fiji inside this process.
+"""TrackMate's LoG detector and LAP tracker, run by a real Fiji inside this process.
 
-:func:`trackmate_log_detect` hands a movie to TrackMate 7
-(``fiji.plugin.trackmate.detection.LogDetectorFactory``) through pyimagej and
-returns its spots. It exists to compare LiveSPT's detector
-(:mod:`livespt.server.pipeline.detect`, a re-implementation of the same LoG plus a
-Gaussian MLE fit) with the original on the same data
-(``tests/test_trackmate.py``, ``benchmarks/bench_detect_trackmate.py``).
-TrackMate tracking and TrackMate XML export are not wired in yet.
+* :func:`trackmate_log_detect` hands a movie to TrackMate 7
+  (``fiji.plugin.trackmate.detection.LogDetectorFactory``) through pyimagej and
+  returns its spots, to compare LiveSPT's detector
+  (:mod:`livespt.server.pipeline.detect`, a re-implementation of the same LoG plus
+  a Gaussian MLE fit) with the original (``tests/test_trackmate.py``,
+  ``benchmarks/bench_detect_trackmate.py``).
+* :func:`lap_link` links spots with TrackMate's LAP tracker
+  (``SimpleSparseLAPTrackerFactory``: frame-to-frame linking, then gap closing;
+  no splits or merges); :class:`TrackMateLinker` is the whole-block linker the
+  live path's :class:`~livespt.server.pipeline.block_link.BlockLinker` calls
+  (``--tracker trackmate``), through the process's one JVM thread
+  (:func:`livespt.server.io.fiji.jvm_worker`).
+* :func:`trackmate_track` detects and tracks a whole movie with TrackMate and can
+  save TrackMate's own XML file (``TmXmlWriter``).
 
 Fiji is found and started by :mod:`livespt.server.io.fiji` (``scripts/install-fiji``
 installs one); the first call pays the JVM and ImageJ start (5-15 s).
@@ -25,7 +32,8 @@ import pandas as pd
 from livespt.models import _validate
 from livespt.server.io import fiji
 
-__all__ = ["TrackMateRun", "trackmate_log_detect", "trackmate_log_detect_run"]
+__all__ = ["LapConfig", "TrackMateLinker", "TrackMateRun", "lap_link", "trackmate_log_detect",
+           "trackmate_log_detect_run", "trackmate_track", "trackmate_version"]
 
 SPOT_COLUMNS = ("frame", "x_um", "y_um", "quality")
 
@@ -253,3 +261,231 @@ def trackmate_log_detect(
     """
     return trackmate_log_detect_run(movie, pixel_size_um, radius_um, threshold,
                                     median_filter, subpixel).spots
+
+
+# ---------------------------------------------------------------------------
+# LAP tracking
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LapConfig:
+    """Settings of TrackMate's simple LAP tracker (``SimpleSparseLAPTrackerFactory``).
+
+    Attributes
+    ----------
+    max_distance_um : float
+        ``LINKING_MAX_DISTANCE``: farthest frame-to-frame link, um (> 0).
+    max_gap_frames : int
+        Most frames a track may skip (``MAX_FRAME_GAP`` is this + 1, TrackMate's
+        frame difference of a gap link), >= 0; 0 turns gap closing off.
+    gap_distance_um : float, optional
+        ``GAP_CLOSING_MAX_DISTANCE``, um; default ``max_distance_um``.
+    """
+
+    max_distance_um: float
+    max_gap_frames: int = 2
+    gap_distance_um: float | None = None
+
+    def __post_init__(self) -> None:
+        _validate.positive("max_distance_um", self.max_distance_um)
+        _validate.positive_int("max_gap_frames", self.max_gap_frames, minimum=0)
+        if self.gap_distance_um is not None:
+            _validate.positive("gap_distance_um", self.gap_distance_um)
+
+    def as_dict(self) -> dict[str, Any]:
+        """TrackMate's names and values of these settings (for summaries)."""
+        return {"TRACKER": "SIMPLE_SPARSE_LAP_TRACKER",
+                "LINKING_MAX_DISTANCE": self.max_distance_um,
+                "ALLOW_GAP_CLOSING": self.max_gap_frames > 0,
+                "GAP_CLOSING_MAX_DISTANCE": self.gap_distance_um or self.max_distance_um,
+                "MAX_FRAME_GAP": self.max_gap_frames + 1}
+
+
+def _lap_settings(config: LapConfig) -> Any:
+    from scyjava import jimport
+
+    j_double = jimport("java.lang.Double")
+    j_integer = jimport("java.lang.Integer")
+    j_boolean = jimport("java.lang.Boolean")
+    factory = jimport("fiji.plugin.trackmate.tracking.sparselap.SimpleSparseLAPTrackerFactory")()
+    ts = factory.getDefaultSettings()
+    ts.put("LINKING_MAX_DISTANCE", j_double(float(config.max_distance_um)))
+    ts.put("ALLOW_GAP_CLOSING", j_boolean(config.max_gap_frames > 0))
+    ts.put("GAP_CLOSING_MAX_DISTANCE",
+           j_double(float(config.gap_distance_um or config.max_distance_um)))
+    ts.put("MAX_FRAME_GAP", j_integer(int(config.max_gap_frames) + 1))
+    return factory, ts
+
+
+def trackmate_version() -> str:
+    """Version of the TrackMate jar on the running JVM's class path ("" when unknown)."""
+    from scyjava import jimport
+
+    pkg = jimport("fiji.plugin.trackmate.TrackMate")().getClass().getPackage()
+    v = pkg.getImplementationVersion() if pkg is not None else None
+    return str(v) if v is not None else ""
+
+
+def lap_link(frames: Any, xy_um: Any, config: LapConfig) -> np.ndarray:
+    """Link spots with TrackMate's LAP tracker; call on the JVM's thread.
+
+    Parameters
+    ----------
+    frames : array_like of int, shape (N,)
+        Frame of each spot.
+    xy_um : array_like, shape (N, 2)
+        Positions, um.
+    config : LapConfig
+        Tracker settings.
+
+    Returns
+    -------
+    ndarray of int, shape (E, 2)
+        The links as rows of the input (earlier spot, later spot).
+    """
+    from scyjava import jimport
+
+    f = np.asarray(frames, dtype=np.int64).reshape(-1)
+    xy = np.asarray(xy_um, dtype=np.float64).reshape(-1, 2)
+    if f.size != len(xy):
+        raise ValueError(f"frames and xy_um must have the same length, got {f.size}, {len(xy)}")
+    if f.size == 0:
+        return np.zeros((0, 2), np.int64)
+    spot_cls = jimport("fiji.plugin.trackmate.Spot")
+    collection = jimport("fiji.plugin.trackmate.SpotCollection")()
+    j_integer = jimport("java.lang.Integer")
+    row_of: dict[int, int] = {}
+    for i, (t, (x, y)) in enumerate(zip(f.tolist(), xy.tolist(), strict=True)):
+        spot = spot_cls(x, y, 0.0, 0.1, 1.0)
+        collection.add(spot, j_integer(t))
+        row_of[int(spot.ID())] = i
+    collection.setVisible(True)
+    factory, ts = _lap_settings(config)
+    tracker = factory.create(collection, ts)
+    tracker.setNumThreads(1)
+    if not tracker.checkInput() or not tracker.process():
+        raise RuntimeError(f"TrackMate's LAP tracker failed: {tracker.getErrorMessage()}")
+    graph = tracker.getResult()
+    edges = [(row_of[int(graph.getEdgeSource(e).ID())], row_of[int(graph.getEdgeTarget(e).ID())])
+             for e in graph.edgeSet()]
+    out = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    swap = f[out[:, 0]] > f[out[:, 1]]
+    out[swap] = out[swap][:, ::-1]
+    return out
+
+
+class TrackMateLinker:
+    """Whole-block linker for the live path: TrackMate's LAP tracker on the JVM thread.
+
+    Calls :func:`lap_link` through :func:`livespt.server.io.fiji.jvm_worker`, so one
+    thread drives the JVM whatever thread the session runs in.
+
+    Parameters
+    ----------
+    config : LapConfig
+        Tracker settings.
+    fiji_dir : path-like, optional
+        Fiji.app to start the JVM from (first use only).
+    """
+
+    def __init__(self, config: LapConfig, fiji_dir: Any = None) -> None:
+        self.config = config
+        self.worker = fiji.jvm_worker(fiji_dir)
+
+    def __call__(self, frames: np.ndarray, xy_um: np.ndarray) -> np.ndarray:
+        """Links of one block (:data:`livespt.server.pipeline.block_link.LinkBlock`)."""
+        out: np.ndarray = self.worker.call(lap_link, frames, xy_um, self.config)
+        return out
+
+    def version(self) -> str:
+        """TrackMate's version (starts the JVM if needed)."""
+        out: str = self.worker.call(trackmate_version)
+        return out
+
+
+def trackmate_track(
+    movie: Any, pixel_size_um: float, radius_um: float, threshold: float, lap: LapConfig, *,
+    frame_interval_s: float = 1.0, xml_path: Any = None, fiji_dir: Any = None,
+) -> pd.DataFrame:
+    """Detect (LoG) and track (LAP) a whole movie with TrackMate, as its GUI would.
+
+    Runs in the calling thread (starting ImageJ there if needed), for scripts,
+    tests and benchmarks; the server goes through :class:`TrackMateLinker`.
+
+    Parameters
+    ----------
+    movie : array_like, shape (T, H, W)
+        The frames.
+    pixel_size_um, radius_um, threshold :
+        As :func:`trackmate_log_detect`.
+    lap : LapConfig
+        Tracker settings.
+    frame_interval_s : float
+        Frame interval (calibration of the saved file).
+    xml_path : path-like, optional
+        Where to save TrackMate's XML file (``TmXmlWriter``: log, model with
+        physical units um and s, settings), as a TrackMate user would.
+    fiji_dir : path-like, optional
+        Fiji.app to start from.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``track_id, spot_id, frame, x_um, y_um, quality``: the spots of TrackMate's
+        tracks (visible ones).
+    """
+    run = trackmate_log_detect_run(movie, pixel_size_um, radius_um, threshold,
+                                   frame_interval_s=frame_interval_s, fiji_dir=fiji_dir)
+    from scyjava import jimport
+
+    arr = np.asarray(movie)
+    with _run_lock:
+        imp = _to_imageplus(arr if arr.ndim == 3 else arr[None], pixel_size_um,
+                            frame_interval_s)
+        settings = jimport("fiji.plugin.trackmate.Settings")(imp)
+        settings.detectorFactory = jimport(
+            "fiji.plugin.trackmate.detection.LogDetectorFactory")()
+        ds = settings.detectorFactory.getDefaultSettings()
+        ds.put("RADIUS", jimport("java.lang.Double")(float(radius_um)))
+        ds.put("THRESHOLD", jimport("java.lang.Double")(float(threshold)))
+        settings.detectorSettings = ds
+        factory, ts = _lap_settings(lap)
+        settings.trackerFactory = factory
+        settings.trackerSettings = ts
+        model = jimport("fiji.plugin.trackmate.Model")()
+        model.setPhysicalUnits("micron", "s")
+        spot_cls = jimport("fiji.plugin.trackmate.Spot")
+        spots = jimport("fiji.plugin.trackmate.SpotCollection")()
+        j_integer = jimport("java.lang.Integer")
+        sp = run.spots
+        for t, x, y, q in zip(sp["frame"].tolist(), sp["x_um"].tolist(), sp["y_um"].tolist(),
+                              sp["quality"].tolist(), strict=True):
+            spot = spot_cls(x, y, 0.0, float(radius_um), q)
+            spot.putFeature("POSITION_T", jimport("java.lang.Double")(t * frame_interval_s))
+            spots.add(spot, j_integer(t))
+        spots.setVisible(True)
+        model.setSpots(spots, False)
+        trackmate = jimport("fiji.plugin.trackmate.TrackMate")(model, settings)
+        trackmate.setNumThreads(1)
+        if not trackmate.execTracking():
+            raise RuntimeError(f"TrackMate tracking failed: {trackmate.getErrorMessage()}")
+        trackmate.computeEdgeFeatures(False)
+        trackmate.computeTrackFeatures(False)
+        trackmate.execTrackFiltering(False)
+        rows = []
+        tm = model.getTrackModel()
+        for tid in tm.trackIDs(True):
+            for spot in tm.trackSpots(tid):
+                rows.append((int(tid), int(spot.ID()), int(spot.getFeature("FRAME")),
+                             float(spot.getFeature("POSITION_X")),
+                             float(spot.getFeature("POSITION_Y")),
+                             float(spot.getFeature("QUALITY"))))
+        if xml_path is not None:
+            writer = jimport("fiji.plugin.trackmate.io.TmXmlWriter")(
+                jimport("java.io.File")(str(xml_path)))
+            writer.appendLog("LiveSPT trackmate_track")
+            writer.appendModel(model)
+            writer.appendSettings(settings)
+            writer.writeToFile()
+        imp.close()
+    df = pd.DataFrame(rows, columns=["track_id", "spot_id", "frame", "x_um", "y_um", "quality"])
+    return df.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)

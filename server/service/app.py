@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,9 +25,15 @@ from grpc_reflection.v1alpha import reflection
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.inference.resident import BatchingOptions, ModelRegistry
+from livespt.server.pipeline.block_link import LinkBlock
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.servicer import LiveSptService
-from livespt.server.service.settings import Limits
+from livespt.server.service.session import (
+    BLOCK_CONTEXT_FRAMES,
+    BLOCK_FRAMES,
+    BlockTrackerFactory,
+)
+from livespt.server.service.settings import Limits, StreamSettings
 
 log = logging.getLogger("livespt.server")
 
@@ -64,6 +71,12 @@ class ServerOptions:
         ``models/weights/``; an empty tuple: none (CVE estimates only).
     batching : BatchingOptions
         Dynamic batching of model calls across sessions.
+    trackmate : bool
+        Also offer the tracker ``trackmate`` (TrackMate's LAP tracker on the
+        detections, through one JVM in this process, started by the first session
+        that asks for it); start-up fails with a clear error when no Fiji is found.
+    fiji_dir : Path, optional
+        The Fiji.app for ``trackmate``; default: the places ``make fiji`` installs to.
     """
 
     host: str = "127.0.0.1"
@@ -76,6 +89,8 @@ class ServerOptions:
     shutdown_grace_s: float = GRACE_S
     models: tuple[Path, ...] | None = None
     batching: BatchingOptions = field(default_factory=BatchingOptions)
+    trackmate: bool = False
+    fiji_dir: Path | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -122,6 +137,7 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
+    block_trackers = {"trackmate": trackmate_factory(opts.fiji_dir)} if opts.trackmate else {}
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
@@ -130,7 +146,8 @@ async def start_server(opts: ServerOptions) -> RunningServer:
             ("grpc.max_send_message_length", limits.max_message_bytes),
         ],
     )
-    service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection)
+    service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection,
+                             block_trackers)
     pb_grpc.add_LiveSptServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -151,6 +168,30 @@ async def start_server(opts: ServerOptions) -> RunningServer:
              opts.host, port, device,
              ", ".join(m.estimator.name for m in registry.models) or "none", opts.detect_workers)
     return RunningServer(server, service, port, health_servicer, executor)
+
+
+def trackmate_factory(fiji_dir: Path | None) -> BlockTrackerFactory:
+    """What makes a ``trackmate`` session's block linker (TrackMate's LAP tracker).
+
+    Checks at once that a Fiji with TrackMate is there (``FijiNotFoundError`` naming
+    the places searched); the JVM starts with the first session.
+    """
+    from livespt.server.io import fiji
+    from livespt.server.io.trackmate import LapConfig, TrackMateLinker
+
+    fiji.jvm_worker(fiji_dir)
+
+    def make(settings: StreamSettings) -> tuple[LinkBlock, dict[str, Any]]:
+        lap = LapConfig(max_distance_um=settings.linker.max_distance_um,
+                        max_gap_frames=settings.linker.max_gap_frames)
+        linker = TrackMateLinker(lap, fiji_dir)
+        return linker, {"name": "trackmate", "trackmate_version": linker.version(),
+                        "mode": "LiveSPT detections, TrackMate LAP linking in blocks",
+                        "block_frames": BLOCK_FRAMES,
+                        "overlap_frames": lap.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
+                        "settings": lap.as_dict()}
+
+    return make
 
 
 def serve(opts: ServerOptions) -> None:

@@ -152,7 +152,12 @@ async def run_stream(
                 index, t_arrival, pixels = held.popleft()
                 pending.append((index, t_arrival, asyncio.wrap_future(
                     detection.submit(pixels, session.detection_task))))
-            if tracking is None and pending and pending[0][2].done():
+            # A session that links in blocks (Session.defers_results) must learn which
+            # frame is the last: its newest frame waits until another arrives or the
+            # stream ends.
+            wait_for_next = (session.defers_results and len(pending) == 1 and not held
+                             and read is not None)
+            if tracking is None and pending and pending[0][2].done() and not wait_for_next:
                 index, _, detected = pending[0]
                 exc = detected.exception()
                 if exc is not None:
@@ -164,8 +169,9 @@ async def run_stream(
                         "invalid_argument" if isinstance(exc, ValueError) else "internal",
                         f"frame {index}: detection failed: {exc}")
                     break
+                last = read is None and not held and len(pending) == 1
                 tracking = loop.run_in_executor(executor, session.track, index,
-                                                detected.result())
+                                                detected.result(), last)
             waits: set[asyncio.Future[Any]] = set()
             holding = session.camera_pending and settling is None
             if read is not None and (len(held) < session.held_frames if holding
@@ -177,7 +183,7 @@ async def run_stream(
                 waits.add(hold_timer)
             if tracking is not None:
                 waits.add(tracking)
-            elif pending:
+            elif pending and not (wait_for_next and pending[0][2].done()):
                 waits.add(pending[0][2])  # the next frame's detection
             if not waits:
                 break

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,8 @@ from livespt.server.pipeline.tracks import analyze_tracks
 from livespt.server.service import wire
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.runner import Frame, StreamError, run_stream
-from livespt.server.service.session import Session
+from livespt.server.service.session import BlockTrackerFactory, Session
 from livespt.server.service.settings import (
-    AVAILABLE_TRACKERS,
     Limits,
     exposure_assumed_message,
 )
@@ -87,6 +86,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     def __init__(
         self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
         registry: ModelRegistry | None = None, detection: DetectionPool | None = None,
+        block_trackers: Mapping[str, BlockTrackerFactory] | None = None,
     ) -> None:
         self.out_root = Path(out_root)
         self.limits = limits
@@ -96,6 +96,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         self.registry = registry
         self.sessions: dict[str, Session] = {}
         self.shutting_down = False
+        # Trackers besides the built-in one (name -> what makes a session's block linker).
+        self.block_trackers = dict(block_trackers or {})
+        self.trackers = ("builtin", *self.block_trackers)
 
     # -------------------------------------------------------------- info
     async def GetServerInfo(
@@ -106,7 +109,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         return wire.server_info_to_proto(
             version=__version__, device=self.device,
             models=reg.info() if reg is not None else [],
-            trackers=list(AVAILABLE_TRACKERS), limits=self.limits,
+            trackers=list(self.trackers), limits=self.limits,
             max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
             max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0)
 
@@ -144,13 +147,23 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                     f"{first.WhichOneof('payload') or 'an empty message'})",
                 )
             try:
-                settings = wire.settings_from_proto(first.config, self.limits)
+                settings = wire.settings_from_proto(first.config, self.limits, self.trackers)
             except ValueError as exc:
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+            link_block, tracker_info = None, None
+            if settings.tracker in self.block_trackers:
+                try:  # the first TrackMate session starts the JVM (seconds), off the loop
+                    link_block, tracker_info = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self.block_trackers[settings.tracker], settings)
+                except Exception as exc:
+                    log.error("tracker %s failed to start: %s", settings.tracker, exc)
+                    await abort(grpc.StatusCode.UNAVAILABLE,
+                                f"config.tracker: {settings.tracker} failed to start: {exc}")
             try:
                 session = Session(settings, self.out_root / session_id, session_id, self.device,
-                                  model=self.registry.window_model if self.registry else None)
+                                  model=self.registry.window_model if self.registry else None,
+                                  link_block=link_block, tracker_info=tracker_info)
             except ValueError as exc:  # a combination of settings the pipeline refuses
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
             assert session is not None

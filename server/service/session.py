@@ -15,7 +15,7 @@ import platform
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from livespt.models.units import blur_coefficient, px_to_um, um_to_px
 from livespt.server import __version__
 from livespt.server.inference.resident import ResidentModel
 from livespt.server.io.csv_records import RecordWriter
+from livespt.server.pipeline.block_link import BlockLinker, LinkBlock, Released
 from livespt.server.pipeline.camera import (
     CameraEstimate,
     RepeatedPixels,
@@ -59,6 +60,17 @@ from livespt.server.service.settings import (
 
 MAX_TIMING_WARNINGS = 5
 """FRAME_TIMING warnings sent per stream; every flagged frame is in summary.json."""
+
+BLOCK_FRAMES = 20
+"""New frames per block of a whole-movie tracker (``--tracker trackmate``): its results
+come this many frames late at most."""
+
+BLOCK_CONTEXT_FRAMES = 3
+"""Released frames linked again with each block beyond the gap-closing reach."""
+
+BlockTrackerFactory = Callable[[StreamSettings], tuple[LinkBlock, dict[str, Any]]]
+"""Makes a session's whole-block linker and what summary.json records of it, from the
+stream's settings (the server assembly, ``app.py``, registers one per such tracker)."""
 
 class LatencyHistogram:
     """Frame latencies in log-spaced bins: percentiles over any stream in fixed memory."""
@@ -111,11 +123,19 @@ class Session:
     model : ResidentModel, optional
         A resident image model for the window estimates (CVE without one; the
         window estimator decides whether it can be used).
+    link_block : callable, optional
+        A whole-block linker (:data:`~livespt.server.pipeline.block_link.LinkBlock`, e.g.
+        TrackMate's LAP tracker) used instead of the built-in online linker: frames are
+        then linked in blocks of :data:`BLOCK_FRAMES` and their results come
+        :data:`BLOCK_FRAMES` frames later (:attr:`defers_results`).
+    tracker_info : dict, optional
+        What ``summary.json`` records of that tracker (name, version, settings).
     """
 
     def __init__(
         self, settings: StreamSettings, out_dir: Path, session_id: str, device: str = "cpu",
-        model: ResidentModel | None = None,
+        model: ResidentModel | None = None, link_block: LinkBlock | None = None,
+        tracker_info: dict[str, Any] | None = None,
     ) -> None:
         self.settings = s = settings
         self.session_id = session_id
@@ -138,6 +158,13 @@ class Session:
         self.linker = OnlineLinker(LinkerConfig(
             max_distance_um=s.linker.max_distance_um, max_gap_frames=s.linker.max_gap_frames,
             blur_merge_steps=BLUR_MERGE_STEPS, blur_merge_min_step_um=d.radius_um))
+        # A whole-movie tracker (TrackMate) links overlapping blocks instead (block_link.py).
+        self.block: BlockLinker | None = None
+        if link_block is not None:
+            self.block = BlockLinker(link_block, BLOCK_FRAMES,
+                                     s.linker.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
+                                     s.linker.max_gap_frames)
+        self.tracker_info = tracker_info or {"name": s.tracker}
         # Windows use each track's own noise estimate (track_noise.py) once it has one,
         # the sigma-unknown CVE before: the fitted precisions ignore motion blur and
         # follow the camera model, which may be wrong.
@@ -279,7 +306,16 @@ class Session:
             self._check_frame(frame, first=i == 0)
 
     # ------------------------------------------------------------- processing
-    def track(self, index: int, detected: Detected | Spots) -> FrameOutput:
+    @property
+    def defers_results(self) -> bool:
+        """Whether a frame's records may come with a later frame (block linking).
+
+        The runner then tells :meth:`track` which frame is the stream's last, so that
+        the frames still pending are linked and released with it.
+        """
+        return self.block is not None
+
+    def track(self, index: int, detected: Detected | Spots, last: bool = False) -> FrameOutput:
         """Link one frame's spots, update windows and change detectors, persist the records.
 
         Frames must be passed in index order (the service guarantees it).
@@ -291,11 +327,16 @@ class Session:
         detected : Detected or Spots
             The frame's detections (:func:`~livespt.server.service.detection_pool.detect_and_crop`
             with :attr:`detection_task`, run by the detection pool).
+        last : bool
+            The stream's last frame: with block linking (:attr:`defers_results`), every
+            frame still pending is linked and released with this one.
 
         Returns
         -------
         FrameOutput
-            Track points, window estimates and change events produced by this frame.
+            Track points, window estimates and change events produced by this frame;
+            with block linking, those of the frames released by it (each point
+            carries its own frame).
         """
         with self._lock:
             if self.closed:
@@ -306,26 +347,44 @@ class Session:
                                    "the default camera)")
             if isinstance(detected, Spots):
                 detected = Detected(detected)
-            return self._track(index, detected)
+            return self._track(index, detected, last)
 
-    def _track(self, index: int, detected: Detected) -> FrameOutput:
+    def _track(self, index: int, detected: Detected, last: bool) -> FrameOutput:
         s = self.settings
         spots = detected.spots
         self.n_frames += 1
         xy_um = px_to_um(np.column_stack([spots.x_px, spots.y_px]), s.pixel_size_um)
+        out = FrameOutput(index=index, n_spots=len(xy_um), warnings=self._new_warnings)
+        self._new_warnings = []
+        if self.block is None:
+            photons = np.asarray(spots.photons, dtype=float)
+            ids = self.linker.link(index, xy_um,
+                                   weights=np.where(np.isfinite(photons), photons, 1.0))
+            self._analyse(Released(index, ids, xy_um, detected), out)
+        else:
+            released = self.block.add(index, xy_um, detected)
+            if last:
+                released += self.block.finish()
+            for frame in released:
+                self._analyse(frame, out)
+        self.writer.write([*out.points, *out.estimates, *out.changes])
+        return out
+
+    def _analyse(self, frame: Released, out: FrameOutput) -> None:
+        """Windows, noise, checks, changes and estimates of one linked frame, into ``out``."""
+        s = self.settings
+        index, ids, xy_um, detected = frame.index, frame.ids, frame.xy_um, frame.payload
+        spots = detected.spots
+        n_spots = len(ids)
         prec_um = px_to_um(np.asarray(spots.precision_px, dtype=float), s.pixel_size_um)
         photons = np.asarray(spots.photons, dtype=float)
-        ids = self.linker.link(index, xy_um, weights=np.where(np.isfinite(photons), photons, 1.0))
-        n_spots = len(ids)
         # A motion-blurred spot detected twice is one point of one track.
         rep, ids, xy_um, prec_um = merge_same_track(ids, xy_um, prec_um, photons)
         patches = (detected.patches if detected.patches is None or rep.size == n_spots
                    else detected.patches[rep])
-        out = FrameOutput(index=index, n_spots=n_spots, warnings=self._new_warnings)
-        self._new_warnings = []
         if len(ids):
             self.n_tracks = max(self.n_tracks, int(ids.max()) + 1)
-        out.points = [
+        out.points += [
             TrackPoint(t, index, x, y, p)
             for t, x, y, p in zip(ids.tolist(), xy_um[:, 0].tolist(), xy_um[:, 1].tolist(),
                                   prec_um.tolist(), strict=True)
@@ -355,12 +414,13 @@ class Session:
             # A frame the timing check flagged came after an interval the frame numbers
             # do not tell: the detector takes no step across it (its false-alarm rate is
             # calibrated for steps of known duration).
-            out.changes = [ChangeEvent.from_detector(ev.track_id, ev)
-                           for ev in self.changes.update_many(ids[known], index, xy_um[known],
-                                                              track_sig[known],
-                                                              interval_known=flagged is None)]
-        out.estimates = self._estimate_due()
-        for tid in self.linker.ended(index):
+            out.changes += [ChangeEvent.from_detector(ev.track_id, ev)
+                            for ev in self.changes.update_many(ids[known], index, xy_um[known],
+                                                               track_sig[known],
+                                                               interval_known=flagged is None)]
+        out.estimates += self._estimate_due()
+        linker = self.block if self.block is not None else self.linker
+        for tid in linker.ended(index):
             self.windows.drop(tid)
             self.noise.drop(tid)
             self.estimator.drop(tid)
@@ -368,8 +428,6 @@ class Session:
             self.sample.drop(tid)
             if self.changes is not None:
                 self.changes.drop(tid)
-        self.writer.write([*out.points, *out.estimates, *out.changes])
-        return out
 
     def _estimate_due(self) -> list[WindowEstimate]:
         """Estimate the queued windows, each with its track's current noise estimate."""
@@ -403,6 +461,7 @@ class Session:
             "numpy": np.__version__,
             "device": self.device,
             "tracker": self.settings.tracker,
+            "tracker_info": self.tracker_info,
             "estimators": {"window": self.estimator.method, "change": "glr"},
             "merged_blurred_detections": self.linker.n_merged,
             "windows_by_method": dict(sorted(self.window_methods.items())),
@@ -447,7 +506,17 @@ class Session:
         if self.closed:
             return self.summary(status)
         self.closed = True
-        for tid in self.linker.close():
+        if self.block is not None and self.block.pending:
+            # Frames detected but not yet linked (a stream that ended early): linked and
+            # recorded now, so nothing computed is lost.
+            out = FrameOutput(index=-1, n_spots=0)
+            for frame in self.block.finish():
+                self._analyse(frame, out)
+            self.writer.write([*out.points, *out.estimates, *out.changes])
+        ended = self.linker.close()
+        if self.block is not None:
+            ended += self.block.ended(np.iinfo(np.int64).max // 2)
+        for tid in ended:
             self.windows.drop(tid)
         records = self._estimate_due()
         self.writer.write(records)

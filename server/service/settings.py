@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +33,8 @@ RADIUS_PX_RANGE = (0.5, 200.0)
 """Spot radius the detector accepts, pixels (``DetectorConfig.radius_px``)."""
 
 TRACKERS = ("builtin", "trackmate")
-AVAILABLE_TRACKERS = ("builtin",)
+"""Tracker names of the wire contract; a server offers "builtin" and, when started with
+TrackMate (``livespt serve --tracker trackmate``), "trackmate"."""
 """Trackers this server runs (TrackMate in-process is not available yet)."""
 
 
@@ -310,10 +312,20 @@ class StreamSettings:
         """Bytes one frame must have."""
         return self.height * self.width * self.dtype.itemsize
 
-    def check_server(self, limits: Limits) -> None:
+    def check_server(self, limits: Limits, trackers: Sequence[str] = ("builtin",)) -> None:
         """Check what only the server knows: frame size against its limits, its trackers.
 
-        Raises ValueError naming the field.
+        Parameters
+        ----------
+        limits : Limits
+            The server's limits.
+        trackers : sequence of str
+            The trackers the server offers.
+
+        Raises
+        ------
+        ValueError
+            Naming the field.
         """
         if self.height < 8 or self.width < 8:
             raise ValueError(
@@ -322,10 +334,12 @@ class StreamSettings:
             raise ValueError(
                 f"height x width = {self.height * self.width} pixels exceeds the "
                 f"server limit of {limits.max_frame_pixels}")
-        if self.tracker not in AVAILABLE_TRACKERS:
+        if self.tracker not in trackers:
+            hint = (" (start the server with --tracker trackmate and a Fiji: make fiji)"
+                    if self.tracker == "trackmate" else "")
             raise ValueError(
                 f"tracker: {self.tracker!r} is not available on this server "
-                f"(only {', '.join(map(repr, AVAILABLE_TRACKERS))})")
+                f"(it offers {', '.join(map(repr, trackers))}){hint}")
 
     @property
     def held_frames(self) -> int:

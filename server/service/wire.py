@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,8 @@ def _or(value: Any, default: Any) -> Any:
 
 
 # ------------------------------------------------------------------ settings
-def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
+def settings_from_proto(cfg: pb.StreamConfig, limits: Limits,
+                        trackers: Sequence[str] = ("builtin",)) -> StreamSettings:
     """Validate a wire ``StreamConfig``, fill in defaults, and check the server's limits.
 
     Parameters
@@ -53,6 +55,8 @@ def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
         The first message of a StreamFrames call.
     limits : Limits
         Server-side limits the declared frame size is checked against.
+    trackers : sequence of str
+        The trackers the server offers.
 
     Returns
     -------
@@ -106,7 +110,7 @@ def settings_from_proto(cfg: pb.StreamConfig, limits: Limits) -> StreamSettings:
             tracker=TRACKER_NAMES[cfg.tracker],
             name=cfg.name,
         )
-        settings.check_server(limits)
+        settings.check_server(limits, trackers)
     except ValueError as exc:
         raise ValueError(f"config.{exc}") from None
     return settings
