@@ -15,6 +15,7 @@ TrackMate exits promptly through that exit hook.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -30,7 +31,15 @@ from scipy.optimize import linear_sum_assignment
 
 from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.io import fiji
-from livespt.server.io.trackmate import trackmate_log_detect, trackmate_log_detect_run
+from livespt.server.io.tiff import write_movie
+from livespt.server.io.trackmate import (
+    LapConfig,
+    lap_link,
+    trackmate_log_detect,
+    trackmate_log_detect_run,
+    trackmate_track,
+)
+from livespt.server.io.trackmate_xml import read_trackmate_xml
 from livespt.server.pipeline.detect import (
     DetectorConfig,
     detect,
@@ -226,3 +235,165 @@ def test_script_using_trackmate_exits_promptly():
     exit_s = ended - float(fields[2])
     print(f"\nexit {exit_s:.2f} s after the script's last line")
     assert exit_s < 10.0
+
+
+# --------------------------------------------------------------- TrackMate files and tracking
+TRACK_FRAMES = 60
+
+
+@pytest.fixture(scope="module")
+def track_movie():
+    # 12 particles in 128 x 128 px, D = 0.05 um^2/s (RMS step 0.07 um per axis, spacing
+    # ~3 um): tracks any linker should get right.
+    cfg = MovieConfig(shape_px=SHAPE, n_frames=TRACK_FRAMES, n_particles=12,
+                      pixel_size_um=PIXEL_UM, psf_sigma_um=PSF_SIGMA_PX * PIXEL_UM,
+                      d_um2_s=0.05, snr=10.0)
+    return simulate_movie(cfg, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trackmate_file(track_movie, tmp_path_factory):
+    """TrackMate's own XML of the movie (its LoG detector and LAP tracker, TmXmlWriter)."""
+    path = tmp_path_factory.mktemp("tmxml") / "trackmate.xml"
+    tracks = trackmate_track(track_movie.frames, PIXEL_UM, RADIUS_PX * PIXEL_UM, THRESHOLD,
+                             LapConfig(max_distance_um=0.5, max_gap_frames=2),
+                             frame_interval_s=0.05, xml_path=path)
+    return path, tracks
+
+
+def test_files_trackmate_writes_are_read_as_its_tracks(trackmate_file):
+    path, tracks = trackmate_file
+    data = read_trackmate_xml(path)
+    assert data.version == "7.5.1" and (data.spatial_unit, data.time_unit) == ("micron", "s")
+    assert data.pixel_size_um == pytest.approx(PIXEL_UM)
+    assert data.frame_interval_s == pytest.approx(0.05)
+    assert len(tracks) > 0.9 * 12 * TRACK_FRAMES  # nearly every spot is on a track
+    got = data.points.sort_values(["track_id", "frame"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        got[["track_id", "spot_id", "frame", "x_um", "y_um"]],
+        tracks[["track_id", "spot_id", "frame", "x_um", "y_um"]], check_dtype=False)
+
+
+def test_trackmate_opens_annotated_xml_and_sees_our_features(trackmate_file, tmp_path):
+    from scyjava import jimport
+
+    from livespt.server.cli.main import main
+
+    path, _ = trackmate_file
+    out = tmp_path / "out"
+    assert main(["tracks", str(path), "--out", str(out), "--exposure", "0.05",
+                 "--no-models"]) == 0
+    te = pd.read_csv(out / "track_estimates.csv").set_index("track_id")
+    est = pd.read_csv(out / "estimates.csv")
+    reader = jimport("fiji.plugin.trackmate.io.TmXmlReader")(
+        jimport("java.io.File")(str(out / "annotated.xml")))
+    assert reader.isReadingOk(), str(reader.getErrorMessage())
+    model = reader.getModel()
+    assert reader.isReadingOk(), str(reader.getErrorMessage())
+    fm = model.getFeatureModel()
+    assert {"LIVESPT_D", "LIVESPT_CHANGE"} <= {str(f) for f in fm.getSpotFeatures()}
+    assert "LIVESPT_TRACK_D" in {str(f) for f in fm.getTrackFeatures()}
+    assert str(fm.getSpotFeatureDimensions().get("LIVESPT_D")) == "NONE"
+    tm = model.getTrackModel()
+    n = 0
+    for jid in tm.trackIDs(True):
+        tid = int(jid)
+        assert float(fm.getTrackFeature(jid, "LIVESPT_TRACK_D")) == pytest.approx(
+            te.loc[tid, "d_um2_s"], rel=1e-12)
+        windows = est[est.track_id == tid]
+        centre = ((windows.frame_start + windows.frame_end) / 2).to_numpy()
+        for spot in tm.trackSpots(jid):
+            d = float(spot.getFeature("LIVESPT_D"))
+            if len(windows) == 0:  # a track shorter than a window
+                assert math.isnan(d)
+                continue
+            k = int(np.argmin(np.abs(centre - float(spot.getFeature("FRAME")))))
+            assert d == pytest.approx(windows.d_um2_s.iloc[k], rel=1e-12)
+            n += 1
+    assert n > 0.9 * 12 * TRACK_FRAMES
+    ds = reader.getDisplaySettings()
+    assert str(ds.getTrackColorByFeature()) == "LIVESPT_TRACK_D"
+
+
+def _links(points: pd.DataFrame) -> set:
+    keys = list(zip(points.frame, points.x_um.round(9), points.y_um.round(9), strict=True))
+    pts = points.assign(key=keys).sort_values(["track_id", "frame"])
+    return {(a, b) for _, g in pts.groupby("track_id")
+            for a, b in zip(g.key.tolist(), g.key.tolist()[1:], strict=False)}
+
+
+@pytest.fixture(scope="module")
+def live_runs(track_movie, tmp_path_factory):
+    """The movie streamed through a real server twice: built-in tracker, then TrackMate's."""
+    from livespt.server.client import LiveSptClient, StreamSettings
+    from livespt.server.service.app import EmbeddedServer, ServerOptions
+
+    root = tmp_path_factory.mktemp("sessions")
+    runs = {}
+    with EmbeddedServer(ServerOptions(port=0, out_root=root, device="cpu", models=(),
+                                      detect_workers=0, trackmate=True)) as srv:
+        with LiveSptClient(srv.target) as client:
+            assert list(client.info().trackers) == ["builtin", "trackmate"]
+            for tracker in ("builtin", "trackmate"):
+                res = client.stream(iter(track_movie.frames), StreamSettings(
+                    pixel_size_um=PIXEL_UM, frame_interval_s=0.05, exposure_s=0.05,
+                    tracker=tracker))
+                runs[tracker] = (res, Path(res.server_output_dir))
+    return runs
+
+
+def test_live_trackmate_tracker_links_as_the_builtin_one(live_runs):
+    tm, out = live_runs["trackmate"]
+    assert tm.frames_acked == TRACK_FRAMES  # one result per frame
+    pts = {k: pd.DataFrame([p.__dict__ for p in r.points]) for k, (r, _) in live_runs.items()}
+    # Same detections in both runs; every one reported once.
+    assert len(pts["trackmate"]) == len(pts["builtin"])
+    a, b = _links(pts["builtin"]), _links(pts["trackmate"])
+    print(f"\nlinks: builtin {len(a)}, trackmate {len(b)}, shared {len(a & b)}")
+    assert len(a & b) >= 0.95 * len(a) and len(a & b) >= 0.95 * len(b)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tracker"] == "trackmate"
+    info = summary["tracker_info"]
+    assert info["trackmate_version"] == "7.5.1" and info["block_frames"] == 20
+    assert info["settings"]["LINKING_MAX_DISTANCE"] == pytest.approx(1.0)
+    assert pd.read_csv(out / "tracks.csv").shape[0] == len(pts["trackmate"])
+
+
+def test_live_trackmate_blocks_lose_no_link_at_borders(live_runs):
+    tm, _ = live_runs["trackmate"]
+    live = pd.DataFrame([p.__dict__ for p in tm.points])
+    # TrackMate's LAP tracker on all the stream's detections at once.
+    lap = LapConfig(max_distance_um=1.0, max_gap_frames=2)
+    edges = fiji.jvm_worker().call(lap_link, live.frame.to_numpy(),
+                                   live[["x_um", "y_um"]].to_numpy(), lap)
+    # The links' chains as tracks (a LAP tracking without splits or merges gives paths).
+    nxt = dict(edges.tolist())
+    heads = set(range(len(live))) - set(nxt.values())
+    track = np.empty(len(live), dtype=np.int64)
+    for h in heads:
+        k = h
+        track[k] = h
+        while k in nxt:
+            k = nxt[k]
+            track[k] = h
+    whole = live.assign(track_id=track)
+    want, got = _links(whole), _links(live)
+    borders = {(x, y) for x, y in want if x[0] // 20 != y[0] // 20}
+    print(f"\nwhole-movie LAP links {len(want)}, live block links {len(got)}, shared "
+          f"{len(want & got)}; across block borders {len(borders)}, kept {len(borders & got)}")
+    assert borders and borders <= got
+    assert len(want & got) >= 0.99 * len(want)
+
+
+def test_stream_with_trackmate_exits_promptly(track_movie, tmp_path):
+    movie = tmp_path / "movie.tif"
+    write_movie(movie, track_movie.frames[:25], pixel_size_um=PIXEL_UM, frame_interval_s=0.05)
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "livespt.server.cli.main", "stream", str(movie),
+                          "--embedded", "--tracker", "trackmate", "--out", str(tmp_path / "o"),
+                          "--exposure", "0.05"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "non-daemon" not in out.stderr and "Exception" not in out.stderr, out.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "o" / "tracks.csv")) > 0.9 * 12 * 25
+    print(f"\nstream --tracker trackmate: {time.time() - t0:.1f} s with the JVM's start")
