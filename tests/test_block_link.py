@@ -8,6 +8,8 @@ the whole stream; TrackMate's LAP tracker as the block linker is tested in
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,7 @@ def link_keys(frames: list[tuple[int, np.ndarray, np.ndarray]]) -> set:
     for f, ids, xy in frames:
         for t, (x, y) in zip(ids.tolist(), xy.tolist(), strict=True):
             by_id.setdefault(t, []).append((f, round(x, 9), round(y, 9)))
-    return {(a, b) for pts in by_id.values() for a, b in zip(pts, pts[1:], strict=False)}
+    return {(a, b) for pts in by_id.values() for a, b in pairwise(pts)}
 
 
 def run_blocks(stream: list[np.ndarray], block: int, overlap: int) -> list:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -319,7 +320,7 @@ def _links(points: pd.DataFrame) -> set:
     keys = list(zip(points.frame, points.x_um.round(9), points.y_um.round(9), strict=True))
     pts = points.assign(key=keys).sort_values(["track_id", "frame"])
     return {(a, b) for _, g in pts.groupby("track_id")
-            for a, b in zip(g.key.tolist(), g.key.tolist()[1:], strict=False)}
+            for a, b in pairwise(g.key.tolist())}
 
 
 @pytest.fixture(scope="module")
