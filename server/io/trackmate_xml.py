@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.parsers.expat
 from array import array
 from collections.abc import Mapping
@@ -664,20 +665,20 @@ def _copy(fin: Any, fout: Any, n: int) -> None:
         n -= len(chunk)
 
 
+_START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")
+
+
 def _read_start_tag(fin: Any) -> tuple[bytes, int]:
     """Read one start tag (``<Name ...>`` or ``<Name .../>``), honouring quoted values."""
-    buf = bytearray()
-    quote = 0
+    size = 4096
+    pos = fin.tell()
     while True:
-        c = fin.read(1)
-        if not c:
+        head = fin.read(size)
+        m = _START_TAG.match(head)
+        if m is not None:
+            fin.seek(pos + m.end())
+            return head[:m.end()], m.end()
+        if len(head) < size:  # the rest of the file holds no whole start tag
             raise TrackMateFileError("unexpected end of file inside a start tag")
-        buf += c
-        b = c[0]
-        if quote:
-            if b == quote:
-                quote = 0
-        elif b in (0x22, 0x27):
-            quote = b
-        elif b == 0x3E:  # '>'
-            return bytes(buf), len(buf)
+        fin.seek(pos)
+        size *= 4
