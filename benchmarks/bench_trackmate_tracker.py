@@ -44,7 +44,7 @@ def main() -> None:
                                                n_particles=n, d_um2_s=0.1, snr=10.0), seed=n)
             frames = list(movie.frames)
 
-            def run(tracker: str) -> float:
+            def run(tracker: str, frames: list = frames) -> float:
                 t0 = time.perf_counter()
                 r = client.stream(iter(frames), StreamSettings(
                     pixel_size_um=0.1, frame_interval_s=0.05, exposure_s=0.05,
