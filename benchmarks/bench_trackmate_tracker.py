@@ -1,9 +1,10 @@
-"""Live ``--tracker trackmate`` against the built-in tracker: frames/s on the same movie, same run.
+"""Live ``--tracker trackmate`` / ``trackmate-lap`` against the built-in tracker: frames/s.
 
-One embedded server offers both trackers (TrackMate's LAP tracker through the process's
-JVM thread, in blocks of 20 frames); the same simulated 512 x 512 movie is streamed
-with each, alternated ``--repeats`` times after one warm-up stream per tracker (the
-JVM's start is reported separately). Needs a Fiji (``make fiji``).
+One embedded server offers all three trackers (``trackmate``: TrackMate's LoG detector
+and LAP tracker; ``trackmate-lap``: LiveSPT's detector, TrackMate's LAP tracker; both
+through the process's JVM thread, linking in blocks of 20 frames); the same simulated
+512 x 512 movie is streamed with each, alternated ``--repeats`` times after one warm-up
+stream per tracker (the JVM's start is in the first warm-up). Needs a Fiji (``make fiji``).
 
 Writes JSON (default ``benchmarks/results/trackmate_tracker.json``) and prints it.
 """
@@ -52,16 +53,18 @@ def main() -> None:
                 assert r.frames_acked == len(frames)
                 return time.perf_counter() - t0
 
-            warm = {t: run(t) for t in ("builtin", "trackmate")}
-            walls: dict[str, list[float]] = {"builtin": [], "trackmate": []}
+            trackers = ("builtin", "trackmate-lap", "trackmate")
+            warm = {t: run(t) for t in trackers}
+            walls: dict[str, list[float]] = {t: [] for t in trackers}
             for _ in range(args.repeats):
                 for t in walls:
                     walls[t].append(run(t))
             case = {"particles": n, "warm_up_s": warm}
             for t, w in walls.items():
                 case[t] = {"frames_per_s": args.frames / float(np.median(w)), "wall_s": w}
-            case["trackmate_over_builtin_frames_per_s"] = (
-                case["trackmate"]["frames_per_s"] / case["builtin"]["frames_per_s"])
+            for t in trackers[1:]:
+                case[f"{t}_over_builtin_frames_per_s"] = (
+                    case[t]["frames_per_s"] / case["builtin"]["frames_per_s"])
             res["cases"].append(case)
             print(json.dumps(case), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -325,7 +325,7 @@ def _links(points: pd.DataFrame) -> set:
 
 @pytest.fixture(scope="module")
 def live_runs(track_movie, tmp_path_factory):
-    """The movie streamed through a real server twice: built-in tracker, then TrackMate's."""
+    """The movie streamed through a real server with each tracker it offers."""
     from livespt.server.client import LiveSptClient, StreamSettings
     from livespt.server.service.app import EmbeddedServer, ServerOptions
 
@@ -334,8 +334,8 @@ def live_runs(track_movie, tmp_path_factory):
     with EmbeddedServer(ServerOptions(port=0, out_root=root, device="cpu", models=(),
                                       detect_workers=0, trackmate=True)) as srv:
         with LiveSptClient(srv.target) as client:
-            assert list(client.info().trackers) == ["builtin", "trackmate"]
-            for tracker in ("builtin", "trackmate"):
+            assert list(client.info().trackers) == ["builtin", "trackmate", "trackmate-lap"]
+            for tracker in ("builtin", "trackmate-lap", "trackmate"):
                 res = client.stream(iter(track_movie.frames), StreamSettings(
                     pixel_size_um=PIXEL_UM, frame_interval_s=0.05, exposure_s=0.05,
                     tracker=tracker))
@@ -343,25 +343,61 @@ def live_runs(track_movie, tmp_path_factory):
     return runs
 
 
-def test_live_trackmate_tracker_links_as_the_builtin_one(live_runs):
-    tm, out = live_runs["trackmate"]
+def test_live_trackmate_lap_links_as_the_builtin_tracker(live_runs):
+    tm, out = live_runs["trackmate-lap"]
     assert tm.frames_acked == TRACK_FRAMES  # one result per frame
     pts = {k: pd.DataFrame([p.__dict__ for p in r.points]) for k, (r, _) in live_runs.items()}
     # Same detections in both runs; every one reported once.
-    assert len(pts["trackmate"]) == len(pts["builtin"])
-    a, b = _links(pts["builtin"]), _links(pts["trackmate"])
+    assert len(pts["trackmate-lap"]) == len(pts["builtin"])
+    a, b = _links(pts["builtin"]), _links(pts["trackmate-lap"])
     print(f"\nlinks: builtin {len(a)}, trackmate {len(b)}, shared {len(a & b)}")
     assert len(a & b) >= 0.95 * len(a) and len(a & b) >= 0.95 * len(b)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["tracker"] == "trackmate"
+    assert summary["tracker"] == "trackmate-lap"
     info = summary["tracker_info"]
     assert info["trackmate_version"] == "7.5.1" and info["block_frames"] == 20
     assert info["settings"]["LINKING_MAX_DISTANCE"] == pytest.approx(1.0)
-    assert pd.read_csv(out / "tracks.csv").shape[0] == len(pts["trackmate"])
+    assert pd.read_csv(out / "tracks.csv").shape[0] == len(pts["trackmate-lap"])
+
+
+def _right_links(points: pd.DataFrame, gt: pd.DataFrame) -> tuple[int, int]:
+    """Links of a track between points of the same true particle (nearest within 1.5 px)."""
+    owner = np.full(len(points), -1)
+    pos = points.reset_index(drop=True)
+    for f, idx in pos.groupby("frame").groups.items():
+        p = pos.loc[idx, ["x_um", "y_um"]].to_numpy() / PIXEL_UM
+        g = gt[gt.frame == f]
+        q = g[["x_um", "y_um"]].to_numpy() / PIXEL_UM
+        d = np.hypot(p[:, None, 0] - q[None, :, 0], p[:, None, 1] - q[None, :, 1])
+        owner[np.asarray(list(idx))] = np.where(d.min(axis=1) < 1.5,
+                                                g.particle_id.to_numpy()[d.argmin(axis=1)], -1)
+    right = total = 0
+    for _, g in pos.assign(owner=owner).sort_values("frame").groupby("track_id"):
+        o = g.owner.to_numpy()
+        right += int(np.sum((o[1:] == o[:-1]) & (o[1:] >= 0)))
+        total += len(o) - 1
+    return right, total
+
+
+def test_live_trackmate_detects_and_links_the_truth(live_runs, track_movie):
+    """TrackMate's LoG detector and LAP tracker in the live path, scored on the truth."""
+    tm, out = live_runs["trackmate"]
+    assert tm.frames_acked == TRACK_FRAMES
+    pts = pd.DataFrame([p.__dict__ for p in tm.points])
+    assert pts.precision_um.isna().all()  # TrackMate's LoG estimates no precision
+    gt = track_movie.ground_truth
+    right, total = _right_links(pts, gt)
+    b_right, b_total = _right_links(
+        pd.DataFrame([p.__dict__ for p in live_runs["builtin"][0].points]), gt)
+    print(f"\nlinks joining one true particle: trackmate {right} of {total} "
+          f"({len(pts)} points), builtin {b_right} of {b_total}")
+    assert total > 0.9 * 12 * TRACK_FRAMES and right >= 0.95 * total
+    info = json.loads((out / "summary.json").read_text())["tracker_info"]
+    assert info["name"] == "trackmate" and info["detector"].startswith("TrackMate LoG")
 
 
 def test_live_trackmate_blocks_lose_no_link_at_borders(live_runs):
-    tm, _ = live_runs["trackmate"]
+    tm, _ = live_runs["trackmate-lap"]
     live = pd.DataFrame([p.__dict__ for p in tm.points])
     # TrackMate's LAP tracker on all the stream's detections at once.
     lap = LapConfig(max_distance_um=1.0, max_gap_frames=2)

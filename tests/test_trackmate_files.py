@@ -377,3 +377,14 @@ def test_livespt_tracks_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("livespt tracks: error: ")
     assert re.search(message, err), err
+
+
+def test_a_server_asked_for_trackmate_without_fiji_fails_at_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Runs without a Fiji: the check happens before any JVM would start.
+    rc = main(["serve", "--port", "0", "--tracker", "trackmate", "--fiji-dir",
+               str(tmp_path / "nofiji"), "--no-models", "--sessions-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "nofiji is not a Fiji.app with jars/TrackMate-*.jar" in err
+    assert "scripts/install-fiji" in err

@@ -113,9 +113,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="compute device")
     p.add_argument("--tracker", default="builtin", choices=("builtin", "trackmate"),
-                   help="trackmate: also offer TrackMate's LAP tracker to streams that ask for "
-                        "it (a JVM in this process, started by the first such stream; needs "
-                        "a Fiji: make fiji); builtin is always offered")
+                   help="trackmate: also offer TrackMate to streams that ask for it (trackers "
+                        "trackmate and trackmate-lap; a JVM in this process, started by the "
+                        "first such stream; needs a Fiji: make fiji); builtin is always "
+                        "offered")
     p.add_argument("--fiji-dir", default=None, metavar="DIR",
                    help="Fiji.app for --tracker trackmate (default: where make fiji installs "
                         "it, or $LIVESPT_FIJI_DIR)")
@@ -187,11 +188,13 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dark-spots", action="store_true",
                    help="dark particles on a light background")
     p.add_argument("--median-filter", action="store_true", help="median pre-filter")
-    p.add_argument("--tracker", default="builtin", choices=("builtin", "trackmate"),
-                   help="linking: builtin (online, results per frame) or trackmate (TrackMate's "
-                        "LAP tracker on LiveSPT's detections, in blocks of 20 frames stitched "
-                        "by spot identity: results up to 20 frames late; the server must "
-                        "offer it, --embedded does)")
+    p.add_argument("--tracker", default="builtin",
+                   choices=("builtin", "trackmate", "trackmate-lap"),
+                   help="builtin: LiveSPT's detector and online linker (results per frame); "
+                        "trackmate: TrackMate's LoG detector and LAP tracker; trackmate-lap: "
+                        "LiveSPT's detector, TrackMate's LAP tracker. TrackMate links in "
+                        "blocks of 20 frames stitched by spot identity (results up to 20 "
+                        "frames late); the server must offer it (--embedded does)")
     p.add_argument("--fiji-dir", default=None, metavar="DIR",
                    help="Fiji.app for --embedded --tracker trackmate (default: where make "
                         "fiji installs it)")

@@ -322,7 +322,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         fiji_dir = getattr(args, "fiji_dir", None)
         embedded = EmbeddedServer(ServerOptions(
             port=0, out_root=out / "server_sessions", device="cpu",
-            trackmate=args.tracker == "trackmate",
+            trackmate=args.tracker.startswith("trackmate"),
             fiji_dir=Path(fiji_dir) if fiji_dir else None)).start()
         target = embedded.target
     else:

@@ -453,12 +453,12 @@ def jvm_worker(fiji_dir: str | os.PathLike[str] | None = None,
     """
     global _worker
     with _lock:
+        path = Path(fiji_dir).expanduser() if fiji_dir is not None else find_fiji()
+        if path is None:
+            raise FijiNotFoundError(missing_fiji_message())
+        if not is_fiji_dir(path):
+            raise FijiNotFoundError(f"{path} is not a Fiji.app with jars/TrackMate-*.jar "
+                                    "(install one with scripts/install-fiji)")
         if _worker is None:
-            path = Path(fiji_dir).expanduser() if fiji_dir is not None else find_fiji()
-            if path is None:
-                raise FijiNotFoundError(missing_fiji_message())
-            if not is_fiji_dir(path):
-                raise FijiNotFoundError(f"{path} is not a Fiji.app with jars/TrackMate-*.jar "
-                                        "(install one with scripts/install-fiji)")
             _worker = JvmWorker(path, max_heap)
         return _worker

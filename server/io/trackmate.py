@@ -12,6 +12,9 @@
   live path's :class:`~livespt.server.pipeline.block_link.BlockLinker` calls
   (``--tracker trackmate``), through the process's one JVM thread
   (:func:`livespt.server.io.fiji.jvm_worker`).
+* :func:`log_detect_spots` runs TrackMate's LoG detector on one frame for the live
+  path (``--tracker trackmate``): positions and quality, no precision (TrackMate's
+  LoG gives none).
 * :func:`trackmate_track` detects and tracks a whole movie with TrackMate and can
   save TrackMate's own XML file (``TmXmlWriter``).
 
@@ -32,7 +35,8 @@ import pandas as pd
 from livespt.models import _validate
 from livespt.server.io import fiji
 
-__all__ = ["LapConfig", "TrackMateLinker", "TrackMateRun", "lap_link", "trackmate_log_detect",
+__all__ = ["LapConfig", "TrackMateLinker", "TrackMateRun", "lap_link", "log_detect_spots",
+           "trackmate_log_detect",
            "trackmate_log_detect_run", "trackmate_track", "trackmate_version"]
 
 SPOT_COLUMNS = ("frame", "x_um", "y_um", "quality")
@@ -489,3 +493,43 @@ def trackmate_track(
         imp.close()
     df = pd.DataFrame(rows, columns=["track_id", "spot_id", "frame", "x_um", "y_um", "quality"])
     return df.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
+
+
+def log_detect_spots(frame: Any, config: Any, pixel_size_um: float) -> Any:
+    """TrackMate's LoG detector on one frame, as LiveSPT's :class:`Spots`; call on the JVM thread.
+
+    TrackMate sees the image LiveSPT's detector works on
+    (:func:`~livespt.server.pipeline.detect.detection_image`: ADU, negated for dark
+    spots, median-filtered if asked) with the same radius and threshold
+    (``config.threshold``, or LiveSPT's automatic one for this frame), so the two
+    detectors' qualities are in the same units. TrackMate's LoG localizes by a
+    parabola through the quality map and estimates nothing else: precision,
+    photons, background and width are NaN.
+
+    Parameters
+    ----------
+    frame : array_like, shape (H, W)
+        Camera frame, ADU.
+    config : livespt.server.pipeline.detect.DetectorConfig
+        The session's detector settings.
+    pixel_size_um : float
+        Pixel size, um.
+
+    Returns
+    -------
+    livespt.server.pipeline.detect.Spots
+    """
+    from livespt.server.pipeline.detect import Spots, automatic_threshold, detection_image
+
+    img = detection_image(frame, config)
+    thr = config.threshold if config.threshold is not None else automatic_threshold(frame,
+                                                                                    config)
+    run = trackmate_log_detect_run(img, pixel_size_um, config.radius_px * pixel_size_um, thr)
+    sp = run.spots
+    k = len(sp)
+    nan = np.full(k, np.nan)
+    return Spots(x_px=sp["x_um"].to_numpy() / pixel_size_um,
+                 y_px=sp["y_um"].to_numpy() / pixel_size_um, precision_px=nan,
+                 photons=nan.copy(), background=nan.copy(), sigma_px=nan.copy(),
+                 quality=sp["quality"].to_numpy(dtype=np.float64),
+                 converged=np.zeros(k, dtype=bool), n_dropped=0, threshold=float(thr))

@@ -502,6 +502,33 @@ def quality_map(frame: Any, config: DetectorConfig) -> NDArray[np.float32]:
     return np.ascontiguousarray(_log_response(_prepare(frame, config), config.sigma_px))
 
 
+def detection_image(frame: Any, config: DetectorConfig) -> NDArray[np.float32]:
+    """The image the LoG runs on: ADU, negated for dark spots, median-filtered if asked.
+
+    Parameters
+    ----------
+    frame : array_like, shape (H, W)
+        Camera frame (any integer or float dtype), ADU.
+    config : DetectorConfig
+        Detector settings (``median_filter``, ``invert``).
+
+    Returns
+    -------
+    ndarray, shape (H, W), float32
+        A new array (e.g. for another LoG detector, TrackMate's, on the same terms).
+    """
+    return _prepare(frame, config)
+
+
+def automatic_threshold(frame: Any, config: DetectorConfig) -> float:
+    """The quality threshold :func:`detect` uses when ``config.threshold`` is None.
+
+    :data:`AUTO_THRESHOLD_NOISE_SD` robust standard deviations of the frame's LoG
+    quality above its median, in quality units (ADU per pixel^2).
+    """
+    return _auto_threshold(quality_map(frame, config))
+
+
 def quality_noise_sd(radius_px: float, pixel_noise_sd: float) -> float:
     """Standard deviation of the LoG quality on a background of independent pixel noise.
 

@@ -25,13 +25,18 @@ from grpc_reflection.v1alpha import reflection
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.inference.resident import BatchingOptions, ModelRegistry
-from livespt.server.pipeline.block_link import LinkBlock
-from livespt.server.service.detection_pool import DetectionPool
+from livespt.server.service.detection_pool import (
+    Detected,
+    DetectionPool,
+    DetectionTask,
+    patches_for,
+)
 from livespt.server.service.servicer import LiveSptService
 from livespt.server.service.session import (
     BLOCK_CONTEXT_FRAMES,
     BLOCK_FRAMES,
     BlockTrackerFactory,
+    ExternalTracker,
 )
 from livespt.server.service.settings import Limits, StreamSettings
 
@@ -72,9 +77,10 @@ class ServerOptions:
     batching : BatchingOptions
         Dynamic batching of model calls across sessions.
     trackmate : bool
-        Also offer the tracker ``trackmate`` (TrackMate's LAP tracker on the
-        detections, through one JVM in this process, started by the first session
-        that asks for it); start-up fails with a clear error when no Fiji is found.
+        Also offer the trackers ``trackmate`` (TrackMate's LoG detector and LAP
+        tracker) and ``trackmate-lap`` (LiveSPT's detector, TrackMate's LAP tracker),
+        through one JVM in this process, started by the first session that asks for
+        one; start-up fails with a clear error when no Fiji is found.
     fiji_dir : Path, optional
         The Fiji.app for ``trackmate``; default: the places ``make fiji`` installs to.
     """
@@ -137,7 +143,7 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
-    block_trackers = {"trackmate": trackmate_factory(opts.fiji_dir)} if opts.trackmate else {}
+    block_trackers = trackmate_factories(opts.fiji_dir) if opts.trackmate else {}
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
@@ -170,28 +176,49 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     return RunningServer(server, service, port, health_servicer, executor)
 
 
-def trackmate_factory(fiji_dir: Path | None) -> BlockTrackerFactory:
-    """What makes a ``trackmate`` session's block linker (TrackMate's LAP tracker).
+def trackmate_factories(fiji_dir: Path | None) -> dict[str, BlockTrackerFactory]:
+    """What makes a session's TrackMate tracker: ``trackmate`` and ``trackmate-lap``.
 
-    Checks at once that a Fiji with TrackMate is there (``FijiNotFoundError`` naming
-    the places searched); the JVM starts with the first session.
+    ``trackmate``: TrackMate's LoG detector on each frame and its LAP tracker;
+    ``trackmate-lap``: LiveSPT's detector and TrackMate's LAP tracker. Both link in
+    blocks (:mod:`livespt.server.pipeline.block_link`) through the process's one JVM
+    thread. Checks at once that a Fiji with TrackMate is there
+    (``FijiNotFoundError`` naming the places searched); the JVM starts with the first
+    session that uses one.
     """
     from livespt.server.io import fiji
-    from livespt.server.io.trackmate import LapConfig, TrackMateLinker
+    from livespt.server.io.trackmate import LapConfig, TrackMateLinker, log_detect_spots
 
-    fiji.jvm_worker(fiji_dir)
+    worker = fiji.jvm_worker(fiji_dir)
 
-    def make(settings: StreamSettings) -> tuple[LinkBlock, dict[str, Any]]:
+    def linker(settings: StreamSettings, detector: str) -> tuple[TrackMateLinker,
+                                                                 dict[str, Any]]:
         lap = LapConfig(max_distance_um=settings.linker.max_distance_um,
                         max_gap_frames=settings.linker.max_gap_frames)
-        linker = TrackMateLinker(lap, fiji_dir)
-        return linker, {"name": "trackmate", "trackmate_version": linker.version(),
-                        "mode": "LiveSPT detections, TrackMate LAP linking in blocks",
-                        "block_frames": BLOCK_FRAMES,
-                        "overlap_frames": lap.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
-                        "settings": lap.as_dict()}
+        link = TrackMateLinker(lap, fiji_dir)
+        return link, {"name": settings.tracker, "trackmate_version": link.version(),
+                      "detector": detector,
+                      "linking": "TrackMate LAP tracker (SimpleSparseLAPTracker) in blocks",
+                      "block_frames": BLOCK_FRAMES,
+                      "overlap_frames": lap.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
+                      "settings": lap.as_dict()}
 
-    return make
+    def lap_only(settings: StreamSettings) -> ExternalTracker:
+        link, info = linker(settings, "LiveSPT (LoG + Gaussian MLE fit)")
+        return ExternalTracker(link, info)
+
+    def full(settings: StreamSettings) -> ExternalTracker:
+        link, info = linker(settings, "TrackMate LoG (LogDetectorFactory; positions and "
+                                      "quality only, no precision)")
+        px = settings.pixel_size_um
+
+        def detect(frame: Any, task: DetectionTask) -> Detected:
+            spots = worker.call(log_detect_spots, frame, task.config, px)
+            return Detected(spots, patches_for(frame, spots, task))
+
+        return ExternalTracker(link, info, detect)
+
+    return {"trackmate": full, "trackmate-lap": lap_only}
 
 
 def serve(opts: ServerOptions) -> None:

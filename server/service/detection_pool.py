@@ -110,13 +110,21 @@ def detect_and_crop(frame: NDArray[Any], task: DetectionTask) -> Detected:
         per spot (dark spots inverted, so a model always sees bright ones).
     """
     spots = detect(frame, task.config)
-    patches = None
-    if task.patch_px is not None:
-        img = np.asarray(frame, dtype=np.float32)
-        if task.config.invert:
-            img = -img
-        patches = crop_patches(img, spots.x_px, spots.y_px, task.patch_px)
-    return Detected(spots, patches)
+    return Detected(spots, patches_for(frame, spots, task))
+
+
+def patches_for(frame: NDArray[Any], spots: Spots, task: DetectionTask
+                ) -> NDArray[np.float32] | None:
+    """One float32 patch around each spot when ``task.patch_px`` is set (else None).
+
+    Dark spots are inverted, so a model always sees bright ones.
+    """
+    if task.patch_px is None:
+        return None
+    img = np.asarray(frame, dtype=np.float32)
+    if task.config.invert:
+        img = -img
+    return crop_patches(img, spots.x_px, spots.y_px, task.patch_px)
 
 
 def _ready() -> int:

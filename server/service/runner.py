@@ -150,8 +150,11 @@ async def run_stream(
                                                 [p for _, _, p in held])
             while not session.camera_pending and held and len(pending) < depth:
                 index, t_arrival, pixels = held.popleft()
-                pending.append((index, t_arrival, asyncio.wrap_future(
-                    detection.submit(pixels, session.detection_task))))
+                submitted = (detection.submit(pixels, session.detection_task)
+                             if session.external_detect is None else  # e.g. TrackMate's
+                             executor.submit(session.external_detect, pixels,
+                                             session.detection_task))
+                pending.append((index, t_arrival, asyncio.wrap_future(submitted)))
             # A session that links in blocks (Session.defers_results) must learn which
             # frame is the last: its newest frame waits until another arrives or the
             # stream ends.

@@ -151,10 +151,10 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             except ValueError as exc:
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-            link_block, tracker_info = None, None
+            tracker = None
             if settings.tracker in self.block_trackers:
                 try:  # the first TrackMate session starts the JVM (seconds), off the loop
-                    link_block, tracker_info = await asyncio.get_running_loop().run_in_executor(
+                    tracker = await asyncio.get_running_loop().run_in_executor(
                         self.executor, self.block_trackers[settings.tracker], settings)
                 except Exception as exc:
                     log.error("tracker %s failed to start: %s", settings.tracker, exc)
@@ -163,7 +163,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             try:
                 session = Session(settings, self.out_root / session_id, session_id, self.device,
                                   model=self.registry.window_model if self.registry else None,
-                                  link_block=link_block, tracker_info=tracker_info)
+                                  tracker=tracker)
             except ValueError as exc:  # a combination of settings the pipeline refuses
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
             assert session is not None

@@ -68,9 +68,30 @@ come this many frames late at most."""
 BLOCK_CONTEXT_FRAMES = 3
 """Released frames linked again with each block beyond the gap-closing reach."""
 
-BlockTrackerFactory = Callable[[StreamSettings], tuple[LinkBlock, dict[str, Any]]]
-"""Makes a session's whole-block linker and what summary.json records of it, from the
-stream's settings (the server assembly, ``app.py``, registers one per such tracker)."""
+@dataclass(frozen=True)
+class ExternalTracker:
+    """A tracker other than the built-in one, for one session (e.g. TrackMate's).
+
+    Attributes
+    ----------
+    link_block : LinkBlock
+        Its whole-block linker (:mod:`livespt.server.pipeline.block_link`).
+    info : dict
+        What ``summary.json`` records of it (name, version, settings).
+    detect : callable, optional
+        Its detector, ``detect(frame, detection_task) -> Detected``, run by the stream
+        runner in the server's threads instead of the detection pool; None: LiveSPT's
+        detector.
+    """
+
+    link_block: LinkBlock
+    info: dict[str, Any]
+    detect: Callable[[NDArray[Any], DetectionTask], Detected] | None = None
+
+
+BlockTrackerFactory = Callable[[StreamSettings], ExternalTracker]
+"""Makes a session's :class:`ExternalTracker` from the stream's settings (the server
+assembly, ``app.py``, registers one per such tracker)."""
 
 class LatencyHistogram:
     """Frame latencies in log-spaced bins: percentiles over any stream in fixed memory."""
@@ -123,19 +144,16 @@ class Session:
     model : ResidentModel, optional
         A resident image model for the window estimates (CVE without one; the
         window estimator decides whether it can be used).
-    link_block : callable, optional
-        A whole-block linker (:data:`~livespt.server.pipeline.block_link.LinkBlock`, e.g.
-        TrackMate's LAP tracker) used instead of the built-in online linker: frames are
-        then linked in blocks of :data:`BLOCK_FRAMES` and their results come
+    tracker : ExternalTracker, optional
+        A tracker used instead of the built-in online linker (and detector, if it has
+        one), e.g. TrackMate's: frames are then linked in blocks of
+        :data:`BLOCK_FRAMES` by its whole-block linker and their results come up to
         :data:`BLOCK_FRAMES` frames later (:attr:`defers_results`).
-    tracker_info : dict, optional
-        What ``summary.json`` records of that tracker (name, version, settings).
     """
 
     def __init__(
         self, settings: StreamSettings, out_dir: Path, session_id: str, device: str = "cpu",
-        model: ResidentModel | None = None, link_block: LinkBlock | None = None,
-        tracker_info: dict[str, Any] | None = None,
+        model: ResidentModel | None = None, tracker: ExternalTracker | None = None,
     ) -> None:
         self.settings = s = settings
         self.session_id = session_id
@@ -160,11 +178,14 @@ class Session:
             blur_merge_steps=BLUR_MERGE_STEPS, blur_merge_min_step_um=d.radius_um))
         # A whole-movie tracker (TrackMate) links overlapping blocks instead (block_link.py).
         self.block: BlockLinker | None = None
-        if link_block is not None:
-            self.block = BlockLinker(link_block, BLOCK_FRAMES,
+        self.tracker_info: dict[str, Any] = {"name": s.tracker}
+        # The tracker's own detector, run by the stream runner instead of the pool.
+        self.external_detect = tracker.detect if tracker is not None else None
+        if tracker is not None:
+            self.block = BlockLinker(tracker.link_block, BLOCK_FRAMES,
                                      s.linker.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
                                      s.linker.max_gap_frames)
-        self.tracker_info = tracker_info or {"name": s.tracker}
+            self.tracker_info = tracker.info
         # Windows use each track's own noise estimate (track_noise.py) once it has one,
         # the sigma-unknown CVE before: the fitted precisions ignore motion blur and
         # follow the camera model, which may be wrong.

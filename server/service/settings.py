@@ -32,9 +32,10 @@ PIXEL_TYPES = ("uint8", "uint16", "float32")
 RADIUS_PX_RANGE = (0.5, 200.0)
 """Spot radius the detector accepts, pixels (``DetectorConfig.radius_px``)."""
 
-TRACKERS = ("builtin", "trackmate")
+TRACKERS = ("builtin", "trackmate", "trackmate-lap")
 """Tracker names of the wire contract; a server offers "builtin" and, when started with
-TrackMate (``livespt serve --tracker trackmate``), "trackmate"."""
+TrackMate (``livespt serve --tracker trackmate``), "trackmate" (TrackMate's LoG detector
+and LAP tracker) and "trackmate-lap" (LiveSPT's detector, TrackMate's LAP tracker)."""
 """Trackers this server runs (TrackMate in-process is not available yet)."""
 
 
@@ -336,7 +337,7 @@ class StreamSettings:
                 f"server limit of {limits.max_frame_pixels}")
         if self.tracker not in trackers:
             hint = (" (start the server with --tracker trackmate and a Fiji: make fiji)"
-                    if self.tracker == "trackmate" else "")
+                    if self.tracker.startswith("trackmate") else "")
             raise ValueError(
                 f"tracker: {self.tracker!r} is not available on this server "
                 f"(it offers {', '.join(map(repr, trackers))}){hint}")

@@ -35,9 +35,10 @@ PIXEL_TYPE_BY_NAME: dict[str, int] = {
     "float32": pb.PIXEL_TYPE_FLOAT32,
 }
 PIXEL_TYPE_NAMES = {v: k for k, v in PIXEL_TYPE_BY_NAME.items()}
-TRACKER_BY_NAME = {"builtin": pb.TRACKER_BUILTIN, "trackmate": pb.TRACKER_TRACKMATE}
+TRACKER_BY_NAME = {"builtin": pb.TRACKER_BUILTIN, "trackmate": pb.TRACKER_TRACKMATE,
+                   "trackmate-lap": pb.TRACKER_TRACKMATE_LAP}
 TRACKER_NAMES = {pb.TRACKER_UNSPECIFIED: "builtin", pb.TRACKER_BUILTIN: "builtin",
-                 pb.TRACKER_TRACKMATE: "trackmate"}
+                 pb.TRACKER_TRACKMATE: "trackmate", pb.TRACKER_TRACKMATE_LAP: "trackmate-lap"}
 
 
 def _or(value: Any, default: Any) -> Any:

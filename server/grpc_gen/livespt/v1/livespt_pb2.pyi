@@ -19,6 +19,7 @@ class Tracker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRACKER_UNSPECIFIED: _ClassVar[Tracker]
     TRACKER_BUILTIN: _ClassVar[Tracker]
     TRACKER_TRACKMATE: _ClassVar[Tracker]
+    TRACKER_TRACKMATE_LAP: _ClassVar[Tracker]
 PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_UINT8: PixelType
 PIXEL_TYPE_UINT16: PixelType
@@ -26,6 +27,7 @@ PIXEL_TYPE_FLOAT32: PixelType
 TRACKER_UNSPECIFIED: Tracker
 TRACKER_BUILTIN: Tracker
 TRACKER_TRACKMATE: Tracker
+TRACKER_TRACKMATE_LAP: Tracker
 
 class StreamRequest(_message.Message):
     __slots__ = ("config", "frame")
