@@ -362,7 +362,9 @@ def test_livespt_tracks_through_a_server_gives_the_in_process_result(tmp_path: P
     (["missing.xml"], "FILE: missing.xml does not exist"),
     (["px.xml"], "spatial unit is 'pixels'.*give --pixel-size"),
     (["bad.xml"], "line 2: the document declares a DTD"),
-    (["px.xml", "--pixel-size", "0.1", "--movie", "m.tif"], "--movie: .*not available yet"),
+    (["px.xml", "--pixel-size", "0.1", "--movie", "m.tif"], "--movie: no such file: m.tif"),
+    (["px.xml", "--pixel-size", "0.1", "--movie", "m.tif", "--server", "h:1"],
+     "--movie: .* drop --server"),
     (["px.xml", "--pixel-size", "-1"], "--pixel-size must be a positive number"),
     (["px.xml", "--pixel-size", "0.1", "--exposure", "0.2"],
      "--exposure: 0.2 s is longer than the frame interval 0.05 s"),
@@ -388,3 +390,44 @@ def test_a_server_asked_for_trackmate_without_fiji_fails_at_start(
     assert rc == 1 and err.count("\n") == 1
     assert "nofiji is not a Fiji.app with jars/TrackMate-*.jar" in err
     assert "scripts/install-fiji" in err
+
+
+def test_livespt_tracks_with_the_movie_uses_the_image_transformer(tmp_path: Path) -> None:
+    """Tracks of a simulated movie (its true positions, as a TrackMate file) with --movie."""
+    from livespt.models.simulate import MovieConfig, simulate_movie
+    from livespt.server.io.tiff import write_movie
+
+    d = 0.2
+    movie = simulate_movie(MovieConfig(shape_px=(128, 128), n_frames=80, n_particles=14,
+                                       d_um2_s=d, snr=10.0), seed=3)
+    write_movie(tmp_path / "movie.tif", movie.frames, pixel_size_um=0.1, frame_interval_s=0.05)
+    gt = movie.ground_truth
+    tracks = []
+    for _, g in gt.groupby("particle_id"):
+        f = g.frame.to_numpy()
+        run = g[f - f[0] == np.arange(len(f))]  # the first stay in the field of view
+        if len(run) >= 20:
+            tracks.append(list(zip(run.frame.tolist(), run.x_um.tolist(), run.y_um.tolist(),
+                                   strict=True)))
+    write_trackmate_xml(tmp_path / "t.xml", tracks)
+    out = tmp_path / "out"
+    assert main(["tracks", str(tmp_path / "t.xml"), "--movie", str(tmp_path / "movie.tif"),
+                 "--exposure", "0.05", "--out", str(out)]) == 0
+    est = pd.read_csv(out / "estimates.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    image_model = [m for m in summary["models"] if m != "vit-cpu-features"]
+    assert image_model and set(est.method) == {f"vit:{image_model[0]}"}
+    # Non-overlapping windows: their 90 % intervals cover the true D as often as they claim.
+    independent = est.groupby(["track_id", "segment"]).nth(slice(None, None, 10))
+    hit = (independent.d_low_um2_s <= d) & (d <= independent.d_high_um2_s)
+    print(f"\nimage transformer on the track file: coverage {hit.mean():.3f} of {len(hit)} "
+          "independent windows")
+    assert abs(hit.mean() - 0.9) <= coverage_band(len(hit), 0.9), (hit.mean(), len(hit))
+    # Frames beyond the movie and a missing movie are one-line errors naming --movie.
+    write_trackmate_xml(tmp_path / "late.xml", [[(f + 100, x, y) for f, x, y in tracks[0]]])
+    with pytest.raises(ValueError, match=r"--movie: the tracks reach frame 1\d\d, the movie "
+                                         r"has 80 frames"):
+        main(["tracks", str(tmp_path / "late.xml"), "--movie", str(tmp_path / "movie.tif"),
+              "--out", str(out), "--debug"])
+    assert main(["tracks", str(tmp_path / "t.xml"), "--movie", "nothere.tif",
+                 "--out", str(out)]) == 2

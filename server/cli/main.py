@@ -239,8 +239,10 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-models", action="store_true",
                    help="in-process: load no transformer (every estimate is a CVE)")
     p.add_argument("--movie", default=None,
-                   help="the movie the tracks come from (image transformer); not available "
-                        "yet")
+                   help="the movie the tracks come from: a patch is cut around every spot and "
+                        "the windows go to the image transformer (in this process)")
+    p.add_argument("--dark-spots", action="store_true",
+                   help="with --movie: dark particles on a light background")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from livespt.server.io.trackmate_xml import (
 from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.estimate import Acquisition
 from livespt.server.pipeline.file_tracks import METHOD_CODES, FileAnalysis, tracks_from_points
-from livespt.server.pipeline.tracks import TrackAnalysis, analyze_tracks
+from livespt.server.pipeline.tracks import Track, TrackAnalysis, analyze_tracks
 from livespt.server.pipeline.windows import WindowConfig
 from livespt.server.service.settings import ChangeSettings, exposure_assumed_message
 
@@ -61,9 +62,12 @@ def read_track_file(path: Path, *, all_tracks: bool, pixel_size_um: float | None
 def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``livespt tracks``; return the summary written to ``summary.json``."""
     t0 = time.perf_counter()
-    if args.movie is not None:
-        raise ValueError("--movie: analysing tracks with their movie's image patches is not "
-                         "available yet; run without --movie (features transformer or CVE)")
+    if args.movie is not None and args.server:
+        raise ValueError("--movie: the image patches are cut and analysed in this process; "
+                         "drop --server (AnalyzeTracks carries no images)")
+    if args.movie is not None and args.no_models:
+        raise ValueError("--movie: the patches are for the image transformer; drop "
+                         "--no-models (or --movie, for the features transformer or the CVE)")
     px = _positive("--pixel-size", args.pixel_size)
     dt_flag = _positive("--frame-interval", args.frame_interval)
     exposure = _positive("--exposure", args.exposure)
@@ -110,7 +114,8 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
                   "spatial_unit": data.spatial_unit, "time_unit": data.time_unit,
                   "tracks_in_file": data.n_tracks_in_file,
                   "tracks_analysed": int(ids["track_id"].nunique()),
-                  "segments": len(ids), "all_tracks": bool(args.all_tracks)},
+                  "segments": len(ids), "all_tracks": bool(args.all_tracks),
+                  "movie": args.movie},
         "calibration": {"pixel_size_um": data.pixel_size_um, "frame_interval_s": dt,
                         "exposure_s": exposure if exposure is not None else dt,
                         "exposure_assumed": exposure is None},
@@ -156,7 +161,7 @@ def _is_xml(path: Path) -> bool:
         return f.read(256).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
-def _analyse(tracks: list, args: argparse.Namespace, dt: float, exposure: float | None,
+def _analyse(tracks: list[Track], args: argparse.Namespace, dt: float, exposure: float | None,
              pixel_size_um: float | None, window: WindowConfig,
              change: ChangeSettings) -> tuple[TrackAnalysis, list[str]]:
     if args.server:
@@ -180,12 +185,73 @@ def _analyse(tracks: list, args: argparse.Namespace, dt: float, exposure: float 
 
         registry = ModelRegistry(None, "cpu")
         model = registry.track_model
+        if args.movie is not None:
+            model = registry.window_model
+            if model is None:
+                raise ValueError("--movie: no image transformer is installed")
+            tracks = with_patches(tracks, args.movie, pixel_size_um, model.patch_px,
+                                  dark=args.dark_spots)
     try:
         names = [model.estimator.name] if model is not None else []
         return analyze_tracks(tracks, acquisition, window, cfg, model), names
     finally:
         if registry is not None:
             registry.close()
+
+
+def with_patches(tracks: list[Track], movie: str, pixel_size_um: float | None, size: int,
+                 dark: bool = False) -> list[Track]:
+    """The tracks with a ``size`` x ``size`` patch cut around each position from ``movie``.
+
+    Parameters
+    ----------
+    tracks : list of Track
+        Tracks in um; their frames index the movie's frames (0 = the first).
+    movie : str
+        The movie file (TIFF or what pims reads).
+    pixel_size_um : float or None
+        Pixel size of the movie, um (from the track file or ``--pixel-size``).
+    size : int
+        Patch side, pixels (the image model's).
+    dark : bool
+        Dark particles on a light background: patches are inverted.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--movie`` or ``--pixel-size``: no pixel size, a track frame beyond
+        the movie, or positions outside the frames.
+    """
+    from livespt.server.cli.stream import open_movie
+    from livespt.server.service.detection_pool import crop_patches
+
+    if pixel_size_um is None:
+        raise ValueError("--movie: the pixel size is needed to find the spots in the movie; "
+                         "give --pixel-size (um)")
+    try:
+        frames, _, _ = open_movie(movie)
+    except ValueError as exc:
+        raise ValueError(f"--movie: {str(exc).removeprefix('MOVIE: ')}") from None
+    n, (h, w) = len(frames), frames.frame_shape
+    last = max(int(t.frames[-1]) for t in tracks)
+    if last >= n:
+        raise ValueError(f"--movie: the tracks reach frame {last}, the movie has {n} frames "
+                         "(frames 0 .. n-1); is it the movie the tracks come from?")
+    xy = np.concatenate([t.xy_um for t in tracks]) / pixel_size_um
+    if np.any(xy < -0.5) or np.any(xy[:, 0] > w - 0.5) or np.any(xy[:, 1] > h - 0.5):
+        raise ValueError(f"--movie: positions fall outside its {w} x {h} pixel frames at "
+                         f"{pixel_size_um:g} um per pixel; check --pixel-size")
+    f_all = np.concatenate([t.frames for t in tracks])
+    out = np.empty((len(f_all), size, size), np.float32)
+    order = np.argsort(f_all, kind="stable")
+    bounds = np.searchsorted(f_all[order], np.arange(n + 1))
+    for t in np.unique(f_all).tolist():
+        rows = order[bounds[t]:bounds[t + 1]]
+        img = np.asarray(frames[t], dtype=np.float32)
+        out[rows] = crop_patches(-img if dark else img, xy[rows, 0], xy[rows, 1], size)
+    starts = np.concatenate([[0], np.cumsum([len(t) for t in tracks])])
+    return [replace(t, patches=out[a:b]) for t, a, b in zip(tracks, starts[:-1], starts[1:],
+                                                             strict=True)]
 
 
 def _plot(track_estimates: pd.DataFrame, path: Path) -> None:

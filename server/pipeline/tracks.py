@@ -8,7 +8,8 @@ change detector as a live stream:
   with the localization noise estimated from the track itself;
 * its sliding windows (:func:`~livespt.server.pipeline.windows.sliding_windows`):
   the :class:`~livespt.server.pipeline.estimate.WindowEstimator` (a resident
-  features model or the CVE);
+  features model, an image model when the tracks carry patches cut from their
+  movie, or the CVE);
 * changes of D: the change detector over the track's whole step history, with
   each point's precision, or the track's own CVE noise estimate where a point
   has none (0 would make noisy tracks alarm).
@@ -55,12 +56,16 @@ class Track:
         Positions, um.
     precision_um : ndarray, shape (N,)
         Localization precision per axis, um; NaN where unknown.
+    patches : ndarray, shape (N, P, P), float32, optional
+        An image patch around each position (cut from the movie the track comes
+        from), for an image model.
     """
 
     track_id: int
     frames: NDArray[np.int64]
     xy_um: NDArray[np.float64]
     precision_um: NDArray[np.float64]
+    patches: NDArray[np.float32] | None = None
 
     @classmethod
     def from_arrays(cls, track_id: int, frames: ArrayLike, x_um: ArrayLike, y_um: ArrayLike,
@@ -153,7 +158,8 @@ def analyze_tracks(
     change : ChangeConfig, optional
         Change-detector settings; None: no change detection.
     model : ResidentModel, optional
-        A resident features transformer for the windows (tracks carry no images).
+        A resident transformer for the windows: a features model, or an image model
+        when every track carries its patches (:attr:`Track.patches`).
 
     Returns
     -------
@@ -185,7 +191,8 @@ def analyze_tracks(
                   exposure_s=acquisition.exposure_s, track_id=tr.track_id)
         out.tracks.append(TrackEstimate(tr.track_id, n, est.d_um2_s, est.d_low_um2_s,
                                         est.d_high_um2_s, est.method))
-        parts.append(sliding_windows(window, tr.track_id, tr.frames, tr.xy_um, tr.precision_um))
+        parts.append(sliding_windows(window, tr.track_id, tr.frames, tr.xy_um, tr.precision_um,
+                                     tr.patches))
         if bank is not None:
             sigma_track = float(np.sqrt(max(est.sigma2_um2, 0.0)))
             sigma = np.where(np.isfinite(tr.precision_um), tr.precision_um, sigma_track)
@@ -194,5 +201,6 @@ def analyze_tracks(
                 if ev is not None:
                     out.changes.append(ChangeEvent.from_detector(tr.track_id, ev))
             bank.drop(tr.track_id)
-    out.windows = estimator.estimate(DueWindows.concat(parts, window.length, None))
+    out.windows = estimator.estimate(DueWindows.concat(parts, window.length,
+                                                       estimator.patch_px))
     return out

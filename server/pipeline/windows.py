@@ -267,6 +267,7 @@ def sliding_windows(
     frames: NDArray[np.int64],
     xy_um: NDArray[np.float64],
     sigma_um: NDArray[np.float64],
+    patches: NDArray[np.float32] | None = None,
 ) -> DueWindows:
     """Every sliding window of one whole track, as :class:`WindowBuffers` would emit them.
 
@@ -282,6 +283,8 @@ def sliding_windows(
         Positions in um.
     sigma_um : ndarray, shape (N,)
         Localization precision per point in um; NaN when unknown.
+    patches : ndarray, shape (N, P, P), optional
+        An image patch per point (for an image model).
 
     Returns
     -------
@@ -294,4 +297,5 @@ def sliding_windows(
     vals = np.concatenate([np.asarray(xy_um, float).reshape(n, 2),
                            np.asarray(sigma_um, float).reshape(n, 1)], axis=1)
     return DueWindows(np.full(len(starts), track_id, dtype=np.int64),
-                      np.asarray(frames, np.int64)[idx], vals[idx])
+                      np.asarray(frames, np.int64)[idx], vals[idx],
+                      None if patches is None else np.asarray(patches, np.float32)[idx])
