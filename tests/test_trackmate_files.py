@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from trackmate_files import write_trackmate_csv, write_trackmate_xml
+from trackmate_files import write_trackmate_csv, write_trackmate_edges_csv, write_trackmate_xml
 from tracksim import coverage_band, simulate_tracks
 
 from livespt.server.cli.main import main
@@ -197,8 +197,8 @@ def test_edge_to_an_unknown_spot_is_an_error(tmp_path: Path) -> None:
     write_trackmate_xml(path, TRACKS)
     text = path.read_text().replace('SPOT_TARGET_ID="1"', 'SPOT_TARGET_ID="999"', 1)
     path.write_text(text)
-    with pytest.raises(TrackMateFileError, match="SPOT_TARGET_ID is spot 999, which is not in "
-                                                 "AllSpots"):
+    with pytest.raises(TrackMateFileError, match="SPOT_TARGET_ID is spot 999, which is not "
+                                                 "among the spots"):
         read_trackmate_xml(path)
 
 
@@ -237,6 +237,25 @@ def test_csv_errors_name_line_and_column(tmp_path: Path) -> None:
     path.write_text("LABEL,TRACK_ID,NUMBER_SPOTS,TRACK_DURATION\nTrack_0,0,20,1.0\n")
     with pytest.raises(TrackMateFileError, match=r"tracks or edges table.*spots table"):
         read_trackmate_csv(path)
+
+
+def test_csv_with_its_edges_table_cuts_splits(tmp_path: Path) -> None:
+    a = _walk(10)                 # spots 0..9, frames 0..9
+    b = _walk(6, f0=5, x0=3.0)    # spots 10..15, frames 5..10: split off a's spot 4
+    spots, edges = tmp_path / "spots.csv", tmp_path / "edges.csv"
+    write_trackmate_csv(spots, [a, b], track_ids=[7, 7])
+    links = [(7, k, k + 1) for k in range(9)] + [(7, 4, 10)]
+    links += [(7, 10 + k, 11 + k) for k in range(5)]
+    write_trackmate_edges_csv(edges, links)
+    linear = read_trackmate_csv(spots)
+    assert set(linear.points.segment) == {0} and len(linear.points) == 16
+    data = read_trackmate_csv(spots, edges=edges)
+    segs = data.points.groupby("segment")["frame"].agg(["min", "max"])
+    assert sorted(segs.itertuples(index=False)) == [(0, 4), (5, 9), (5, 10)]
+    assert set(data.points.track_id) == {7} and dict(data.warnings)["TRACK_SPLIT"]
+    write_trackmate_edges_csv(edges, [(7, 4, 99)])
+    with pytest.raises(TrackMateFileError, match="spot 99, which is not among the spots"):
+        read_trackmate_csv(spots, edges=edges)
 
 
 # ------------------------------------------------------------------------- writing back

@@ -151,9 +151,13 @@ def write_trackmate_xml(
 def write_trackmate_csv(
     path: Path, tracks: Sequence[Sequence[Point]], *, header_rows: int = 4,
     space_unit: str = "micron", time_unit: str = "sec", time_interval: float = 0.05,
-    untracked: Sequence[Point] = (),
+    untracked: Sequence[Point] = (), track_ids: Sequence[int] | None = None,
 ) -> None:
-    """Write a TrackMate spots-table CSV with 1-4 header rows (keys, names, short names, units)."""
+    """Write a TrackMate spots-table CSV with 1-4 header rows (keys, names, short names, units).
+
+    Spot IDs count up from 0 in the order of ``tracks``; ``track_ids`` gives each list its
+    TRACK_ID (default its index).
+    """
     keys = ["LABEL", "ID", "TRACK_ID", "QUALITY", "POSITION_X", "POSITION_Y", "POSITION_Z",
             "POSITION_T", "FRAME", "RADIUS", "VISIBILITY", "MEAN_INTENSITY_CH1"]
     names = ["Label", "Spot ID", "Track ID", "Quality", "X", "Y", "Z", "T", "Frame", "Radius",
@@ -166,8 +170,9 @@ def write_trackmate_csv(
     sid = 0
     body = []
     for t, tr in enumerate(tracks):
+        tid = t if track_ids is None else track_ids[t]
         for f, x, y in tr:
-            body.append([f"ID{sid}", sid, t, 10.0, x, y, 0.0, f * time_interval, f, 0.2, 1,
+            body.append([f"ID{sid}", sid, tid, 10.0, x, y, 0.0, f * time_interval, f, 0.2, 1,
                          100.0])
             sid += 1
     for f, x, y in untracked:
@@ -177,3 +182,16 @@ def write_trackmate_csv(
         w = csv.writer(fh)
         w.writerows(rows)
         w.writerows(body)
+
+
+def write_trackmate_edges_csv(path: Path, edges: Sequence[tuple[int, int, int]],
+                              header_rows: int = 4) -> None:
+    """Write a TrackMate edges-table CSV: (TRACK_ID, SPOT_SOURCE_ID, SPOT_TARGET_ID) rows."""
+    keys = ["LABEL", "TRACK_ID", "SPOT_SOURCE_ID", "SPOT_TARGET_ID", "LINK_COST", "SPEED"]
+    names = ["Label", "Track ID", "Source spot ID", "Target spot ID", "Edge cost", "Speed"]
+    units = ["", "", "", "", "(cost)", "(micron/sec)"]
+    rows = [keys, names, names, units][:header_rows]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerows(rows)
+        w.writerows([f"ID{a}\u2192ID{b}", t, a, b, 0.1, 1.5] for t, a, b in edges)

@@ -228,6 +228,9 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
                    help="frame interval in s; overrides the file's")
     p.add_argument("--exposure", type=float, default=None, metavar="S",
                    help="exposure in s (default: the frame interval, with a warning)")
+    p.add_argument("--edges", default=None, metavar="EDGES_CSV",
+                   help="CSV input: TrackMate's edges table of the same tracks, to cut them "
+                        "at splits and merges as an XML file would be")
     p.add_argument("--all-tracks", action="store_true",
                    help="XML: analyse every track, not only TrackMate's filtered ones")
     p.add_argument("--window", type=int, default=None,

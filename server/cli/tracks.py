@@ -46,17 +46,22 @@ def _positive(flag: str, value: float | None) -> float | None:
 
 
 def read_track_file(path: Path, *, all_tracks: bool, pixel_size_um: float | None,
-                    frame_interval_s: float | None) -> TrackMateTracks:
+                    frame_interval_s: float | None, edges: str | None = None
+                    ) -> TrackMateTracks:
     """Read a TrackMate XML or CSV file by its content (``<`` first: XML)."""
     if not path.is_file():
         raise ValueError(f"FILE: {path} does not exist or is not a file")
     if _is_xml(path):
+        if edges is not None:
+            raise ValueError("--edges applies to CSV input (an XML file holds its edges)")
         return read_trackmate_xml(path, all_tracks=all_tracks, pixel_size_um=pixel_size_um,
                                   frame_interval_s=frame_interval_s)
     if all_tracks:
         raise ValueError("--all-tracks applies to XML files (a CSV holds no track filter)")
+    if edges is not None and not Path(edges).is_file():
+        raise ValueError(f"--edges: {edges} does not exist or is not a file")
     return read_trackmate_csv(path, pixel_size_um=pixel_size_um,
-                              frame_interval_s=frame_interval_s)
+                              frame_interval_s=frame_interval_s, edges=edges)
 
 
 def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,7 +83,7 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
                             false_alarm_per_1000=float(args.false_alarms))
     src = Path(args.file)
     data = read_track_file(src, all_tracks=args.all_tracks, pixel_size_um=px,
-                           frame_interval_s=dt_flag)
+                           frame_interval_s=dt_flag, edges=args.edges)
     dt = data.frame_interval_s
     if exposure is not None and exposure > dt:
         raise ValueError(f"--exposure: {exposure:g} s is longer than the frame interval "

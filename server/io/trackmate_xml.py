@@ -381,18 +381,47 @@ def read_trackmate_xml(
 
 def _segments(r: _Reader, all_tracks: bool, um_per_unit: float,
               what: str) -> tuple[pd.DataFrame, int]:
-    """Cut each track's edge graph into linear segments of spots, in frame order."""
-    ids = np.frombuffer(r.spot_id, dtype=np.int64)
+    """The XML's spots and edges as linear segments (:func:`linear_segments`)."""
+    keep_tracks = (set(r.filtered) if (r.filtered is not None and not all_tracks)
+                   else set(r.track_ids))
+    return linear_segments(
+        np.frombuffer(r.spot_id, dtype=np.int64), np.frombuffer(r.spot_frame, dtype=np.int64),
+        np.frombuffer(r.spot_x, dtype=np.float64), np.frombuffer(r.spot_y, dtype=np.float64),
+        np.frombuffer(r.edge_track, dtype=np.int64), np.frombuffer(r.edge_src, dtype=np.int64),
+        np.frombuffer(r.edge_tgt, dtype=np.int64), keep_tracks, um_per_unit, what)
+
+
+def linear_segments(
+    ids: np.ndarray, frames: np.ndarray, x: np.ndarray, y: np.ndarray, et: np.ndarray,
+    es: np.ndarray, eg: np.ndarray, keep_tracks: set[int], um_per_unit: float, what: str,
+) -> tuple[pd.DataFrame, int]:
+    """Cut each track's edge graph into linear segments of spots, in frame order.
+
+    Parameters
+    ----------
+    ids, frames, x, y : ndarray, shape (S,)
+        Spots: ID, frame and position (file units).
+    et, es, eg : ndarray, shape (E,)
+        Edges: track ID, source spot ID, target spot ID.
+    keep_tracks : set of int
+        The track IDs to return.
+    um_per_unit : float
+        Micrometres per position unit.
+    what : str
+        The file, for error messages.
+
+    Returns
+    -------
+    points : pandas.DataFrame
+        ``track_id, segment, spot_id, frame, x_um, y_um``.
+    n_cut : int
+        Tracks cut at a split or merge.
+    """
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     if sorted_ids.size > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
         dup = int(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]][0])
         raise TrackMateFileError(f"{what}: two spots share ID {dup}")
-    et = np.frombuffer(r.edge_track, dtype=np.int64)
-    es = np.frombuffer(r.edge_src, dtype=np.int64)
-    eg = np.frombuffer(r.edge_tgt, dtype=np.int64)
-    keep_tracks = (set(r.filtered) if (r.filtered is not None and not all_tracks)
-                   else set(r.track_ids))
     mask = np.isin(et, np.fromiter(keep_tracks, dtype=np.int64, count=len(keep_tracks)))
     et, es, eg = et[mask], es[mask], eg[mask]
 
@@ -402,17 +431,14 @@ def _segments(r: _Reader, all_tracks: bool, um_per_unit: float,
                                           != spot)
         if np.any(bad):
             raise TrackMateFileError(f"{what}: an edge's {side} is spot {int(spot[bad][0])}, "
-                                     "which is not in AllSpots")
+                                     "which is not among the spots")
         return order[pos]
 
     si, ti = index_of(es, "SPOT_SOURCE_ID"), index_of(eg, "SPOT_TARGET_ID")
-    frames = np.frombuffer(r.spot_frame, dtype=np.int64)
     # Orient every edge forward in time (TrackMate stores source before target, but
     # do not rely on it).
     swap = frames[si] > frames[ti]
     si, ti = np.where(swap, ti, si), np.where(swap, si, ti)
-    x = np.frombuffer(r.spot_x, dtype=np.float64)
-    y = np.frombuffer(r.spot_y, dtype=np.float64)
     rows: list[tuple[int, int, np.ndarray]] = []
     n_cut = 0
     by_track: dict[int, list[int]] = {}
