@@ -36,6 +36,7 @@ from livespt.server.io.tiff import write_movie
 from livespt.server.io.trackmate import (
     LapConfig,
     lap_link,
+    log_detect_spots,
     trackmate_log_detect,
     trackmate_log_detect_run,
     trackmate_track,
@@ -434,3 +435,29 @@ def test_stream_with_trackmate_exits_promptly(track_movie, tmp_path):
     assert "non-daemon" not in out.stderr and "Exception" not in out.stderr, out.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "o" / "tracks.csv")) > 0.9 * 12 * 25
     print(f"\nstream --tracker trackmate: {time.time() - t0:.1f} s with the JVM's start")
+
+
+def test_blocks_leave_no_java_thread_behind():
+    from scyjava import jimport
+
+    from livespt.server.pipeline.detect import DetectorConfig
+
+    worker = fiji.jvm_worker()
+    rng = np.random.default_rng(0)
+    frames, xy = np.repeat(np.arange(25), 40), rng.uniform(0, 20, (1000, 2))
+    image = (100 + rng.poisson(10, (64, 64))).astype(np.uint16)
+    image[30:33, 30:33] += 500
+    cfg = DetectorConfig(radius_px=RADIUS_PX)
+
+    def threads() -> int:
+        return int(jimport("java.lang.Thread").activeCount())
+
+    def one_block() -> None:
+        worker.call(lap_link, frames, xy, LapConfig(1.0))
+        worker.call(log_detect_spots, image, cfg, PIXEL_UM)
+
+    one_block()
+    before = worker.call(threads)
+    for _ in range(20):
+        one_block()
+    assert worker.call(threads) <= before

@@ -9,8 +9,8 @@ imported here.
 The trajectories are instantaneous samples (no exposure, no motion blur); Gaussian
 localization noise of SD ``sigma`` per axis (uniform per track in ``sigma_range_um``) is
 added here and given to the analysis as each point's precision. They go through
-:func:`livespt.server.pipeline.tracks.analyze_tracks` (what ``AnalyzeTracks`` runs;
-a ``livespt tracks`` command is not built yet) with the resident ``features``
+:func:`livespt.server.pipeline.tracks.analyze_tracks` (what ``AnalyzeTracks`` and
+``livespt tracks`` run) with the resident ``features``
 transformer for the windows when it is given, the sliding-window configuration of a
 live stream (10 points, stride 1),
 and the change detector at its default target (0.5 false alarms per 1000 track-frames)

@@ -754,7 +754,7 @@ def write_markdown(path: Path, result: dict[str, Any], figs: dict[str, str]) -> 
         "| andi-datasets | AnDi challenge generator (PyPI `andi-datasets`, "
         "`models_phenom.single_state` / `multi_state`, alpha = 1), run in `.venv-thirdparty`; "
         "Gaussian localization noise 20-30 nm added here | `analyze_tracks` (what "
-        "`AnalyzeTracks` runs; `livespt tracks` is not built yet) with the resident features "
+        "`AnalyzeTracks` and `livespt tracks` run) with the resident features "
         "transformer | "
         "andi's positions and per-frame D labels |",
         "| real | trackpy-examples `bulk_water` (1 um latex spheres in water, bright field) via "

@@ -210,7 +210,7 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
             "CSV export, estimate D per track and per sliding window and find changes of D, "
             "and write DIR/track_estimates.csv, DIR/estimates.csv, DIR/changes.csv, "
             "DIR/summary.json, DIR/d_per_track.png and, for XML input, DIR/annotated.xml (the "
-            "original file with D, its 90 %% interval, the method and change flags added as "
+            "original file with D, its 90 % interval, the method and change flags added as "
             "spot and track features TrackMate shows). Units come from the file; the flags "
             "complete or override them."
         ),

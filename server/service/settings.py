@@ -36,7 +36,6 @@ TRACKERS = ("builtin", "trackmate", "trackmate-lap")
 """Tracker names of the wire contract; a server offers "builtin" and, when started with
 TrackMate (``livespt serve --tracker trackmate``), "trackmate" (TrackMate's LoG detector
 and LAP tracker) and "trackmate-lap" (LiveSPT's detector, TrackMate's LAP tracker)."""
-"""Trackers this server runs (TrackMate in-process is not available yet)."""
 
 
 def exposure_assumed_message(frame_interval_s: float, field_name: str = "exposure_s") -> str:
@@ -250,7 +249,7 @@ class StreamSettings:
     detector, linker, window, change
         The stages' settings.
     tracker : str
-        ``builtin`` (``trackmate`` is part of the contract, not yet available).
+        One of :data:`TRACKERS`; the server must offer it (``check_server``).
     name : str
         Free text recorded in the session summary.
     exposure_assumed : bool or None
