@@ -393,6 +393,24 @@ def test_live_trackmate_detects_and_links_the_truth(live_runs, track_movie):
     print(f"\nlinks joining one true particle: trackmate {right} of {total} "
           f"({len(pts)} points), builtin {b_right} of {b_total}")
     assert total > 0.9 * 12 * TRACK_FRAMES and right >= 0.95 * total
+    # The same links as the built-in tracker's: each TrackMate point stands for the
+    # built-in detection within 0.5 px of it in its frame (the detectors localize
+    # differently), and links are compared through that correspondence.
+    builtin = pd.DataFrame([p.__dict__ for p in live_runs["builtin"][0].points])
+    key = {}
+    for f, idx in pts.groupby("frame").groups.items():
+        b = builtin[builtin.frame == f]
+        p = pts.loc[idx, ["x_um", "y_um"]].to_numpy()
+        q = b[["x_um", "y_um"]].to_numpy()
+        d = np.hypot(p[:, None, 0] - q[None, :, 0], p[:, None, 1] - q[None, :, 1])
+        for r, (i, j) in enumerate(zip(list(idx), d.argmin(axis=1).tolist(), strict=True)):
+            if d[r, j] < 0.5 * PIXEL_UM:
+                key[i] = (int(f), round(q[j, 0], 9), round(q[j, 1], 9))
+    mapped = {(key[a], key[b]) for _, g in pts.sort_values("frame").groupby("track_id")
+              for a, b in pairwise(g.index.tolist()) if a in key and b in key}
+    b_links = _links(builtin)
+    print(f"built-in links also made by trackmate: {len(b_links & mapped)} of {len(b_links)}")
+    assert len(b_links & mapped) >= 0.95 * len(b_links)
     info = json.loads((out / "summary.json").read_text())["tracker_info"]
     assert info["name"] == "trackmate" and info["detector"].startswith("TrackMate LoG")
 
@@ -434,6 +452,11 @@ def test_stream_with_trackmate_exits_promptly(track_movie, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "non-daemon" not in out.stderr and "Exception" not in out.stderr, out.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "o" / "tracks.csv")) > 0.9 * 12 * 25
+    # The JVM's memory is set explicitly (-Xmx2g by default), not left to the JVM.
+    session = json.loads(next((tmp_path / "o" / "server_sessions").glob("*/summary.json"))
+                         .read_text())
+    assert session["tracker_info"]["jvm_max_heap"] == "2g"
+    assert 1800 < session["tracker_info"]["jvm_max_memory_mb"] <= 2048
     print(f"\nstream --tracker trackmate: {time.time() - t0:.1f} s with the JVM's start")
 
 

@@ -120,6 +120,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fiji-dir", default=None, metavar="DIR",
                    help="Fiji.app for --tracker trackmate (default: where make fiji installs "
                         "it, or $LIVESPT_FIJI_DIR)")
+    p.add_argument("--jvm-heap", default="2g", metavar="SIZE",
+                   help="maximum heap of the JVM that runs TrackMate (-Xmx), e.g. 512m or 4g")
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
@@ -351,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(ServerOptions(host=args.host, port=args.port, device=args.device,
                                 trackmate=args.tracker == "trackmate",
                                 fiji_dir=Path(args.fiji_dir) if args.fiji_dir else None,
+                                jvm_max_heap=args.jvm_heap,
                                 out_root=Path(args.sessions_dir),
                                 limits=Limits(max_sessions=args.max_sessions),
                                 shutdown_grace_s=args.shutdown_grace, models=models,

@@ -329,6 +329,13 @@ def trackmate_version() -> str:
     return str(v) if v is not None else ""
 
 
+def jvm_max_memory_mb() -> float:
+    """The running JVM's maximum heap (``Runtime.maxMemory``), MiB."""
+    from scyjava import jimport
+
+    return float(jimport("java.lang.Runtime").getRuntime().maxMemory()) / 2**20
+
+
 def lap_link(frames: Any, xy_um: Any, config: LapConfig) -> np.ndarray:
     """Link spots with TrackMate's LAP tracker; call on the JVM's thread.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,9 @@ class ServerOptions:
         one; start-up fails with a clear error when no Fiji is found.
     fiji_dir : Path, optional
         The Fiji.app for ``trackmate``; default: the places ``make fiji`` installs to.
+    jvm_max_heap : str
+        Maximum heap of that JVM (``-Xmx``), e.g. ``"2g"``: set explicitly, not left to
+        the JVM's default of a quarter of the machine's memory.
     """
 
     host: str = "127.0.0.1"
@@ -97,6 +101,7 @@ class ServerOptions:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     trackmate: bool = False
     fiji_dir: Path | None = None
+    jvm_max_heap: str = "2g"
 
 
 def resolve_device(device: str) -> str:
@@ -143,7 +148,8 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
-    block_trackers = trackmate_factories(opts.fiji_dir) if opts.trackmate else {}
+    block_trackers = (trackmate_factories(opts.fiji_dir, opts.jvm_max_heap) if opts.trackmate
+                      else {})
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
@@ -176,7 +182,8 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     return RunningServer(server, service, port, health_servicer, executor)
 
 
-def trackmate_factories(fiji_dir: Path | None) -> dict[str, BlockTrackerFactory]:
+def trackmate_factories(fiji_dir: Path | None,
+                        max_heap: str = "2g") -> dict[str, BlockTrackerFactory]:
     """What makes a session's TrackMate tracker: ``trackmate`` and ``trackmate-lap``.
 
     ``trackmate``: TrackMate's LoG detector on each frame and its LAP tracker;
@@ -187,9 +194,16 @@ def trackmate_factories(fiji_dir: Path | None) -> dict[str, BlockTrackerFactory]
     session that uses one.
     """
     from livespt.server.io import fiji
-    from livespt.server.io.trackmate import LapConfig, TrackMateLinker, log_detect_spots
+    from livespt.server.io.trackmate import (
+        LapConfig,
+        TrackMateLinker,
+        jvm_max_memory_mb,
+        log_detect_spots,
+    )
 
-    worker = fiji.jvm_worker(fiji_dir)
+    if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]", max_heap):
+        raise ValueError(f"--jvm-heap must be a size such as 512m or 2g, got {max_heap!r}")
+    worker = fiji.jvm_worker(fiji_dir, max_heap)
 
     def linker(settings: StreamSettings, detector: str) -> tuple[TrackMateLinker,
                                                                  dict[str, Any]]:
@@ -199,6 +213,8 @@ def trackmate_factories(fiji_dir: Path | None) -> dict[str, BlockTrackerFactory]
         return link, {"name": settings.tracker, "trackmate_version": link.version(),
                       "detector": detector,
                       "linking": "TrackMate LAP tracker (SimpleSparseLAPTracker) in blocks",
+                      "jvm_max_heap": worker.max_heap,
+                      "jvm_max_memory_mb": round(worker.call(jvm_max_memory_mb), 1),
                       "block_frames": BLOCK_FRAMES,
                       "overlap_frames": lap.max_gap_frames + 1 + BLOCK_CONTEXT_FRAMES,
                       "settings": lap.as_dict()}
