@@ -455,6 +455,8 @@ def test_stream_with_trackmate_exits_promptly(track_movie, tmp_path):
     # The JVM's memory is set explicitly (-Xmx2g by default), not left to the JVM.
     session = json.loads(next((tmp_path / "o" / "server_sessions").glob("*/summary.json"))
                          .read_text())
+    cli = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert cli["tracker"] == "trackmate" and cli["tracker_info"] == session["tracker_info"]
     assert session["tracker_info"]["jvm_max_heap"] == "2g"
     assert 1800 < session["tracker_info"]["jvm_max_memory_mb"] <= 2048
     print(f"\nstream --tracker trackmate: {time.time() - t0:.1f} s with the JVM's start")
@@ -484,3 +486,33 @@ def test_blocks_leave_no_java_thread_behind():
     for _ in range(20):
         one_block()
     assert worker.call(threads) <= before
+
+
+def test_livespt_tracks_has_trackmate_track_the_movie(track_movie, tmp_path):
+    from livespt.server.cli.main import main
+
+    movie = tmp_path / "movie.tif"
+    write_movie(movie, track_movie.frames, pixel_size_um=PIXEL_UM, frame_interval_s=0.05)
+    out = tmp_path / "out"
+    assert main(["tracks", "--movie", str(movie), "--tracker", "trackmate", "--radius",
+                 str(RADIUS_PX * PIXEL_UM), "--max-distance", "0.5", "--exposure", "0.05",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"][0] == "trackmate.xml" and summary["input"]["tracked_by"].startswith(
+        "trackmate")
+    tm = read_trackmate_xml(out / "trackmate.xml")  # TrackMate's own file
+    assert tm.version == "7.5.1" and tm.points.track_id.nunique() >= 10
+    te = pd.read_csv(out / "track_estimates.csv")
+    assert set(te.track_id) <= set(tm.points.track_id) and len(te) >= 10
+    est = pd.read_csv(out / "estimates.csv")
+    # The image transformer read the movie; where its windows disagree with the CVE the
+    # model check lets the CVE answer, and says so.
+    image_model = summary["models"][0]
+    assert set(est.method) <= {f"vit:{image_model}", "cve:model-bias", "cve:ood"}
+    flagged = summary["model_check"]["session_flagged"]
+    print(f"\nmodel check on TrackMate's tracks: {summary['model_check']}")
+    assert ("MODEL_CHECK" in [w["code"] for w in summary["warnings"]]) == flagged
+    # The true D (0.05 um^2/s) is inside most whole-track intervals of the long tracks.
+    long = te[te.n_spots >= 40]
+    hit = ((long.d_low_um2_s <= 0.05) & (0.05 <= long.d_high_um2_s)).mean()
+    assert len(long) >= 8 and hit >= 0.7, (len(long), hit)

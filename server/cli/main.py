@@ -214,11 +214,15 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
             "DIR/summary.json, DIR/d_per_track.png and, for XML input, DIR/annotated.xml (the "
             "original file with D, its 90 % interval, the method and change flags added as "
             "spot and track features TrackMate shows). Units come from the file; the flags "
-            "complete or override them."
+            "complete or override them. With --movie MOVIE --tracker trackmate and no FILE, "
+            "TrackMate (LoG detector, LAP tracker) tracks the movie first and writes its own "
+            "DIR/trackmate.xml, which is then analysed."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("file", help="TrackMate XML (.xml) or spots-table CSV (.csv)")
+    p.add_argument("file", nargs="?", default=None,
+                   help="TrackMate XML (.xml) or spots-table CSV (.csv); omitted with "
+                        "--tracker trackmate")
     p.add_argument("--out", default="livespt_tracks", help="output directory")
     p.add_argument("--server", metavar="HOST:PORT", default=None,
                    help="analyse through a running server's AnalyzeTracks (default: in this "
@@ -248,6 +252,21 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
                         "the windows go to the image transformer (in this process)")
     p.add_argument("--dark-spots", action="store_true",
                    help="with --movie: dark particles on a light background")
+    tm = p.add_argument_group("tracking the movie with TrackMate (--tracker trackmate)")
+    tm.add_argument("--tracker", default=None, choices=("trackmate",),
+                    help="track --movie with TrackMate's LoG detector and LAP tracker in this "
+                         "process (needs a Fiji: make fiji), then analyse its tracks")
+    tm.add_argument("--radius", type=float, default=0.15, metavar="UM",
+                    help="spot radius for TrackMate's LoG detector, um")
+    tm.add_argument("--threshold", type=float, default=None,
+                    help="LoG quality threshold (default: LiveSPT's automatic threshold on the "
+                         "first frame)")
+    tm.add_argument("--max-distance", type=float, default=1.0, metavar="UM",
+                    help="LAP linking and gap-closing search radius, um")
+    tm.add_argument("--max-gap", type=int, default=2, metavar="FRAMES",
+                    help="most frames a track may skip")
+    tm.add_argument("--fiji-dir", default=None, metavar="DIR",
+                    help="Fiji.app (default: where make fiji installs it)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

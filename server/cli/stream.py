@@ -226,6 +226,12 @@ def save_result(result: StreamResult, out: Path, options: StreamSettings,
         summary["server_summary"] = {
             f.name: getattr(result.summary, f.name) for f in result.summary.DESCRIPTOR.fields
         }
+    summary["tracker"] = options.tracker
+    session_file = Path(result.server_output_dir) / "summary.json"
+    if result.server_output_dir and session_file.is_file():
+        # The server's own record of its tracker (e.g. TrackMate's version and settings),
+        # when its files are on this machine (--embedded, or a local server).
+        summary["tracker_info"] = json.loads(session_file.read_text()).get("tracker_info")
     writer.write_summary(summary)
     est = pd.read_csv(out / "estimates.csv")
     chg = pd.read_csv(out / "changes.csv")

@@ -81,7 +81,13 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
     window = WindowConfig(length=args.window) if args.window else WindowConfig()
     change = ChangeSettings(disabled=bool(args.no_changes),
                             false_alarm_per_1000=float(args.false_alarms))
-    src = Path(args.file)
+    if args.tracker == "trackmate":
+        src = track_movie_with_trackmate(args, px, dt_flag)
+    elif args.file is None:
+        raise ValueError("FILE: give a TrackMate XML or CSV file (or --movie MOVIE --tracker "
+                         "trackmate to have TrackMate track the movie)")
+    else:
+        src = Path(args.file)
     data = read_track_file(src, all_tracks=args.all_tracks, pixel_size_um=px,
                            frame_interval_s=dt_flag, edges=args.edges)
     dt = data.frame_interval_s
@@ -105,6 +111,8 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
     result.estimates.to_csv(out / "estimates.csv", index=False)
     result.changes.to_csv(out / "changes.csv", index=False)
     written = ["track_estimates.csv", "estimates.csv", "changes.csv"]
+    if args.tracker == "trackmate":
+        written.insert(0, "trackmate.xml")
     is_xml = _is_xml(src)
     if is_xml:
         write_annotated_xml(src, out / "annotated.xml", result.spot_values(data.points),
@@ -115,6 +123,7 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "livespt_version": __version__,
         "input": {"file": str(src), "format": "trackmate-xml" if is_xml else "trackmate-csv",
+                  "tracked_by": "trackmate (this run)" if args.tracker else "the file",
                   "trackmate_version": data.version,
                   "spatial_unit": data.spatial_unit, "time_unit": data.time_unit,
                   "tracks_in_file": data.n_tracks_in_file,
@@ -129,6 +138,7 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
                      "false_alarm_per_1000": change.false_alarm_per_1000},
         "analysis": "server " + args.server if args.server else "in-process",
         "models": models,
+        "model_check": result.model_check,
         "methods": result.track_estimates["method"].value_counts().to_dict()
         if len(result.track_estimates) else {},
         "window_methods": result.estimates["method"].value_counts().to_dict()
@@ -151,6 +161,57 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
           f"{len(result.track_estimates)} track estimates, {len(result.estimates)} window "
           f"estimates, {len(result.changes)} changes of D; wrote {out}/" + ", ".join(written))
     return summary
+
+
+def track_movie_with_trackmate(args: argparse.Namespace, pixel_size_um: float | None,
+                               frame_interval_s: float | None) -> Path:
+    """Track ``--movie`` with TrackMate in this process; return its XML file in ``--out``.
+
+    TrackMate's LoG detector (radius ``--radius``, threshold ``--threshold`` or LiveSPT's
+    automatic one on the first frame, dark spots inverted first) and its LAP tracker
+    (``--max-distance``, ``--max-gap``) run on the whole movie at once, as in TrackMate's
+    GUI; its own ``TmXmlWriter`` writes ``trackmate.xml``.
+    """
+    from livespt.server.cli.stream import open_movie
+    from livespt.server.io.trackmate import LapConfig, trackmate_track
+    from livespt.server.pipeline.detect import DetectorConfig, automatic_threshold
+
+    if args.movie is None:
+        raise ValueError("--tracker trackmate: TrackMate tracks a movie: give --movie MOVIE")
+    if args.file is not None:
+        raise ValueError("--tracker trackmate: the tracks come from TrackMate; drop FILE "
+                         f"({args.file}) or drop --tracker")
+    if args.server:
+        raise ValueError("--tracker trackmate: TrackMate runs in this process; drop --server")
+    try:
+        frames, px_file, dt_file = open_movie(args.movie)
+    except ValueError as exc:
+        raise ValueError(f"--movie: {str(exc).removeprefix('MOVIE: ')}") from None
+    px = pixel_size_um if pixel_size_um is not None else px_file
+    dt = frame_interval_s if frame_interval_s is not None else dt_file
+    if px is None or dt is None:
+        raise ValueError("--tracker trackmate: the movie carries no calibration; give "
+                         "--pixel-size (um) and --frame-interval (s)")
+    for flag, v in (("--radius", args.radius), ("--max-distance", args.max_distance)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{flag} must be a positive number of um, got {v}")
+    if args.max_gap < 0:
+        raise ValueError(f"--max-gap must be >= 0 frames, got {args.max_gap}")
+    movie = np.stack([np.asarray(f, dtype=np.float32) for f in frames])
+    if args.dark_spots:
+        movie = -movie
+    threshold = args.threshold
+    if threshold is None:
+        threshold = automatic_threshold(movie[0], DetectorConfig(radius_px=args.radius / px))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    xml = out / "trackmate.xml"
+    trackmate_track(movie, px, args.radius, threshold,
+                    LapConfig(max_distance_um=args.max_distance, max_gap_frames=args.max_gap),
+                    frame_interval_s=dt, xml_path=xml, fiji_dir=args.fiji_dir)
+    print(f"TrackMate tracked {args.movie} (LoG radius {args.radius:g} um, threshold "
+          f"{threshold:.4g}; LAP {args.max_distance:g} um, gaps up to {args.max_gap}): {xml}")
+    return xml
 
 
 def _json_default(o: Any) -> Any:

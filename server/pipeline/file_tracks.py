@@ -88,6 +88,8 @@ class FileAnalysis:
         ``track_id, segment, n_spots, reason`` of the segments too short for a D.
     warnings : list of (code, message)
         The analysis' warnings.
+    model_check : dict
+        The analysis' model check (:attr:`TrackAnalysis.model_check`).
     """
 
     track_estimates: pd.DataFrame
@@ -95,6 +97,7 @@ class FileAnalysis:
     changes: pd.DataFrame
     short_tracks: pd.DataFrame
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    model_check: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_analysis(cls, analysis: TrackAnalysis, ids: pd.DataFrame) -> FileAnalysis:
@@ -120,7 +123,8 @@ class FileAnalysis:
         if len(short):
             warnings.append(("TRACK_TOO_SHORT", f"{len(short)} track segment(s) have fewer than "
                              f"{MIN_TRACK_POINTS} positions: no D (listed in summary.json)"))
-        return cls(te, est, chg, short.reset_index(drop=True), warnings)
+        return cls(te, est, chg, short.reset_index(drop=True), warnings,
+                   dict(analysis.model_check))
 
     def spot_values(self, points: pd.DataFrame) -> dict[int, tuple[float, ...]]:
         """Spot ID -> (window D, low, high, method code, change flag) for every spot of a track.

@@ -129,13 +129,18 @@ class TrackAnalysis:
     changes : list of ChangeEvent
         Changes of D, track by track.
     warnings : list of (code, message)
-        E.g. ``TRACK_TOO_SHORT``, or why a model was not used.
+        E.g. ``TRACK_TOO_SHORT``, why a model was not used, or ``MODEL_CHECK`` when
+        the model's windows disagreed with the CVE and the CVE answered.
+    model_check : dict
+        The model check over the analysis (``session_flagged``, ``model_over_cve``,
+        ``windows_compared``); empty without a model.
     """
 
     tracks: list[TrackEstimate] = field(default_factory=list)
     windows: list[WindowEstimate] = field(default_factory=list)
     changes: list[ChangeEvent] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    model_check: dict[str, object] = field(default_factory=dict)
 
 
 def analyze_tracks(
@@ -203,4 +208,15 @@ def analyze_tracks(
             bank.drop(tr.track_id)
     out.windows = estimator.estimate(DueWindows.concat(parts, window.length,
                                                        estimator.patch_px))
+    if model is not None:
+        check = estimator.check
+        ratio = check.session_ratio()
+        out.model_check = {"session_flagged": check.session_flagged,
+                           "model_over_cve": round(ratio, 4) if np.isfinite(ratio) else None,
+                           "windows_compared": check.session_windows()}
+        if check.session_flagged:
+            out.warnings.append(("MODEL_CHECK", (
+                f"the model's window D is {ratio:.2f}x the sigma-unknown CVE's over "
+                f"{check.session_windows()} windows, beyond the CVE's noise and by more than "
+                "25 %: the CVE answers these windows (method cve:model-bias)")))
     return out
