@@ -385,6 +385,9 @@ def test_livespt_tracks_through_a_server_gives_the_in_process_result(tmp_path: P
     (["px.xml", "--pixel-size", "0.1", "--movie", "m.tif", "--server", "h:1"],
      "--movie: .* drop --server"),
     (["px.xml", "--pixel-size", "-1"], "--pixel-size must be a positive number"),
+    (["movie.tif"], "movie.tif: not a text file .*a movie goes with --movie"),
+    (["px.xml", "--pixel-size", "0.1", "--server", "127.0.0.1:1"],
+     "--server: no LiveSPT server answered at 127.0.0.1:1 .*drop --server"),
     (["px.xml", "--pixel-size", "0.1", "--exposure", "0.2"],
      "--exposure: 0.2 s is longer than the frame interval 0.05 s"),
 ])
@@ -394,7 +397,9 @@ def test_livespt_tracks_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     write_trackmate_xml(tmp_path / "px.xml", TRACKS, spatial_unit="pixels", pixel_width=1.0)
     (tmp_path / "bad.xml").write_text(BILLION_LAUGHS)
-    assert main(["tracks", *args, "--out", "o"]) == 2
+    (tmp_path / "movie.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\xb6\xff\x00")
+    # A bad value is the user's (status 2); an unreachable server is not (1).
+    assert main(["tracks", *args, "--out", "o"]) == (1 if "--server" in args else 2)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("livespt tracks: error: ")
     assert re.search(message, err), err

@@ -234,7 +234,13 @@ def _analyse(tracks: list[Track], args: argparse.Namespace, dt: float, exposure:
         from livespt.server.client import LiveSptClient
 
         with LiveSptClient(args.server) as client:
-            client.wait_ready(timeout_s=10.0)
+            try:
+                client.wait_ready(timeout_s=10.0)
+            except ConnectionError:
+                raise ConnectionError(
+                    f"--server: no LiveSPT server answered at {args.server} within 10 s "
+                    "(start one with `livespt serve`, or drop --server to analyse in this "
+                    "process)") from None
             names = [m.name for m in client.info().models
                      if "analyze_tracks" in m.used_for]
             return client.analyze_tracks(tracks, dt, exposure_s=exposure,

@@ -62,7 +62,12 @@ def _table(path: Path, required: tuple[str, ...], numeric: tuple[str, ...],
     the units row by column key (empty when the table has none) and the line number
     of the first data row.
     """
-    text = path.read_text(encoding="utf-8-sig", errors="strict")
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
+    except UnicodeDecodeError:
+        raise TrackMateFileError(
+            f"{path}: not a text file (UTF-8): expected a TrackMate XML or CSV file (a movie "
+            "goes with --movie)") from None
     reader = csv.reader(io.StringIO(text))
     try:
         keys = [k.strip() for k in next(reader)]
