@@ -399,7 +399,7 @@ def test_livespt_tracks_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "bad.xml").write_text(BILLION_LAUGHS)
     (tmp_path / "movie.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\xb6\xff\x00")
     # A bad value is the user's (status 2); an unreachable server is not (1).
-    assert main(["tracks", *args, "--out", "o"]) == (1 if "--server" in args else 2)
+    assert main(["tracks", *args, "--out", "o"]) == (1 if "127.0.0.1:1" in args else 2)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("livespt tracks: error: ")
     assert re.search(message, err), err
