@@ -22,8 +22,10 @@ from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.cli.stream import save_result, server_info_dict
 from livespt.server.client import LiveSptClient, StreamSettings
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.io.csv_records import RecordWriter
 from livespt.server.io.tiff import write_movie
 from livespt.server.service.app import EmbeddedServer, ServerOptions
+from livespt.server.service.wire import records_from_proto
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
             print(f"session {upd.started.session_id} started on the embedded server")
         elif kind == "frame":
             fr = upd.frame
+            p, e, c = records_from_proto(fr)
+            writer.write([*p, *e, *c])  # the files fill as results arrive
             seen_tracks.update(p.track_id for p in fr.points)
             n_estimates += len(fr.estimates)
             for c in fr.changes:
@@ -162,6 +166,7 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
                       f"{len(seen_tracks)} tracks so far, {n_estimates} window "
                       f"estimates, latency {fr.latency_ms:.1f} ms")
 
+    writer = RecordWriter(out)
     with EmbeddedServer(ServerOptions(port=0, out_root=out / "server_sessions",
                                       device="cpu")) as srv, LiveSptClient(srv.target) as client:
         info = server_info_dict(client.info())
@@ -169,7 +174,7 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
     elapsed = time.perf_counter() - t0
     summary = save_result(result, out, options, {"demo": True, "seed": seed,
                                                   "server_info": info,
-                                                  "elapsed_s": round(elapsed, 2)})
+                                                  "elapsed_s": round(elapsed, 2)}, writer)
     points = pd.read_csv(out / "tracks.csv")
     est = pd.read_csv(out / "estimates.csv")
     changes = pd.read_csv(out / "changes.csv")

@@ -148,13 +148,24 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
         "stream",
         help="stream a movie to a server and save tracks, D estimates and changes",
         description=(
-            "Stream MOVIE (TIFF or any format pims reads) frame by frame to a LiveSPT server, "
-            "show progress and changes of D live, and write DIR/tracks.csv, "
-            "DIR/estimates.csv, DIR/changes.csv, DIR/summary.json and DIR/d_vs_time.png."
+            "Stream MOVIE (TIFF or any format pims reads), or with --follow an acquisition "
+            "still being written, frame by frame to a LiveSPT server, show progress and "
+            "changes of D live, and write DIR/tracks.csv, DIR/estimates.csv, DIR/changes.csv "
+            "(appended as results arrive), DIR/summary.json and DIR/d_vs_time.png."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("movie", help="movie file")
+    p.add_argument("movie", nargs="?", default=None,
+                   help="movie file (omit with --follow)")
+    p.add_argument("--follow", default=None, metavar="PATH",
+                   help="an acquisition being written: a folder receiving one TIFF file per "
+                        "frame, or a growing TIFF stack; frames are sent as they are complete, "
+                        "until --idle-timeout, --stop-file or Ctrl-C (outputs finalized either "
+                        "way)")
+    p.add_argument("--idle-timeout", type=float, default=10.0, metavar="S",
+                   help="with --follow: end after this many seconds without a new frame")
+    p.add_argument("--stop-file", default=None, metavar="FILE",
+                   help="with --follow: end when this file exists")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="HOST:PORT", help="address of a running server")
     where.add_argument("--embedded", action="store_true",

@@ -1,10 +1,15 @@
 """``livespt stream``: send a movie to a server (or an embedded one) and save the results.
 
-Writes ``DIR/tracks.csv``, ``DIR/estimates.csv``, ``DIR/changes.csv``,
-``DIR/summary.json`` and ``DIR/d_vs_time.png``. The server keeps its own copy of
-the same records in its session directory (named in ``summary.json``).
+Writes ``DIR/tracks.csv``, ``DIR/estimates.csv``, ``DIR/changes.csv`` as the
+results arrive (appended and flushed per frame, so another program can read them
+live), and ``DIR/summary.json`` and ``DIR/d_vs_time.png`` at the end. The server
+keeps its own copy of the same records in its session directory (named in
+``summary.json``). With ``--follow PATH`` the frames come from an acquisition still
+being written (:class:`~livespt.server.io.follow.FollowedFrames`: a folder of frame
+files or a growing TIFF), sent as they appear until it stops (``--idle-timeout``,
+``--stop-file`` or Ctrl-C); the outputs are finalized either way.
 
-Camera: the values the user gives (``--camera-offset``, ``--camera-gain``,
+Camera (a movie file): the values the user gives (``--camera-offset``, ``--camera-gain``,
 ``--read-noise``) are used as given; the missing ones are estimated from the
 movie's first 50 frames by photon transfer
 (:func:`~livespt.server.pipeline.camera.estimate_camera`) when the frames
@@ -20,7 +25,8 @@ identify (a client that sends nothing has the server estimate from the first
 ``camera`` holds each value, its source (``given``, ``estimated`` or
 ``default``), the standard errors of the estimated ones, a note per value (the
 assumption an estimate rests on, or why a default was not replaced) and the
-whole estimate.
+whole estimate. With ``--follow`` the frames are not there yet: the server estimates
+the values not given from the first 30 frames it receives.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import time
 import warnings
 from collections.abc import Iterator
@@ -49,6 +56,7 @@ from livespt.server.client import (
 )
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.io.csv_records import RecordWriter
+from livespt.server.io.follow import FollowedFrames
 from livespt.server.io.tiff import read_calibration
 from livespt.server.pipeline.camera import (
     CAMERA_FIELDS,
@@ -59,6 +67,7 @@ from livespt.server.pipeline.camera import (
     estimate_camera,
 )
 from livespt.server.service.app import EmbeddedServer, ServerOptions
+from livespt.server.service.wire import records_from_proto
 
 
 def open_movie(path: str | Path) -> tuple[Any, float | None, float | None]:
@@ -144,8 +153,8 @@ def camera_from_movie(
 
 
 def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
-    for i in range(len(seq)):
-        frame = np.asarray(seq[i])
+    for item in seq:
+        frame = np.asarray(item)
         if frame.dtype not in (np.uint8, np.uint16, np.float32):
             frame = frame.astype(np.float32)
         yield frame
@@ -200,10 +209,11 @@ def server_info_dict(info: pb.ServerInfo) -> dict[str, Any]:
 
 
 def save_result(result: StreamResult, out: Path, options: StreamSettings,
-                extra: dict[str, Any]) -> dict[str, Any]:
-    """Write the CSVs, summary.json and d_vs_time.png of a stream into ``out``."""
-    writer = RecordWriter(out)
-    writer.write([*result.points, *result.estimates, *result.changes])
+                extra: dict[str, Any], writer: RecordWriter) -> dict[str, Any]:
+    """Finish a stream's outputs in ``out``: summary.json and d_vs_time.png.
+
+    ``writer`` filled the CSVs as the results arrived; it is closed here.
+    """
     writer.close()
     cl = np.asarray(result.client_latency_ms)
     summary: dict[str, Any] = {
@@ -259,8 +269,13 @@ def flagged_message(message: str) -> str:
 
 
 def _stream_settings(args: argparse.Namespace, px: float, dt: float, camera: CameraModel,
-                     sent: dict[str, Any], given: Any) -> StreamSettings:
-    """The stream settings from the flags (raises ValueError naming the settings field)."""
+                     sent: dict[str, Any], given: Any, server_estimate: bool = False
+                     ) -> StreamSettings:
+    """The stream settings from the flags (raises ValueError naming the settings field).
+
+    ``server_estimate``: the server estimates the camera values not sent (``--follow``,
+    whose frames are not there yet to estimate from here).
+    """
     d0, l0, w0 = DetectorSettings(), LinkerSettings(), WindowConfig()
     return StreamSettings(
         pixel_size_um=px, frame_interval_s=dt, exposure_s=args.exposure or 0.0,
@@ -273,10 +288,10 @@ def _stream_settings(args: argparse.Namespace, px: float, dt: float, camera: Cam
                                    if camera.source[n] == "estimated"),
             # Estimated here (or turned off by the user): the server does not hold
             # frames to estimate again what the movie did not identify.
-            camera_estimate_frames=0),
+            camera_estimate_frames=d0.camera_estimate_frames if server_estimate else 0),
         linker=LinkerSettings(max_distance_um=given(args.max_distance, l0.max_distance_um)),
         window=WindowConfig(length=given(args.window, w0.length)),
-        tracker=args.tracker, name=str(args.movie),
+        tracker=args.tracker, name=str(args.movie if args.movie else args.follow),
     )
 
 
@@ -284,13 +299,30 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``livespt stream`` from parsed flags; returns the summary written."""
     from tqdm import tqdm
 
-    frames, px_file, dt_file = open_movie(args.movie)
+    follow = getattr(args, "follow", None)
+    if (args.movie is None) == (follow is None):
+        raise ValueError("MOVIE: give a movie file, or --follow PATH for an acquisition being "
+                         "written (not both)")
+    source: FollowedFrames | None = None
+    if follow is not None:
+        source = FollowedFrames(follow, idle_timeout_s=args.idle_timeout,
+                                stop_file=args.stop_file)
+        frames: Any = source
+        px_file, dt_file = None, None
+    else:
+        frames, px_file, dt_file = open_movie(args.movie)
     px = args.pixel_size if args.pixel_size is not None else px_file
     dt = args.frame_interval if args.frame_interval is not None else dt_file
+    if source is not None and (px is None or dt is None):
+        # The calibration of the first frame file (or the stack), once there is one.
+        first = source.first_calibration()
+        px = px if px is not None else first[0]
+        dt = dt if dt is not None else first[1]
+    what = "the movie" if source is None else "the followed frames"
     if px is None:
-        raise ValueError("--pixel-size is required (the movie carries no calibration)")
+        raise ValueError(f"--pixel-size is required ({what} carry no calibration)")
     if dt is None:
-        raise ValueError("--frame-interval is required (the movie carries no frame interval)")
+        raise ValueError(f"--frame-interval is required ({what} carry no frame interval)")
     if args.exposure is not None and not args.exposure > 0:
         raise ValueError(f"--exposure must be > 0 s (at most the frame interval), "
                          f"got {args.exposure}")
@@ -308,9 +340,13 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
                          dict.fromkeys(CAMERA_FIELDS), given)
     except ValueError as exc:
         raise ValueError(flagged_message(str(exc))) from None
-    camera, cam_est, cam_warnings = camera_from_movie(
-        frames, args.camera_offset, args.camera_gain, args.read_noise,
-        estimate=args.camera_estimate)
+    if source is None:
+        camera, cam_est, cam_warnings = camera_from_movie(
+            frames, args.camera_offset, args.camera_gain, args.read_noise,
+            estimate=args.camera_estimate)
+    else:  # no frames yet: the server estimates what is not given
+        camera = CameraModel.resolve(args.camera_offset, args.camera_gain, args.read_noise)
+        cam_est, cam_warnings = None, []
     if cam_est is not None:
         print(cam_est.describe())
     for w in cam_warnings:
@@ -318,7 +354,8 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     sent = {n: (getattr(camera, n) if camera.source[n] != "default" else None)
             for n in CAMERA_FIELDS}
     try:
-        options = _stream_settings(args, px, dt, camera, sent, given)
+        options = _stream_settings(args, px, dt, camera, sent, given,
+                                   server_estimate=source is not None and args.camera_estimate)
     except ValueError as exc:
         raise ValueError(flagged_message(str(exc))) from None
     out = Path(args.out)
@@ -335,14 +372,23 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         target = args.server
     t0 = time.perf_counter()
     n_changes = 0
+    # The records are appended to the files as they arrive (a reader sees them live).
+    writer = RecordWriter(out)
+    previous_sigint = None
+    if source is not None:  # Ctrl-C ends the acquisition; the outputs are finalized
+        previous_sigint = signal.signal(signal.SIGINT, lambda *_: source.stop())
     try:
-        with LiveSptClient(target) as client, tqdm(total=len(frames), unit="frame",
-                                                   desc="streaming") as bar:
+        with LiveSptClient(target) as client, tqdm(
+                total=None if source is not None else len(frames), unit="frame",
+                desc="following" if source is not None else "streaming") as bar:
             client.wait_ready(timeout_s=30)
             info = server_info_dict(client.info())
 
             def on_update(upd: pb.AnalysisUpdate) -> None:
                 nonlocal n_changes
+                if upd.WhichOneof("update") == "frame":
+                    p, e, c = records_from_proto(upd.frame)
+                    writer.write([*p, *e, *c])
                 if upd.WhichOneof("update") == "warning":
                     # Any: the generated stub's `Warning` type is shadowed by the builtin.
                     w: Any = upd.warning
@@ -357,18 +403,26 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
 
             result = client.stream(_frames(frames, bar), options, on_update=on_update)
     finally:
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
         if embedded is not None:
             embedded.stop()
+        writer.close()
     elapsed = time.perf_counter() - t0
     result.warnings[:0] = cam_warnings
+    follow_record = None if source is None else {
+        "path": str(follow), "frames": source.n_yielded, "ended_by": source.ended_by}
+    if source is not None:
+        print(f"followed {follow}: {source.n_yielded} frames, ended: {source.ended_by}")
     summary = save_result(result, out, options, {
-        "movie": str(args.movie),
+        "movie": str(args.movie) if args.movie else None,
+        "follow": follow_record,
         "camera": camera_record(camera, cam_est),
         "server": "embedded" if args.embedded else target,
         "server_info": info,
         "elapsed_s": round(elapsed, 3),
         "frames_per_s": round(result.frames_acked / elapsed, 2) if elapsed > 0 else None,
-    })
+    }, writer)
     print(f"{result.frames_acked} frames in {elapsed:.1f} s: {summary['tracks']} tracks, "
           f"{summary['estimates']} window estimates, {summary['changes']} changes of D; "
           f"wrote {out}/tracks.csv, estimates.csv, changes.csv, summary.json, d_vs_time.png")
