@@ -163,34 +163,62 @@ def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
 
 def plot_d_vs_time(
     estimates: pd.DataFrame, changes: pd.DataFrame, frame_interval_s: float, path: Path,
-    max_tracks: int = 8,
+    highlight: int = 3,
 ) -> None:
-    """Plot sliding-window D with 90 % intervals for the longest tracks, and changes."""
+    """Plot the whole population's sliding-window D over time, per-track medians and changes.
+
+    Every window is a point (time of its middle, D on a log axis; D <= 0 drawn at the
+    bottom edge and counted in the title), each track's median D a horizontal bar over
+    the time it spans, changes of D a marker at the change (D after), and the
+    ``highlight`` longest tracks a coloured line with their 90 % intervals.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    n_tracks = int(estimates["track_id"].nunique()) if len(estimates) else 0
     if len(estimates):
-        longest = estimates["track_id"].value_counts().index[:max_tracks]
+        t = ((estimates["frame_start"] + estimates["frame_end"]) / 2 * frame_interval_s)
+        d = estimates["d_um2_s"].to_numpy(dtype=float)
+        pos = d[np.isfinite(d) & (d > 0)]
+        floor = float(pos.min()) / 2 if pos.size else 1e-4
+        n_low = int(np.sum(~(d > 0)))
+        ax.scatter(t, np.where(d > 0, d, floor), s=4, color="0.35", alpha=0.25, lw=0,
+                   label=f"windows ({len(d)})", rasterized=True)
+        med = estimates.assign(t=t).groupby("track_id").agg(
+            t0=("t", "min"), t1=("t", "max"), d=("d_um2_s", "median"))
+        med = med[med.d > 0]
+        ax.hlines(med.d, med.t0, med.t1, color="tab:blue", lw=1.0,
+                  alpha=0.7 if len(med) < 100 else 0.25, label=f"track medians ({len(med)})")
+        longest = estimates["track_id"].value_counts().index[:highlight]
         for k, tid in enumerate(longest):
             g = estimates[estimates["track_id"] == tid]
-            t = (g["frame_start"] + g["frame_end"]) / 2 * frame_interval_s
-            color = f"C{k % 10}"
-            ax.plot(t, g["d_um2_s"].clip(lower=1e-4), color=color, lw=1,
+            tg = (g["frame_start"] + g["frame_end"]) / 2 * frame_interval_s
+            color = f"C{(k + 1) % 10}"
+            ax.plot(tg, g["d_um2_s"].clip(lower=floor), color=color, lw=1,
                     label=f"track {tid}")
-            hi = g["d_high_um2_s"].replace(np.inf, np.nan).fillna(g["d_um2_s"].max() * 10)
-            ax.fill_between(t, g["d_low_um2_s"].clip(lower=1e-4), hi, color=color, alpha=0.12)
-            for c in changes[changes["track_id"] == tid].itertuples():
-                ax.axvline(c.frame * frame_interval_s, color=color, ls="--", lw=0.8)
+            hi = g["d_high_um2_s"].replace(np.inf, np.nan)  # unbounded: no band drawn
+            ax.fill_between(tg, g["d_low_um2_s"].clip(lower=floor), hi, color=color,
+                            alpha=0.12)
+        if len(changes):
+            ax.scatter(changes["frame"] * frame_interval_s,
+                       changes["d_after_um2_s"].clip(lower=floor), marker="v", s=30,
+                       color="tab:red", label=f"changes of D ({len(changes)})", zorder=5)
         ax.set_yscale("log")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_ylim(bottom=floor / 1.5)
+        ax.legend(fontsize=7, ncol=3, loc="upper right")
+        low = f" ({n_low} with D <= 0: on the bottom line)" if n_low else ""
+        ax.set_title(f"D of every sliding window of {n_tracks} tracks over time{low}\n"
+                     f"bars: each track's median D; lines: the {min(highlight, n_tracks)} "
+                     "longest tracks with their 90 % intervals; red: changes of D (D after)",
+                     fontsize=9)
     else:
         ax.text(0.5, 0.5, "no window estimates", ha="center", transform=ax.transAxes)
+        ax.set_title("D over time: no window estimates", fontsize=9)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("D (um$^2$/s), 90 % interval")
-    ax.set_title("sliding-window D; dashed: detected changes of D")
+    ax.set_ylabel("D (um$^2$/s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
