@@ -166,6 +166,8 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                    help="with --follow: end after this many seconds without a new frame")
     p.add_argument("--stop-file", default=None, metavar="FILE",
                    help="with --follow: end when this file exists")
+    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the server to answer")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="HOST:PORT", help="address of a running server")
     where.add_argument("--embedded", action="store_true",

@@ -409,7 +409,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         with LiveSptClient(target) as client, tqdm(
                 total=None if source is not None else len(frames), unit="frame",
                 desc="following" if source is not None else "streaming") as bar:
-            client.wait_ready(timeout_s=30)
+            client.wait_ready(timeout_s=getattr(args, "connect_timeout", 30.0))
             info = server_info_dict(client.info())
 
             def on_update(upd: pb.AnalysisUpdate) -> None:

@@ -1,0 +1,429 @@
+// LiveSPT client for ImageJ / Fiji: stream an image or a live acquisition to LiveSPT and
+// watch each track's diffusion coefficient D while the results arrive.
+//
+// The macro language has no gRPC: this macro runs the installed `livespt` command
+// (`livespt stream`) in the background and reads the files it writes as results arrive
+// (tracks.csv, estimates.csv, changes.csv), updating a Results table (one row per track)
+// and an overlay of the tracks coloured by D. See fiji_macro/README.md.
+//
+// Unattended:
+//   java -jar ij.jar -batch LiveSPT.ijm "movie=PATH out=DIR [server=HOST:PORT] [follow=1]
+//        [pixel=UM] [interval=S] [exposure=S] [idle=S] [livespt=COMMAND]"
+// writes DIR/results.csv and DIR/overlay.png and prints `LIVESPT DONE` last, or
+// `LIVESPT ERROR: <message>` on failure. Values with spaces go in brackets: movie=[a b.tif].
+
+var PREFIX = "livespt.macro.";
+var D_MIN_LOG = -3;   // colour scale of D: 10^-3 .. 10^1 um^2/s (fixed, log)
+var D_MAX_LOG = 1;
+var POLL_MS = 1000;
+var SCALE = 1;         // the overlay image's pixels per camera pixel
+// The settings: globals (`var`), so that functions (the dialog, the checks) can set them.
+var movie = ""; var out = ""; var server = ""; var follow = false; var pixel = "";
+var interval = ""; var exposure = ""; var idle = "10"; var livespt = ""; var window = "";
+var tracker = "builtin"; var dark = false; var offset = ""; var gain = "";
+
+args = getArgument();
+batch = false;  // (the macro language assigns no string comparison: if/else)
+if (args != "") batch = true;
+setBatchMode(true);
+
+// ------------------------------------------------------------------ settings
+if (batch) {
+    movie = value(args, "movie", "");
+    out = value(args, "out", "");
+    server = value(args, "server", "");
+    follow = false;
+    flag = value(args, "follow", "0");  // (a function's result is compared via a variable)
+    if (flag == "1") follow = true;
+    pixel = value(args, "pixel", "");
+    interval = value(args, "interval", "");
+    exposure = value(args, "exposure", "");
+    idle = value(args, "idle", "10");
+    livespt = value(args, "livespt", call("ij.Prefs.get", PREFIX + "livespt", ""));
+    window = value(args, "window", "");
+    tracker = value(args, "tracker", "builtin");
+    dark = false;
+    flag = value(args, "dark", "0");
+    if (flag == "1") dark = true;
+    offset = value(args, "offset", "");
+    gain = value(args, "gain", "");
+    if (movie == "") fail("movie= is required (an image file, or a folder with follow=1)");
+    if (out == "") fail("out= is required (the output folder)");
+} else {
+    dialog();
+}
+if (livespt == "") livespt = findLivespt();
+if (livespt == "") fail("livespt not found on the PATH: install livespt (pip install livespt) or give its path (livespt=/path/to/livespt)");
+if (!File.exists(livespt)) fail("livespt not found at " + livespt + ": give the path of the installed command (livespt=/path/to/livespt)");
+if (!batch) call("ij.Prefs.set", PREFIX + "livespt", livespt);
+
+// ------------------------------------------------------------------ the image and its calibration
+if (follow) {
+    if (!File.isDirectory(movie) && !File.exists(movie)) fail("follow: " + movie + " does not exist");
+} else {
+    if (!File.exists(movie)) fail("movie " + movie + " does not exist");
+    if (File.isDirectory(movie)) fail("movie " + movie + " is a folder: give follow=1 to follow an acquisition");
+    checkImage(movie);
+}
+if (pixel == "" || interval == "") fail("calibration missing: the image has no pixel size or frame interval; give pixel=UM and interval=S (or set them in Image > Properties)");
+File.makeDirectory(out);
+if (!File.isDirectory(out)) fail("cannot create the output folder " + out);
+
+// ------------------------------------------------------------------ run livespt in the background
+// (ImageJ 1.52's macro language takes a user function's result only as a whole expression:
+// results are put in variables before they are combined.)
+qCommand = quote(livespt); qMovie = quote(movie); qOut = quote(out);
+cmd = qCommand + " stream";
+if (follow) cmd = cmd + " --follow " + qMovie + " --idle-timeout " + idle;
+else cmd = cmd + " " + qMovie;
+if (server == "") cmd = cmd + " --embedded";
+else cmd = cmd + " --server " + server + " --connect-timeout 5";
+cmd = cmd + " --pixel-size " + pixel + " --frame-interval " + interval;
+if (exposure != "") cmd = cmd + " --exposure " + exposure;
+if (window != "") cmd = cmd + " --window " + window;
+if (tracker != "builtin") cmd = cmd + " --tracker " + tracker;
+if (dark) cmd = cmd + " --dark-spots";
+if (offset != "") cmd = cmd + " --camera-offset " + offset;
+if (gain != "") cmd = cmd + " --camera-gain " + gain;
+cmd = cmd + " --out " + qOut;
+exitFile = out + File.separator + "livespt.exit";
+logFile = out + File.separator + "livespt.log";
+qExit = quote(exitFile); qLog = quote(logFile);
+if (File.exists(exitFile)) dummy = File.delete(exitFile);
+for (k = 0; k < 3; k++) {  // results of an earlier run in this folder are not this run's
+    name = newArray("tracks.csv", "estimates.csv", "changes.csv");
+    if (File.exists(out + File.separator + name[k])) dummy = File.delete(out + File.separator + name[k]);
+}
+print("LiveSPT: " + cmd);
+exec("sh", "-c", "(" + cmd + " > " + qLog + " 2>&1 < /dev/null; echo $? > " + qExit + ") > /dev/null 2>&1 < /dev/null &");
+
+// ------------------------------------------------------------------ follow the results
+background = 0;  // the overlay's image: opened once there are frames to draw on
+if (!follow) background = openBackground(movie);
+changesSeen = 0;
+while (!File.exists(exitFile)) {
+    wait(POLL_MS);
+    changesSeen = refresh(out, background, changesSeen);
+}
+status = trim(File.openAsString(exitFile));
+if (status != "0") {
+    why = lastLine(logFile);
+    fail(why);
+}
+if (follow) {
+    last = lastFrame(movie);
+    background = openBackground(last);
+}
+changesSeen = refresh(out, background, changesSeen);
+writeResults(out + File.separator + "results.csv");
+selectImage(background);
+run("Flatten");
+saveAs("PNG", out + File.separator + "overlay.png");
+print("LiveSPT: results in " + out);
+print("LIVESPT DONE");
+if (!batch) setBatchMode("exit and display");  // the table and the overlay stay
+
+// ================================================================== functions
+function value(options, key, default) {
+    v = call("ij.Macro.getValue", options, key, default);
+    return v;
+}
+
+function fail(message) {
+    print("LIVESPT ERROR: " + message);
+    exit();
+}
+
+function trim(s) {
+    return replace(s, "^\\s+|\\s+$", "");
+}
+
+function quote(s) {
+    return "'" + replace(s, "'", "'\\''") + "'";
+}
+
+function findLivespt() {
+    found = trim(exec("sh", "-c", "command -v livespt || true"));
+    if (found != "" && File.exists(found)) return found;
+    return "";
+}
+
+function checkImage(path) {
+    // The image type and calibration, without keeping the (possibly large) stack open.
+    open(path);
+    id = getImageID();
+    if (bitDepth() == 24) { close(); fail("RGB images are not supported: convert to 8- or 16-bit (Image > Type)"); }
+    if (bitDepth() == 32) { close(); fail("32-bit float images are not supported: convert to 16-bit (Image > Type)"); }
+    getPixelSize(unit, pw, ph);
+    fi = Stack.getFrameInterval();
+    if (pixel == "" && (unit == "micron" || unit == "um" || unit == fromCharCode(181) + "m")) pixel = d2s(pw, 9);
+    if (pixel == "" && unit == "nm") pixel = d2s(pw / 1000, 9);
+    if (interval == "" && fi > 0) interval = d2s(fi, 9);
+    close();
+}
+
+function lastFrame(path) {
+    // A followed acquisition's last frame file (natural order), or its stack.
+    if (!File.isDirectory(path)) return path;
+    files = getFileList(path);
+    best = ""; bestKey = "";
+    for (i = 0; i < files.length; i++) {
+        if (endsWith(toLowerCase(files[i]), ".tif") || endsWith(toLowerCase(files[i]), ".tiff")) {
+            key = naturalKey(files[i]);
+            if (best == "" || key > bestKey) { best = files[i]; bestKey = key; }
+        }
+    }
+    if (best == "") fail("follow: no frame file in " + path);
+    return path + File.separator + best;
+}
+
+function naturalKey(name) {
+    // Numbers padded to 12 digits, so that string order is natural order.
+    key = ""; digits = "";
+    for (i = 0; i < lengthOf(name); i++) {
+        c = substring(name, i, i + 1);
+        if (c >= "0" && c <= "9") digits = digits + c;
+        else {
+            if (digits != "") { padded = pad(digits); key = key + padded; digits = ""; }
+            key = key + c;
+        }
+    }
+    if (digits != "") { padded = pad(digits); key = key + padded; }
+    return key;
+}
+
+function pad(digits) {
+    while (lengthOf(digits) < 12) digits = "0" + digits;
+    return digits;
+}
+
+function openBackground(path) {
+    // The image the overlay is drawn on: the movie's maximum projection, enlarged to at
+    // least 512 pixels across (SCALE) so that tracks and the legend are visible.
+    open(path);
+    if (nSlices() > 1) {
+        run("Z Project...", "projection=[Max Intensity]");
+    }
+    SCALE = maxOf(1, floor(512 / getWidth()));
+    if (SCALE > 1) run("Size...", "width=" + (getWidth() * SCALE) + " height=" + (getHeight() * SCALE) + " interpolation=None");
+    resetMinAndMax();
+    rename("LiveSPT overlay");
+    return getImageID();
+}
+
+function lines(path) {
+    if (!File.exists(path)) return newArray(0);
+    text = File.openAsString(path);
+    all = split(text, "\n");
+    if (all.length < 2) return newArray(0);
+    // The last line may be being written: keep complete lines only (those before the last
+    // newline).
+    if (!endsWith(text, "\n")) all = Array.trim(all, all.length - 1);
+    return Array.slice(all, 1);
+}
+
+function refresh(out, background, changesSeen) {
+    // Results table and overlay from the files as they are now. List serves as the map
+    // from track id to its row and its points (one pass over each file).
+    sep = File.separator;
+    tracks = lines(out + sep + "tracks.csv");
+    estimates = lines(out + sep + "estimates.csv");
+    changes = lines(out + sep + "changes.csv");
+    List.clear();
+    ids = newArray(0);
+    for (i = 0; i < tracks.length; i++) {
+        f = split(tracks[i], ",");
+        if (f.length < 4) continue;
+        key = "t" + f[0];
+        if (List.get(key) == "") {
+            List.set(key, "" + ids.length);
+            ids = Array.concat(ids, parseInt(f[0]));
+            List.set("x" + f[0], f[2]); List.set("y" + f[0], f[3]); List.set("n" + f[0], "1");
+        } else {
+            List.set("x" + f[0], List.get("x" + f[0]) + "," + f[2]);
+            List.set("y" + f[0], List.get("y" + f[0]) + "," + f[3]);
+            List.set("n" + f[0], "" + (parseInt(List.get("n" + f[0])) + 1));
+        }
+        List.set("p" + f[0] + "_" + f[1], f[2] + "," + f[3]);  // point of (track, frame)
+    }
+    n = ids.length;
+    d = newArray(n); lo = newArray(n); hi = newArray(n); method = newArray(n); nCh = newArray(n);
+    Array.fill(d, NaN); Array.fill(lo, NaN); Array.fill(hi, NaN);
+    for (k = 0; k < n; k++) method[k] = "";
+    for (i = 0; i < estimates.length; i++) {  // the latest window of each track wins
+        f = split(estimates[i], ",");
+        if (f.length < 7 || List.get("t" + f[0]) == "") continue;
+        k = parseInt(List.get("t" + f[0]));
+        v3 = number(f[3]); v4 = number(f[4]); v5 = number(f[5]);
+        d[k] = v3; lo[k] = v4; hi[k] = v5; method[k] = f[6];
+    }
+    for (i = 0; i < changes.length; i++) {
+        f = split(changes[i], ",");
+        if (f.length < 6) continue;
+        if (List.get("t" + f[0]) != "") { k = parseInt(List.get("t" + f[0])); nCh[k] = nCh[k] + 1; }
+        if (i >= changesSeen) {
+            before = number(f[3]); after = number(f[4]);
+            print("LiveSPT: change of D on track " + f[0] + " at frame " + f[1] + ": " + d2s(before, 3) + " -> " + d2s(after, 3) + " um^2/s");
+        }
+    }
+    // The Results table: one row per track.
+    run("Clear Results");
+    for (k = 0; k < n; k++) {
+        id = "" + ids[k];
+        setResult("track_id", k, ids[k]);
+        setResult("n_spots", k, parseInt(List.get("n" + id)));
+        setResult("d_um2_s", k, d[k]);
+        setResult("d_low_um2_s", k, lo[k]);
+        setResult("d_high_um2_s", k, hi[k]);
+        setResult("method", k, method[k]);
+        setResult("n_changes", k, nCh[k]);
+    }
+    updateResults();
+    if (background != 0) drawOverlay(background, changes, ids, d);
+    return changes.length;
+}
+
+function number(s) {
+    if (s == "inf") return 1/0;
+    if (s == "-inf") return -1/0;
+    return parseFloat(s);
+}
+
+function colourOf(dValue) {
+    // A fixed log scale: blue (10^D_MIN_LOG) .. red (10^D_MAX_LOG); grey without a D.
+    if (isNaN(dValue) || dValue <= 0) return "#999999";
+    t = (log(dValue) / log(10) - D_MIN_LOG) / (D_MAX_LOG - D_MIN_LOG);
+    t = minOf(1, maxOf(0, t));
+    r = round(255 * t); g = round(255 * (1 - abs(2 * t - 1)) * 0.8); b = round(255 * (1 - t));
+    hr = hex2(r); hg = hex2(g); hb = hex2(b);
+    return "#" + hr + hg + hb;
+}
+
+function hex2(v) {
+    s = toHex(v);
+    if (lengthOf(s) < 2) s = "0" + s;
+    return s;
+}
+
+function drawOverlay(background, changes, ids, d) {
+    selectImage(background);
+    Overlay.remove;
+    px = parseFloat(pixel) / SCALE;  // um per overlay pixel
+    for (k = 0; k < ids.length; k++) {
+        xs = split(List.get("x" + ids[k]), ",");
+        ys = split(List.get("y" + ids[k]), ",");
+        if (xs.length > 1) {
+            for (i = 0; i < xs.length; i++) { xs[i] = parseFloat(xs[i]) / px; ys[i] = parseFloat(ys[i]) / px; }
+            makeSelection("polyline", xs, ys);
+            colour = colourOf(d[k]);
+            Roi.setStrokeColor(colour);
+            Roi.setStrokeWidth(2);
+            Overlay.addSelection;
+        }
+    }
+    // Change points: a white circle where D changed.
+    for (i = 0; i < changes.length; i++) {
+        f = split(changes[i], ",");
+        p = List.get("p" + f[0] + "_" + f[1]);
+        if (p != "") {
+            xy = split(p, ",");
+            makeOval(parseFloat(xy[0]) / px - 4, parseFloat(xy[1]) / px - 4, 8, 8);
+            Roi.setStrokeColor("#ffffff");
+            Overlay.addSelection;
+        }
+    }
+    run("Select None");
+    // Legend: the colour scale.
+    w = getWidth(); h = getHeight();
+    setFont("SansSerif", 12);
+    legend = "D (um^2/s): 1e" + D_MIN_LOG + " .. 1e" + D_MAX_LOG + ";  o: change of D";
+    bar = maxOf(40, round(w / 3));
+    x0 = w - maxOf(bar, getStringWidth(legend)) - 6; y0 = h - 16;
+    for (i = 0; i < bar; i++) {
+        v = pow(10, D_MIN_LOG + (D_MAX_LOG - D_MIN_LOG) * i / (bar - 1));
+        colour = colourOf(v);
+        setColor(colour);
+        Overlay.drawLine(x0 + i, y0, x0 + i, y0 + 6);
+    }
+    setColor("#ffffff");
+    Overlay.drawString(legend, x0, y0 - 2);
+    Overlay.show;
+}
+
+function writeResults(path) {
+    f = File.open(path);
+    print(f, "track_id,n_spots,d_um2_s,d_low_um2_s,d_high_um2_s,method,n_changes");
+    for (k = 0; k < nResults; k++) {
+        dv = num(getResult("d_um2_s", k)); lv = num(getResult("d_low_um2_s", k));
+        hv = num(getResult("d_high_um2_s", k));
+        print(f, d2s(getResult("track_id", k), 0) + "," + d2s(getResult("n_spots", k), 0) + ","
+              + dv + "," + lv + "," + hv + "," + getResultString("method", k) + ","
+              + d2s(getResult("n_changes", k), 0));
+    }
+    File.close(f);
+}
+
+function num(v) {
+    if (isNaN(v)) return "nan";
+    if (v == 1/0) return "inf";
+    return d2s(v, 9);
+}
+
+function lastLine(path) {
+    if (!File.exists(path)) return "livespt failed (no log)";
+    all = split(trim(File.openAsString(path)), "\n");
+    for (i = all.length - 1; i >= 0; i--) {
+        line = trim(all[i]);
+        if (line != "" && indexOf(line, "streaming:") < 0 && indexOf(line, "following:") < 0) return line;
+    }
+    return "livespt failed";
+}
+
+function dialog() {
+    // Interactive: the active image (or a followed acquisition), with the last values.
+    g = "ij.Prefs.get";
+    Dialog.create("LiveSPT");
+    Dialog.addChoice("Mode", newArray("Analyse the active image", "Follow a live acquisition"), call(g, PREFIX + "mode", "Analyse the active image"));
+    Dialog.addString("Server (empty: embedded)", call(g, PREFIX + "server", ""), 24);
+    px0 = ""; fi0 = "";
+    if (nImages() > 0) {
+        getPixelSize(unit, pw, ph);
+        if (unit == "micron" || unit == "um" || unit == fromCharCode(181) + "m") px0 = d2s(pw, 6);
+        if (Stack.getFrameInterval() > 0) fi0 = d2s(Stack.getFrameInterval(), 6);
+    }
+    Dialog.addString("Pixel size (um)", px0);
+    Dialog.addString("Frame interval (s)", fi0);
+    Dialog.addString("Exposure (s; empty: the interval)", call(g, PREFIX + "exposure", ""));
+    Dialog.addString("Camera offset (ADU; empty: estimated)", call(g, PREFIX + "offset", ""));
+    Dialog.addString("Camera gain (ADU/e-; empty: estimated)", call(g, PREFIX + "gain", ""));
+    Dialog.addNumber("Window length (frames)", parseInt(call(g, PREFIX + "window", "10")));
+    Dialog.addChoice("Tracker", newArray("builtin", "trackmate", "trackmate-lap"), call(g, PREFIX + "tracker", "builtin"));
+    dark0 = false;
+    flag = call(g, PREFIX + "dark", "false");
+    if (flag == "true") dark0 = true;
+    Dialog.addCheckbox("Dark spots on a light background", dark0);
+    Dialog.addString("livespt command", call(g, PREFIX + "livespt", ""), 32);
+    Dialog.show();
+    mode = Dialog.getChoice();
+    server = Dialog.getString(); pixel = Dialog.getString(); interval = Dialog.getString();
+    exposure = Dialog.getString(); offset = Dialog.getString(); gain = Dialog.getString();
+    window = "" + Dialog.getNumber(); tracker = Dialog.getChoice(); dark = Dialog.getCheckbox();
+    livespt = Dialog.getString();
+    s = "ij.Prefs.set";
+    call(s, PREFIX + "mode", mode); call(s, PREFIX + "server", server);
+    call(s, PREFIX + "exposure", exposure); call(s, PREFIX + "offset", offset);
+    call(s, PREFIX + "gain", gain); call(s, PREFIX + "window", window);
+    call(s, PREFIX + "tracker", tracker); call(s, PREFIX + "dark", "" + dark);
+    follow = false;
+    if (mode == "Follow a live acquisition") follow = true;
+    idle = "10";
+    if (follow) {
+        movie = getDirectory("The folder the acquisition writes its frames into");
+    } else {
+        if (nImages() == 0) fail("no image is open: open the movie first");
+        dir = getDirectory("image"); name = getInfo("image.filename");
+        if (dir == "" || name == "") fail("the active image is not saved in a file: save it as TIFF first");
+        movie = dir + name;
+    }
+    out = getDirectory("Output folder for the results");
+}

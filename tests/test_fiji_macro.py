@@ -1,0 +1,169 @@
+"""The ImageJ macro client (fiji_macro/LiveSPT.ijm) run by real ImageJ against a real server.
+
+Debian's ImageJ 1.x under a virtual X server (``.ci/run`` installs ``imagej xvfb xauth``);
+skipped with a reason where ImageJ is absent, a failure under CI. The macro drives the
+installed ``livespt`` command (this checkout's console script) against a server on
+127.0.0.1 started here, on a simulated acquisition with a known D and a change of D.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from livespt.models.simulate import MovieConfig, simulate_movie
+from livespt.server.io.tiff import write_movie
+from livespt.server.service.app import EmbeddedServer, ServerOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+IJ_JAR = Path("/usr/share/java/ij.jar")
+MACRO = ROOT / "fiji_macro" / "LiveSPT.ijm"
+LIVESPT = Path(sys.executable).with_name("livespt")
+PX, DT = 0.1, 0.05
+
+
+def _require_imagej() -> None:
+    missing = [n for n in ("java", "xvfb-run") if shutil.which(n) is None]
+    if not IJ_JAR.exists():
+        missing.append(str(IJ_JAR))
+    if missing:
+        reason = f"ImageJ not available ({', '.join(missing)}): apt-get install imagej xvfb xauth"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def run_macro(args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    out = subprocess.run(
+        ["xvfb-run", "-a", "timeout", str(int(timeout)), "java", "-jar", str(IJ_JAR), "-batch",
+         str(MACRO), args], capture_output=True, text=True, timeout=timeout + 30)
+    return out, time.monotonic() - t0
+
+
+def last_line(out: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def acquisition(tmp_path_factory: pytest.TempPathFactory):
+    """10 particles at D = 0.05 um^2/s; half of them change to 0.5 at frame 40 of 100."""
+    d = np.column_stack([np.full(10, 0.05), np.where(np.arange(10) % 2 == 0, 0.5, 0.05)])
+    cfg = MovieConfig(shape_px=(96, 96), n_frames=100, n_particles=10, pixel_size_um=PX,
+                      frame_interval_s=DT, d_um2_s=d, change_frames=(40,), snr=12.0)
+    movie = simulate_movie(cfg, seed=8)
+    folder = tmp_path_factory.mktemp("acq")
+    write_movie(folder / "movie.tif", movie.frames, pixel_size_um=PX, frame_interval_s=DT)
+    return movie, folder / "movie.tif"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    srv = EmbeddedServer(ServerOptions(port=0, out_root=tmp_path_factory.mktemp("sessions"),
+                                       device="cpu", models=(), detect_workers=0))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def check_results(out_dir: Path, movie) -> pd.DataFrame:
+    res = pd.read_csv(out_dir / "results.csv")
+    assert list(res.columns) == ["track_id", "n_spots", "d_um2_s", "d_low_um2_s",
+                                 "d_high_um2_s", "method", "n_changes"]
+    tracks = pd.read_csv(out_dir / "tracks.csv")
+    assert res.n_spots.sum() == len(tracks)  # every point of every track, counted
+    # The long tracks' latest D against the truth at their end: 0.5 for the particles
+    # that changed, 0.05 for the others (nearest true particle at the track's last point).
+    gt = movie.ground_truth
+    right = total = 0
+    for row in res[res.n_spots >= 50].itertuples():
+        last = tracks[tracks.track_id == row.track_id].iloc[-1]
+        g = gt[gt.frame == last.frame]
+        k = int(np.argmin(np.hypot(g.x_um - last.x_um, g.y_um - last.y_um)))
+        true_d = float(g.d_um2_s.iloc[k])
+        total += 1
+        right += int(row.d_low_um2_s <= true_d <= row.d_high_um2_s)
+    assert total >= 6 and right >= total - 2, (right, total)
+    assert res.n_changes.sum() >= 2  # the changes of D were seen
+    png = (out_dir / "overlay.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    return res
+
+
+def test_macro_analyses_an_image_through_a_server(acquisition, server, tmp_path: Path) -> None:
+    _require_imagej()
+    movie, path = acquisition
+    out, _ = run_macro(f"movie={path} out={tmp_path / 'out'} server={server.target} "
+                       f"exposure={DT} livespt={LIVESPT}")
+    assert last_line(out) == "LIVESPT DONE", out.stdout[-3000:] + out.stderr[-2000:]
+    check_results(tmp_path / "out", movie)
+    assert "change of D on track" in out.stdout  # one log line per change event
+
+
+def test_macro_follows_a_live_acquisition(acquisition, server, tmp_path: Path) -> None:
+    _require_imagej()
+    movie, _ = acquisition
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    np.save(tmp_path / "m.npy", movie.frames)
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time, numpy as np, tifffile
+        m = np.load({str(tmp_path / 'm.npy')!r})
+        time.sleep(1.0)
+        for i, f in enumerate(m):   # one file per frame, at the acquisition's rate
+            tifffile.imwrite({str(folder)!r} + f"/img_{{i}}.tif", f, imagej=True,
+                             resolution=(10.0, 10.0), metadata={{"unit": "um", "finterval": 0.05}})
+            time.sleep(0.05)
+    """)])
+    try:
+        out, _ = run_macro(f"movie={folder} follow=1 idle=4 out={tmp_path / 'out'} "
+                           f"server={server.target} pixel={PX} interval={DT} exposure={DT} "
+                           f"livespt={LIVESPT}")
+    finally:
+        writer.wait(timeout=60)
+    assert last_line(out) == "LIVESPT DONE", out.stdout[-3000:] + out.stderr[-2000:]
+    res = check_results(tmp_path / "out", movie)
+    assert res.n_spots.sum() == len(pd.read_csv(tmp_path / "out" / "tracks.csv"))
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("server down", "no LiveSPT server answered at 127.0.0.1:1"),
+    ("uncalibrated", "calibration missing"),
+    ("rgb", "RGB images are not supported"),
+    ("float", "32-bit float images are not supported"),
+    ("no livespt", "livespt not found"),
+])
+def test_macro_failures_are_one_error_line_within_seconds(acquisition, tmp_path: Path,
+                                                          case: str, message: str) -> None:
+    _require_imagej()
+    _, path = acquisition
+    extra = f"livespt={LIVESPT}"
+    if case == "server down":
+        extra += " server=127.0.0.1:1"
+    elif case == "uncalibrated":
+        path = tmp_path / "plain.tif"
+        tifffile.imwrite(path, np.full((5, 32, 32), 100, np.uint16))
+    elif case == "rgb":
+        path = tmp_path / "rgb.tif"
+        tifffile.imwrite(path, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    elif case == "float":
+        path = tmp_path / "float.tif"
+        tifffile.imwrite(path, np.zeros((3, 32, 32), np.float32), imagej=True)
+    elif case == "no livespt":
+        extra = f"livespt={tmp_path / 'nothere' / 'livespt'}"
+    out, seconds = run_macro(f"movie={path} out={tmp_path / 'out'} {extra}", timeout=120)
+    line = last_line(out)
+    assert line.startswith("LIVESPT ERROR: ") and message in line, out.stdout[-2000:]
+    assert seconds < 60
+    print(f"\n{case}: {line} ({seconds:.1f} s)")
