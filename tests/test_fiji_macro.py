@@ -8,8 +8,6 @@ installed ``livespt`` command (this checkout's console script) against a server 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,27 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from imagej_helpers import IJ_JAR, require_imagej
 
 from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.io.tiff import write_movie
 from livespt.server.service.app import EmbeddedServer, ServerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
-IJ_JAR = Path("/usr/share/java/ij.jar")
 MACRO = ROOT / "fiji_macro" / "LiveSPT.ijm"
 LIVESPT = Path(sys.executable).with_name("livespt")
 PX, DT = 0.1, 0.05
-
-
-def _require_imagej() -> None:
-    missing = [n for n in ("java", "xvfb-run") if shutil.which(n) is None]
-    if not IJ_JAR.exists():
-        missing.append(str(IJ_JAR))
-    if missing:
-        reason = f"ImageJ not available ({', '.join(missing)}): apt-get install imagej xvfb xauth"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def run_macro(args: str, timeout: float = 240,
@@ -120,7 +107,7 @@ def fiji_imagej() -> Path | None:
 @pytest.mark.parametrize("imagej", ["debian", "fiji"])
 def test_macro_analyses_an_image_through_a_server(acquisition, server, tmp_path: Path,
                                                   imagej: str) -> None:
-    _require_imagej()
+    require_imagej()
     jar = IJ_JAR if imagej == "debian" else fiji_imagej()
     if jar is None:
         pytest.skip("no Fiji (make fiji): the macro runs on Debian's ImageJ only here")
@@ -133,7 +120,7 @@ def test_macro_analyses_an_image_through_a_server(acquisition, server, tmp_path:
 
 
 def test_macro_follows_a_live_acquisition(acquisition, server, tmp_path: Path) -> None:
-    _require_imagej()
+    require_imagej()
     movie, _ = acquisition
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -167,7 +154,7 @@ def test_macro_follows_a_live_acquisition(acquisition, server, tmp_path: Path) -
 ])
 def test_macro_failures_are_one_error_line_within_seconds(acquisition, tmp_path: Path,
                                                           case: str, message: str) -> None:
-    _require_imagej()
+    require_imagej()
     _, path = acquisition
     extra = f"livespt={LIVESPT}"
     if case == "server down":

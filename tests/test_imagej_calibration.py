@@ -7,34 +7,21 @@ under CI, where its absence is a failure rather than a silent skip.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from imagej_helpers import IJ_JAR, require_imagej
 
 from livespt.server.io.tiff import write_movie
 
-IJ_JAR = Path("/usr/share/java/ij.jar")
 MACRO = Path(__file__).parent / "imagej" / "calibration.ijm"
 
 
-def _require_imagej() -> None:
-    missing = [n for n in ("java", "xvfb-run") if shutil.which(n) is None]
-    if not IJ_JAR.exists():
-        missing.append(str(IJ_JAR))
-    if missing:
-        reason = f"ImageJ not available ({', '.join(missing)}): apt-get install imagej xvfb xauth"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 def test_imagej_reads_pixel_size_and_frame_interval(tmp_path: Path) -> None:
-    _require_imagej()
+    require_imagej()
     movie = tmp_path / "movie.tif"
     frames = np.random.default_rng(0).integers(100, 200, size=(7, 16, 24), dtype=np.uint16)
     write_movie(movie, frames, pixel_size_um=0.108, frame_interval_s=0.033)
