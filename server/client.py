@@ -183,6 +183,7 @@ class LiveSptClient:
         settings: StreamSettings,
         on_update: Callable[[pb.AnalysisUpdate], None] | None = None,
         max_in_flight: int = 8,
+        first_index: int = 0,
     ) -> StreamResult:
         """Stream frames to the server and collect every update.
 
@@ -200,6 +201,9 @@ class LiveSptClient:
             client memory and makes latencies mean "frame to result", not queueing;
             the frames the server holds at the start to estimate the camera
             (``SessionStarted.held_frames``) are allowed on top.
+        first_index : int
+            ``Frame.index`` of the first frame (then +1 per frame): a stream that
+            continues an acquisition after a reconnect keeps its frame numbers.
 
         Returns
         -------
@@ -223,7 +227,7 @@ class LiveSptClient:
                 raise ValueError(f"frames must be 2D (H, W), got shape {arr.shape}")
             yield pb.StreamRequest(config=wire.settings_to_proto(
                 _for_frames(settings, arr)))
-            index = 0
+            index = first_index
             for frame in _chain(arr, it):
                 while not done.is_set():
                     try:

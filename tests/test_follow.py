@@ -165,3 +165,75 @@ def test_livespt_stream_follow_sends_each_frame_once_and_writes_files_live(
     pts = pd.read_csv(out / "tracks.csv")
     assert set(pts.frame) <= set(range(60)) and pts.frame.nunique() >= 55
     assert not pts.duplicated(["track_id", "frame"]).any()
+
+
+def test_follow_survives_a_server_restart_without_resending_acknowledged_frames(
+        tmp_path: Path) -> None:
+    """The server process is killed mid-acquisition and started again on the same port."""
+    import os
+    import signal
+    import socket
+
+    from livespt.models.simulate import MovieConfig, simulate_movie
+
+    movie = simulate_movie(MovieConfig(shape_px=(64, 64), n_frames=80, n_particles=6,
+                                       d_um2_s=0.1, snr=10.0), seed=4)
+    np.save(tmp_path / "m.npy", movie.frames)
+    frames_dir, out = tmp_path / "acq", tmp_path / "out"
+    frames_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    livespt = [sys.executable, "-m", "livespt.server.cli.main"]
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([*livespt, "serve", "--port", str(port), "--no-models",
+                                 "--detect-workers", "0", "--sessions-dir",
+                                 str(tmp_path / "sessions")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ready once it says so
+            if "listening" in line:
+                return proc
+        raise AssertionError("the server did not start")
+
+    server = serve()
+    cli = subprocess.Popen(
+        [*livespt, "stream", "--follow", str(frames_dir), "--server", f"127.0.0.1:{port}",
+         "--out", str(out), "--pixel-size", "0.1", "--frame-interval", "0.05", "--exposure",
+         "0.05", "--idle-timeout", "4", "--reconnect-timeout", "60", "--camera-offset",
+         "100", "--camera-gain", "1", "--read-noise", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time, numpy as np, tifffile
+        m = np.load({str(tmp_path / 'm.npy')!r})
+        for i, f in enumerate(m):
+            tifffile.imwrite({str(frames_dir)!r} + f"/frame_{{i}}.tif", f)
+            time.sleep(0.08)
+    """)])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(frames_dir.glob("frame_30.tif")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(server.pid, signal.SIGKILL)  # the server vanishes mid-acquisition
+        server.wait(timeout=10)
+        time.sleep(1.0)
+        server = serve()  # and comes back on the same address
+        _, stderr = cli.communicate(timeout=180)
+    finally:
+        writer.kill()
+        cli.kill()
+        server.kill()
+    assert cli.returncode == 0, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"\nfollow across a server restart: {summary['follow']}, acknowledged "
+          f"{summary['frames_acked']}")
+    assert summary["follow"]["reconnects"] >= 1 and summary["follow"]["frames"] == 80
+    pts = pd.read_csv(out / "tracks.csv")
+    # No frame's results twice (a frame acknowledged once is never sent again), and the
+    # frames after the restart are there too.
+    assert not pts.duplicated(["frame", "x_um", "y_um"]).any()
+    assert not pts.duplicated(["track_id", "frame"]).any()
+    print(f"frames with results: {pts.frame.nunique()} of 80, tracks {pts.track_id.nunique()}")
+    assert pts.frame.max() >= 75 and pts.frame.nunique() >= 70
+    assert summary["frames_acked"] <= 80

@@ -168,6 +168,10 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                    help="with --follow: end when this file exists")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for the server to answer")
+    p.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S",
+                   help="with --follow: when the server goes away, seconds to wait for it to "
+                        "come back; the frames it had not acknowledged are sent again to a "
+                        "new session (acknowledged ones never)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="HOST:PORT", help="address of a running server")
     where.add_argument("--embedded", action="store_true",

@@ -37,10 +37,13 @@ import platform
 import signal
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -323,6 +326,58 @@ def _stream_settings(args: argparse.Namespace, px: float, dt: float, camera: Cam
     )
 
 
+class Resender:
+    """Frames sent but not yet acknowledged, to be sent again to a new session after a reconnect.
+
+    Iterating yields the frames still unacknowledged from the last stream (in order)
+    and then new frames from ``frames``; :meth:`ack` forgets every frame up to an
+    acknowledged index, so a frame acknowledged once is never sent again.
+    """
+
+    def __init__(self, frames: Iterator[NDArray[Any]]) -> None:
+        self._source = frames
+        self._unacked: deque[tuple[int, NDArray[Any]]] = deque()
+        self._replay: deque[tuple[int, NDArray[Any]]] = deque()
+        self._next = 0
+
+    def start(self) -> int:
+        """Prepare a new stream; return the index of its first frame."""
+        self._replay, self._unacked = self._unacked, deque()
+        return self._replay[0][0] if self._replay else self._next
+
+    def first_unacked(self) -> int:
+        """Index of the oldest frame not acknowledged (the next new one if none)."""
+        return self._unacked[0][0] if self._unacked else self._next
+
+    def __iter__(self) -> Iterator[NDArray[Any]]:
+        while self._replay:
+            item = self._replay.popleft()
+            self._unacked.append(item)
+            yield item[1]
+        for frame in self._source:
+            self._unacked.append((self._next, frame))
+            self._next += 1
+            yield frame
+
+    def ack(self, index: int) -> None:
+        """Forget the frames up to ``index`` (acknowledged by the server)."""
+        while self._unacked and self._unacked[0][0] <= index:
+            self._unacked.popleft()
+
+
+def shift_ids(records: list[Any], offset: list[int]) -> list[Any]:
+    """Records with ``offset[0]`` added to their track ids; ``offset[1]``: the largest id so far.
+
+    Track ids restart at 0 in a new session; after a reconnect they are shifted past
+    those already written, so one id never names two tracks in the files.
+    """
+    if not records:
+        return records
+    out = [replace(r, track_id=r.track_id + offset[0]) for r in records] if offset[0] else records
+    offset[1] = max(offset[1], max(r.track_id for r in out))
+    return out
+
+
 def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``livespt stream`` from parsed flags; returns the summary written."""
     from tqdm import tqdm
@@ -405,18 +460,25 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     previous_sigint = None
     if source is not None:  # Ctrl-C ends the acquisition; the outputs are finalized
         previous_sigint = signal.signal(signal.SIGINT, lambda *_: source.stop())
+    reconnects = 0
     try:
-        with LiveSptClient(target) as client, tqdm(
-                total=None if source is not None else len(frames), unit="frame",
-                desc="following" if source is not None else "streaming") as bar:
-            client.wait_ready(timeout_s=getattr(args, "connect_timeout", 30.0))
-            info = server_info_dict(client.info())
+        with tqdm(total=None if source is not None else len(frames), unit="frame",
+                  desc="following" if source is not None else "streaming") as bar:
+            sender = Resender(_frames(frames, bar))
+            offset = [0, -1]  # track-id offset of this session, largest id written
+            written = StreamResult()  # every record written, over all sessions
 
             def on_update(upd: pb.AnalysisUpdate) -> None:
                 nonlocal n_changes
                 if upd.WhichOneof("update") == "frame":
+                    sender.ack(upd.frame.index)
                     p, e, c = records_from_proto(upd.frame)
+                    p, e, c = shift_ids(p, offset), shift_ids(e, offset), shift_ids(c, offset)
                     writer.write([*p, *e, *c])
+                    written.frames_acked += 1
+                    written.points += p
+                    written.estimates += e
+                    written.changes += c
                 if upd.WhichOneof("update") == "warning":
                     # Any: the generated stub's `Warning` type is shadowed by the builtin.
                     w: Any = upd.warning
@@ -429,7 +491,33 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
                                   f"from frame {c.frame}")
                     bar.set_postfix(changes=n_changes)
 
-            result = client.stream(_frames(frames, bar), options, on_update=on_update)
+            result: StreamResult | None = None
+            while True:
+                with LiveSptClient(target) as client:
+                    client.wait_ready(timeout_s=getattr(args, "connect_timeout", 30.0)
+                                      if reconnects == 0 else args.reconnect_timeout)
+                    if reconnects == 0:
+                        info = server_info_dict(client.info())
+                    first_index = sender.start()
+                    try:
+                        part = client.stream(iter(sender), options, on_update=on_update,
+                                             first_index=first_index)
+                    except grpc.RpcError as exc:
+                        lost = callable(getattr(exc, "code", None)) and exc.code() in (
+                            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                        if source is None or not lost:
+                            raise
+                        # The server went away during a followed acquisition: a new session
+                        # on the server that comes back continues with the frames not yet
+                        # acknowledged (none is sent twice once acknowledged) and track ids
+                        # after those written.
+                        reconnects += 1
+                        bar.write(f"server lost ({exc.code().name}); reconnecting to {target} "
+                                  f"(frames from {sender.first_unacked()} are sent again)")
+                        offset[0] = offset[1] + 1
+                        continue
+                result = part
+                break
     finally:
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)
@@ -437,9 +525,15 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
             embedded.stop()
         writer.close()
     elapsed = time.perf_counter() - t0
+    assert result is not None  # the loop ends with a result or raises
+    if reconnects:  # the records of every session, as written (ids shifted)
+        result.points, result.estimates, result.changes = (
+            written.points, written.estimates, written.changes)
+        result.frames_acked = written.frames_acked
     result.warnings[:0] = cam_warnings
     follow_record = None if source is None else {
-        "path": str(follow), "frames": source.n_yielded, "ended_by": source.ended_by}
+        "path": str(follow), "frames": source.n_yielded, "ended_by": source.ended_by,
+        "reconnects": reconnects}
     if source is not None:
         print(f"followed {follow}: {source.n_yielded} frames, ended: {source.ended_by}")
     summary = save_result(result, out, options, {
