@@ -209,12 +209,19 @@ def test_follow_survives_a_server_restart_without_resending_acknowledged_frames(
         m = np.load({str(tmp_path / 'm.npy')!r})
         for i, f in enumerate(m):
             tifffile.imwrite({str(frames_dir)!r} + f"/frame_{{i}}.tif", f)
-            time.sleep(0.08)
+            time.sleep(0.12)
     """)])
     try:
-        deadline = time.monotonic() + 60
-        while not any(frames_dir.glob("frame_30.tif")) and time.monotonic() < deadline:
+        # Kill once the stream is live (results on disk) and the acquisition is under way.
+        def streaming() -> bool:
+            f = out / "tracks.csv"
+            return f.exists() and len(f.read_text().splitlines()) > 5
+
+        deadline = time.monotonic() + 90
+        while not (streaming() and any(frames_dir.glob("frame_30.tif"))) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not any(frames_dir.glob("frame_79.tif")), "the acquisition ended too soon"
         os.kill(server.pid, signal.SIGKILL)  # the server vanishes mid-acquisition
         server.wait(timeout=10)
         time.sleep(1.0)
