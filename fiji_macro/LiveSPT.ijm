@@ -21,6 +21,7 @@ var SCALE = 1;         // the overlay image's pixels per camera pixel
 var movie = ""; var out = ""; var server = ""; var follow = false; var pixel = "";
 var interval = ""; var exposure = ""; var idle = "10"; var livespt = ""; var window = "";
 var tracker = "builtin"; var dark = false; var offset = ""; var gain = "";
+var batch = false;     // unattended (key=value arguments) rather than the dialog
 
 args = getArgument();
 batch = false;  // (the macro language assigns no string comparison: if/else)
@@ -51,6 +52,8 @@ if (batch) {
     if (out == "") fail("out= is required (the output folder)");
 } else {
     dialog();
+    if (movie == "") fail("no acquisition folder chosen");
+    if (out == "") fail("no output folder chosen");
 }
 if (livespt == "") livespt = findLivespt();
 if (livespt == "") fail("livespt not found on the PATH: install livespt (pip install livespt) or give its path (livespt=/path/to/livespt)");
@@ -85,6 +88,9 @@ if (tracker != "builtin") cmd = cmd + " --tracker " + tracker;
 if (dark) cmd = cmd + " --dark-spots";
 if (offset != "") cmd = cmd + " --camera-offset " + offset;
 if (gain != "") cmd = cmd + " --camera-gain " + gain;
+stopFile = out + File.separator + "livespt.stop";
+if (File.exists(stopFile)) dummy = File.delete(stopFile);
+if (follow) cmd = cmd + " --stop-file " + quote(stopFile);
 cmd = cmd + " --out " + qOut;
 exitFile = out + File.separator + "livespt.exit";
 logFile = out + File.separator + "livespt.log";
@@ -95,6 +101,7 @@ for (k = 0; k < 3; k++) {  // results of an earlier run in this folder are not t
     if (File.exists(out + File.separator + name[k])) dummy = File.delete(out + File.separator + name[k]);
 }
 print("LiveSPT: " + cmd);
+if (follow) print("LiveSPT: following " + movie + " until no new frame arrives for " + idle + " s, or until the file " + stopFile + " exists");
 exec("sh", "-c", "(" + cmd + " > " + qLog + " 2>&1 < /dev/null; echo $? > " + qExit + ") > /dev/null 2>&1 < /dev/null &");
 
 // ------------------------------------------------------------------ follow the results
@@ -103,6 +110,12 @@ if (!follow) background = openBackground(movie);
 changesSeen = 0;
 while (!File.exists(exitFile)) {
     wait(POLL_MS);
+    // A followed folder: its first frame once livespt has read frames (then the file is
+    // complete). A growing TIFF is opened only at the end, when nothing writes it.
+    if (follow && background == 0 && File.isDirectory(movie) && File.exists(out + File.separator + "tracks.csv")) {
+        first = firstFrame(movie);
+        background = openBackground(first);
+    }
     changesSeen = refresh(out, background, changesSeen);
 }
 status = trim(File.openAsString(exitFile));
@@ -110,7 +123,7 @@ if (status != "0") {
     why = lastLine(logFile);
     fail(why);
 }
-if (follow) {
+if (follow && background == 0) {
     last = lastFrame(movie);
     background = openBackground(last);
 }
@@ -119,6 +132,8 @@ writeResults(out + File.separator + "results.csv");
 selectImage(background);
 run("Flatten");
 saveAs("PNG", out + File.separator + "overlay.png");
+close();  // the flattened copy; the overlay stays on "LiveSPT overlay"
+selectImage(background);
 print("LiveSPT: results in " + out);
 print("LIVESPT DONE");
 if (!batch) setBatchMode("exit and display");  // the table and the overlay stay
@@ -131,7 +146,8 @@ function value(options, key, default) {
 
 function fail(message) {
     print("LIVESPT ERROR: " + message);
-    exit();
+    if (batch) exit();  // (under -batch a message box would wait for a click that never comes)
+    exit("LiveSPT: " + message);
 }
 
 function trim(s) {
@@ -160,6 +176,20 @@ function checkImage(path) {
     if (pixel == "" && unit == "nm") pixel = d2s(pw / 1000, 9);
     if (interval == "" && fi > 0) interval = d2s(fi, 9);
     close();
+}
+
+function firstFrame(path) {
+    // A followed folder's first frame file (natural order).
+    files = getFileList(path);
+    best = ""; bestKey = "";
+    for (i = 0; i < files.length; i++) {
+        if (endsWith(toLowerCase(files[i]), ".tif") || endsWith(toLowerCase(files[i]), ".tiff")) {
+            key = naturalKey(files[i]);
+            if (best == "" || key < bestKey) { best = files[i]; bestKey = key; }
+        }
+    }
+    if (best == "") fail("follow: no frame file in " + path);
+    return path + File.separator + best;
 }
 
 function lastFrame(path) {
@@ -202,12 +232,17 @@ function openBackground(path) {
     // least 512 pixels across (SCALE) so that tracks and the legend are visible.
     open(path);
     if (nSlices() > 1) {
+        stack = getImageID();
         run("Z Project...", "projection=[Max Intensity]");
+        projection = getImageID();
+        selectImage(stack); close();  // (the stack itself is not kept open)
+        selectImage(projection);
     }
     SCALE = maxOf(1, floor(512 / getWidth()));
     if (SCALE > 1) run("Size...", "width=" + (getWidth() * SCALE) + " height=" + (getHeight() * SCALE) + " interpolation=None");
     resetMinAndMax();
     rename("LiveSPT overlay");
+    if (!batch) setBatchMode("show");  // interactive: the overlay is watched as it grows
     return getImageID();
 }
 
@@ -381,49 +416,70 @@ function lastLine(path) {
 
 function dialog() {
     // Interactive: the active image (or a followed acquisition), with the last values.
+    // Each label's first word is its key for ImageJ's macro options (the macro recorder,
+    // run("LiveSPT", "server=... pixel=...")): the same keys as the unattended arguments.
     g = "ij.Prefs.get";
+    modes = newArray("Analyse the active image", "Follow a live acquisition");
     Dialog.create("LiveSPT");
-    Dialog.addChoice("Mode", newArray("Analyse the active image", "Follow a live acquisition"), call(g, PREFIX + "mode", "Analyse the active image"));
-    Dialog.addString("Server (empty: embedded)", call(g, PREFIX + "server", ""), 24);
+    Dialog.addChoice("Mode", modes, call(g, PREFIX + "mode", modes[0]));
+    Dialog.addString("Acquisition to follow (a folder or a growing TIFF; empty: choose a folder)", call(g, PREFIX + "acquisition", ""), 32);
+    Dialog.addString("Server (host:port; empty: embedded)", call(g, PREFIX + "server", ""), 24);
     px0 = ""; fi0 = "";
     if (nImages() > 0) {
         getPixelSize(unit, pw, ph);
         if (unit == "micron" || unit == "um" || unit == fromCharCode(181) + "m") px0 = d2s(pw, 6);
+        if (unit == "nm") px0 = d2s(pw / 1000, 6);
         if (Stack.getFrameInterval() > 0) fi0 = d2s(Stack.getFrameInterval(), 6);
     }
+    if (px0 == "") px0 = call(g, PREFIX + "pixel", "");
+    if (fi0 == "") fi0 = call(g, PREFIX + "interval", "");
     Dialog.addString("Pixel size (um)", px0);
-    Dialog.addString("Frame interval (s)", fi0);
+    Dialog.addString("Interval between frames (s)", fi0);
     Dialog.addString("Exposure (s; empty: the interval)", call(g, PREFIX + "exposure", ""));
-    Dialog.addString("Camera offset (ADU; empty: estimated)", call(g, PREFIX + "offset", ""));
-    Dialog.addString("Camera gain (ADU/e-; empty: estimated)", call(g, PREFIX + "gain", ""));
+    Dialog.addString("Offset of the camera (ADU; empty: estimated)", call(g, PREFIX + "offset", ""));
+    Dialog.addString("Gain of the camera (ADU/e-; empty: estimated)", call(g, PREFIX + "gain", ""));
     Dialog.addNumber("Window length (frames)", parseInt(call(g, PREFIX + "window", "10")));
     Dialog.addChoice("Tracker", newArray("builtin", "trackmate", "trackmate-lap"), call(g, PREFIX + "tracker", "builtin"));
     dark0 = false;
     flag = call(g, PREFIX + "dark", "false");
     if (flag == "true") dark0 = true;
     Dialog.addCheckbox("Dark spots on a light background", dark0);
-    Dialog.addString("livespt command", call(g, PREFIX + "livespt", ""), 32);
+    Dialog.addNumber("Idle time that ends a followed acquisition (s)", parseFloat(call(g, PREFIX + "idle", "10")));
+    Dialog.addString("livespt command (empty: found on the PATH)", call(g, PREFIX + "livespt", ""), 32);
     Dialog.show();
     mode = Dialog.getChoice();
+    movie = Dialog.getString();
     server = Dialog.getString(); pixel = Dialog.getString(); interval = Dialog.getString();
     exposure = Dialog.getString(); offset = Dialog.getString(); gain = Dialog.getString();
-    window = "" + Dialog.getNumber(); tracker = Dialog.getChoice(); dark = Dialog.getCheckbox();
+    // (numbers as text without a fraction where one is meaningless: --window takes an integer)
+    w = Dialog.getNumber(); tracker = Dialog.getChoice(); dark = Dialog.getCheckbox();
+    t = Dialog.getNumber();
+    window = d2s(w, 0); idle = d2s(t, 3);
     livespt = Dialog.getString();
+    server = trim(server); pixel = trim(pixel); interval = trim(interval); movie = trim(movie);
     s = "ij.Prefs.set";
     call(s, PREFIX + "mode", mode); call(s, PREFIX + "server", server);
+    call(s, PREFIX + "acquisition", movie);
+    call(s, PREFIX + "pixel", pixel); call(s, PREFIX + "interval", interval);
     call(s, PREFIX + "exposure", exposure); call(s, PREFIX + "offset", offset);
     call(s, PREFIX + "gain", gain); call(s, PREFIX + "window", window);
     call(s, PREFIX + "tracker", tracker); call(s, PREFIX + "dark", "" + dark);
+    call(s, PREFIX + "idle", idle);
     follow = false;
-    if (mode == "Follow a live acquisition") follow = true;
-    idle = "10";
+    if (mode == modes[1]) follow = true;
     if (follow) {
-        movie = getDirectory("The folder the acquisition writes its frames into");
+        if (movie == "") movie = getDirectory("Acquisition folder (where the frames are being written)");
     } else {
-        if (nImages() == 0) fail("no image is open: open the movie first");
+        if (nImages() == 0) fail("no image is open: open the movie first, or choose the mode Follow a live acquisition");
         dir = getDirectory("image"); name = getInfo("image.filename");
-        if (dir == "" || name == "") fail("the active image is not saved in a file: save it as TIFF first");
+        if (dir == "" || name == "") fail("the active image is not saved in a file: save it as TIFF first (File > Save As > Tiff)");
         movie = dir + name;
     }
     out = getDirectory("Output folder for the results");
+    movie = noTrailingSeparator(movie); out = noTrailingSeparator(out);
+}
+
+function noTrailingSeparator(path) {
+    if (lengthOf(path) > 1 && endsWith(path, File.separator)) return substring(path, 0, lengthOf(path) - 1);
+    return path;
 }

@@ -8,6 +8,8 @@ installed ``livespt`` command (this checkout's console script) against a server 
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -175,3 +177,152 @@ def test_macro_failures_are_one_error_line_within_seconds(acquisition, tmp_path:
     assert line.startswith("LIVESPT ERROR: ") and message in line, out.stdout[-2000:]
     assert seconds < 60
     print(f"\n{case}: {line} ({seconds:.1f} s)")
+
+
+# ---------------------------------------------------------------- the interactive dialog
+
+DRIVER = ROOT / "tests" / "java" / "DialogDriver.java"
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/java/DialogDriver.java compiled against ImageJ (it fills the macro's dialog)."""
+    require_imagej(javac=True)
+    classes = tmp_path_factory.mktemp("driver")
+    subprocess.run(["javac", "-cp", str(IJ_JAR), "-d", str(classes), str(DRIVER)], check=True,
+                   capture_output=True, timeout=120)
+    return classes
+
+
+def run_dialog(classes: Path, home: Path, image: Path | None, answers: dict[str, str],
+               timeout: float = 240) -> tuple[list[str], str]:
+    """Run the macro through its dialog in a real ImageJ (driver filling it in).
+
+    Returns the driver's report lines and the whole output. ``home`` holds ImageJ's
+    preferences (the remembered values); ``answers`` are the dialog's fields by key and
+    ``dir:KEY`` for the folder choosers.
+    """
+    cmd = ["xvfb-run", "-a", "timeout", str(int(timeout)), "java", f"-Duser.home={home}",
+           "-cp", f"{IJ_JAR}:{classes}", "DialogDriver", str(MACRO),
+           str(image) if image is not None else "-", str(int(timeout - 20))]
+    cmd += [f"{k}={v}" for k, v in answers.items()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                         env={**os.environ, "HOME": str(home)})
+    text = out.stdout + out.stderr
+    assert "DRIVER ERROR" not in text and "TIMEOUT" not in text, text[-4000:]
+    assert out.stdout.rstrip().endswith("END"), text[-4000:]
+    return out.stdout.splitlines(), text
+
+
+def prefill(lines: list[str]) -> dict[str, str]:
+    return dict(ln[len("PREFILL "):].split("=", 1) for ln in lines if ln.startswith("PREFILL "))
+
+
+def test_macro_dialog_analyses_the_active_image(acquisition, server, driver,
+                                                tmp_path: Path) -> None:
+    """The dialog as a person meets it: pre-filled from the open image's calibration; the
+    output folder from a folder chooser; the overlay and the table visible while it runs
+    and after; the values remembered for the next run (a second ImageJ)."""
+    movie, path = acquisition
+    home = tmp_path / "home"
+    home.mkdir()
+    lines, text = run_dialog(driver, home, path, {
+        "server": server.target, "exposure": str(DT), "livespt": str(LIVESPT),
+        "dir:output": str(tmp_path / "out")})
+    first = prefill(lines)
+    assert first["mode"] == "Analyse the active image"
+    assert float(first["pixel"]) == PX and float(first["interval"]) == DT  # from the image
+    assert first["server"] == "" and first["window"] == "10"  # nothing remembered yet
+    assert "CHOOSER Output folder for the results" in lines
+    assert "LIVESPT DONE" in lines, text[-4000:]
+    assert not [ln for ln in lines if ln.startswith("MESSAGE")], text[-4000:]
+    # Seen while the macro ran, not only at the end:
+    assert any(ln.startswith("LIVE_OVERLAY ") for ln in lines), text[-4000:]
+    assert any(ln.startswith("LIVE_RESULTS ") for ln in lines), text[-4000:]
+    # When done, the overlay and the table stay (and no stray copy of the stack).
+    assert "WINDOW LiveSPT overlay" in lines
+    assert [ln for ln in lines if ln.startswith("WINDOW ")].count("WINDOW movie.tif") == 1
+    res = check_results(tmp_path / "out", movie)
+    assert f"RESULTS {len(res)}" in lines
+    assert int(next(ln for ln in lines if ln.startswith("OVERLAY ")).split()[1]) > len(res)
+
+    # A second ImageJ, no image open: the dialog shows the last values, and the mode that
+    # needs an image says so in a message box and on the Log.
+    lines, text = run_dialog(driver, home, None, {"dir:output": str(tmp_path / "out2")})
+    second = prefill(lines)
+    assert second["server"] == server.target and second["livespt"] == str(LIVESPT)
+    assert float(second["exposure"]) == DT and float(second["pixel"]) == PX
+    error = "no image is open: open the movie first"
+    assert any(ln.startswith("MESSAGE") and error in ln for ln in lines), text[-4000:]
+    assert any(ln.startswith("LIVESPT ERROR: ") and error in ln for ln in lines)
+
+
+def test_macro_dialog_follows_until_stopped(acquisition, server, driver, tmp_path: Path) -> None:
+    """Follow mode from the dialog: the acquisition folder from a chooser, the overlay on its
+    first frame while frames arrive, and the run ended by the stop file it names."""
+    movie, _ = acquisition
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    out_dir = tmp_path / "out"
+    np.save(tmp_path / "m.npy", movie.frames)
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import pathlib, time, numpy as np, tifffile
+        m = np.load({str(tmp_path / 'm.npy')!r})
+        time.sleep(2.0)
+        for i, f in enumerate(m):   # one file per frame, at the acquisition's rate
+            tifffile.imwrite({str(folder)!r} + f"/img_{{i}}.tif", f, imagej=True,
+                             resolution=(10.0, 10.0), metadata={{"unit": "um", "finterval": 0.05}})
+            time.sleep(0.05)
+        # The person stops the run: the stop file the macro names (frames already written
+        # are sent before the stream ends).
+        time.sleep(1.0)
+        pathlib.Path({str(out_dir)!r}).mkdir(exist_ok=True)
+        (pathlib.Path({str(out_dir)!r}) / "livespt.stop").touch()
+    """)])
+    home = tmp_path / "home"
+    home.mkdir()
+    t0 = time.monotonic()
+    try:
+        lines, text = run_dialog(driver, home, None, {
+            "mode": "Follow a live acquisition", "server": server.target, "pixel": str(PX),
+            "interval": str(DT), "exposure": str(DT), "idle": "600", "livespt": str(LIVESPT),
+            "dir:acquisition": str(folder), "dir:output": str(out_dir)})
+    finally:
+        writer.wait(timeout=120)
+    seconds = time.monotonic() - t0
+    assert "LIVESPT DONE" in lines, text[-4000:]
+    assert seconds < 200  # ended by the stop file, not by the 600 s idle time
+    assert "CHOOSER Acquisition folder (where the frames are being written)" in lines
+    assert any(ln.startswith("LIVE_OVERLAY ") for ln in lines), text[-4000:]
+    assert "WINDOW LiveSPT overlay" in lines
+    res = check_results(out_dir, movie)
+    assert f"RESULTS {len(res)}" in lines
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["frames_acked"] == 100, summary
+    assert summary["follow"]["ended_by"].startswith("stop file"), summary["follow"]
+
+
+def test_macro_installed_as_a_command_takes_recorded_options(acquisition, server,
+                                                             tmp_path: Path) -> None:
+    """Installed under plugins/Macros, the macro is the command "LiveSPT"; a recorded
+    ``run("LiveSPT", "key=value ...")`` answers its dialog and folder chooser (ImageJ's
+    macro options, the keys of the unattended arguments)."""
+    require_imagej()
+    movie, path = acquisition
+    plugins = tmp_path / "ij" / "plugins" / "Macros"
+    plugins.mkdir(parents=True)
+    (plugins / "LiveSPT.ijm").write_text(MACRO.read_text())
+    out_dir = tmp_path / "out"
+    script = tmp_path / "recorded.ijm"
+    script.write_text(f'open("{path}");\n'
+                      f'run("LiveSPT", "mode=[Analyse the active image] server={server.target} '
+                      f'exposure={DT} livespt=[{LIVESPT}] output=[{out_dir}]");\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    out = subprocess.run(
+        ["xvfb-run", "-a", "timeout", "240", "java", f"-Duser.home={home}",
+         f"-Dplugins.dir={tmp_path / 'ij'}", "-jar", str(IJ_JAR), "-batch", str(script)],
+        capture_output=True, text=True, timeout=270, env={**os.environ, "HOME": str(home)})
+    assert last_line(out) == "LIVESPT DONE", out.stdout[-3000:] + out.stderr[-2000:]
+    assert f"--server {server.target}" in out.stdout
+    check_results(out_dir, movie)
