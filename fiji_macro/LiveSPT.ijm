@@ -22,6 +22,9 @@ var movie = ""; var out = ""; var server = ""; var follow = false; var pixel = "
 var interval = ""; var exposure = ""; var idle = "10"; var livespt = ""; var window = "";
 var tracker = "builtin"; var dark = false; var offset = ""; var gain = "";
 var batch = false;     // unattended (key=value arguments) rather than the dialog
+// What refresh() has parsed so far (it reads only the lines added since its last call).
+var seenTracks = 0; var seenEstimates = 0; var seenChanges = 0; var parsedPx = -1;
+var ids = newArray(0); var tableRows = -1; var drawnOn = 0;
 
 args = getArgument();
 batch = false;  // (the macro language assigns no string comparison: if/else)
@@ -258,63 +261,81 @@ function lines(path) {
 }
 
 function refresh(out, background, changesSeen) {
-    // Results table and overlay from the files as they are now. List serves as the map
-    // from track id to its row and its points (one pass over each file).
+    // Results table and overlay from the files as they are now. Only the lines added since
+    // the last call are parsed (the macro language is slow: ~50 us per point, so reparsing
+    // everything each second would fall behind a long acquisition). List is the map from
+    // track id to its points (in overlay pixels), latest D, counts.
     sep = File.separator;
+    px = parseFloat(pixel) / SCALE;  // um per overlay pixel
+    if (px != parsedPx) {  // the overlay's scale changed (its image opened): parse again
+        List.clear(); ids = newArray(0); seenTracks = 0; seenEstimates = 0; seenChanges = 0;
+        parsedPx = px;
+    }
     tracks = lines(out + sep + "tracks.csv");
     estimates = lines(out + sep + "estimates.csv");
     changes = lines(out + sep + "changes.csv");
-    List.clear();
-    ids = newArray(0);
-    for (i = 0; i < tracks.length; i++) {
+    fresh = tracks.length - seenTracks + estimates.length - seenEstimates + changes.length - seenChanges;
+    for (i = seenTracks; i < tracks.length; i++) {
         f = split(tracks[i], ",");
         if (f.length < 4) continue;
+        x = d2s(parseFloat(f[2]) / px, 2); y = d2s(parseFloat(f[3]) / px, 2);
         key = "t" + f[0];
         if (List.get(key) == "") {
             List.set(key, "" + ids.length);
             ids = Array.concat(ids, parseInt(f[0]));
-            List.set("x" + f[0], f[2]); List.set("y" + f[0], f[3]); List.set("n" + f[0], "1");
+            List.set("x" + f[0], x); List.set("y" + f[0], y); List.set("n" + f[0], "1");
         } else {
-            List.set("x" + f[0], List.get("x" + f[0]) + "," + f[2]);
-            List.set("y" + f[0], List.get("y" + f[0]) + "," + f[3]);
+            List.set("x" + f[0], List.get("x" + f[0]) + "," + x);
+            List.set("y" + f[0], List.get("y" + f[0]) + "," + y);
             List.set("n" + f[0], "" + (parseInt(List.get("n" + f[0])) + 1));
         }
-        List.set("p" + f[0] + "_" + f[1], f[2] + "," + f[3]);  // point of (track, frame)
+        List.set("p" + f[0] + "_" + f[1], x + "," + y);  // point of (track, frame)
     }
-    n = ids.length;
-    d = newArray(n); lo = newArray(n); hi = newArray(n); method = newArray(n); nCh = newArray(n);
-    Array.fill(d, NaN); Array.fill(lo, NaN); Array.fill(hi, NaN);
-    for (k = 0; k < n; k++) method[k] = "";
-    for (i = 0; i < estimates.length; i++) {  // the latest window of each track wins
+    seenTracks = tracks.length;
+    for (i = seenEstimates; i < estimates.length; i++) {  // the latest window of each track wins
         f = split(estimates[i], ",");
-        if (f.length < 7 || List.get("t" + f[0]) == "") continue;
-        k = parseInt(List.get("t" + f[0]));
-        v3 = number(f[3]); v4 = number(f[4]); v5 = number(f[5]);
-        d[k] = v3; lo[k] = v4; hi[k] = v5; method[k] = f[6];
+        if (f.length < 7) continue;
+        List.set("e" + f[0], f[3] + "," + f[4] + "," + f[5] + "," + f[6]);
     }
-    for (i = 0; i < changes.length; i++) {
+    seenEstimates = estimates.length;
+    for (i = seenChanges; i < changes.length; i++) {
         f = split(changes[i], ",");
         if (f.length < 6) continue;
-        if (List.get("t" + f[0]) != "") { k = parseInt(List.get("t" + f[0])); nCh[k] = nCh[k] + 1; }
+        c = List.get("c" + f[0]);
+        if (c == "") c = "0";
+        List.set("c" + f[0], "" + (parseInt(c) + 1));
         if (i >= changesSeen) {
             before = number(f[3]); after = number(f[4]);
             print("LiveSPT: change of D on track " + f[0] + " at frame " + f[1] + ": " + d2s(before, 3) + " -> " + d2s(after, 3) + " um^2/s");
         }
     }
-    // The Results table: one row per track.
+    seenChanges = changes.length;
+    if (fresh == 0 && tableRows == ids.length && drawnOn == background) return changes.length;
+    // The Results table: one row per track (rebuilt: one pass over the tracks, not points).
+    n = ids.length;
+    d = newArray(n); Array.fill(d, NaN);
     run("Clear Results");
     for (k = 0; k < n; k++) {
         id = "" + ids[k];
+        lo = NaN; hi = NaN; method = "";
+        e = List.get("e" + id);
+        if (e != "") {
+            v = split(e, ",");
+            d[k] = number(v[0]); lo = number(v[1]); hi = number(v[2]); method = v[3];
+        }
+        c = List.get("c" + id);
+        if (c == "") c = "0";
         setResult("track_id", k, ids[k]);
         setResult("n_spots", k, parseInt(List.get("n" + id)));
         setResult("d_um2_s", k, d[k]);
-        setResult("d_low_um2_s", k, lo[k]);
-        setResult("d_high_um2_s", k, hi[k]);
-        setResult("method", k, method[k]);
-        setResult("n_changes", k, nCh[k]);
+        setResult("d_low_um2_s", k, lo);
+        setResult("d_high_um2_s", k, hi);
+        setResult("method", k, method);
+        setResult("n_changes", k, parseInt(c));
     }
     updateResults();
-    if (background != 0) drawOverlay(background, changes, ids, d);
+    tableRows = n;
+    if (background != 0) { drawOverlay(background, changes, d); drawnOn = background; }
     return changes.length;
 }
 
@@ -340,15 +361,14 @@ function hex2(v) {
     return s;
 }
 
-function drawOverlay(background, changes, ids, d) {
+function drawOverlay(background, changes, d) {
+    // A polyline per track (points already in overlay pixels: no per-point macro work).
     selectImage(background);
     Overlay.remove;
-    px = parseFloat(pixel) / SCALE;  // um per overlay pixel
     for (k = 0; k < ids.length; k++) {
         xs = split(List.get("x" + ids[k]), ",");
         ys = split(List.get("y" + ids[k]), ",");
         if (xs.length > 1) {
-            for (i = 0; i < xs.length; i++) { xs[i] = parseFloat(xs[i]) / px; ys[i] = parseFloat(ys[i]) / px; }
             makeSelection("polyline", xs, ys);
             colour = colourOf(d[k]);
             Roi.setStrokeColor(colour);
@@ -362,7 +382,7 @@ function drawOverlay(background, changes, ids, d) {
         p = List.get("p" + f[0] + "_" + f[1]);
         if (p != "") {
             xy = split(p, ",");
-            makeOval(parseFloat(xy[0]) / px - 4, parseFloat(xy[1]) / px - 4, 8, 8);
+            makeOval(parseFloat(xy[0]) - 4, parseFloat(xy[1]) - 4, 8, 8);
             Roi.setStrokeColor("#ffffff");
             Overlay.addSelection;
         }
