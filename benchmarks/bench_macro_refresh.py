@@ -34,7 +34,8 @@ IJ_JAR = Path("/usr/share/java/ij.jar")
 def write_results(folder: Path, n_tracks: int, n_frames: int, seed: int = 0) -> int:
     """Result files as ``livespt stream`` writes them; returns the number of track points."""
     rng = np.random.default_rng(seed)
-    xy = rng.uniform(2, 49, (n_tracks, 1, 2)) + rng.normal(0, 0.05, (n_tracks, n_frames, 2)).cumsum(1)
+    steps = rng.normal(0, 0.05, (n_tracks, n_frames, 2))
+    xy = rng.uniform(2, 49, (n_tracks, 1, 2)) + steps.cumsum(1)
     with open(folder / "tracks.csv", "w") as t, open(folder / "estimates.csv", "w") as e:
         t.write("track_id,frame,x_um,y_um,precision_um\n")
         e.write("track_id,frame_start,frame_end,d_um2_s,d_low_um2_s,d_high_um2_s,method\n")
