@@ -40,6 +40,7 @@ from livespt.server.service.settings import (
     Limits,
     LinkerSettings,
     StreamSettings,
+    window_points,
 )
 
 __all__ = ["ChangeSettings", "DetectorSettings", "LinkerSettings", "LiveSptClient",
@@ -122,8 +123,8 @@ class LiveSptClient:
         """AnalyzeTracks: D per track and window, and changes of D, of whole tracks.
 
         Tracks are analysed independently, so a set too large for one message is
-        sent in several requests (each under the message limit) and the results
-        are joined.
+        sent in several requests (each under the message limit and the server's
+        points per call) and the results are joined.
 
         Parameters
         ----------
@@ -151,9 +152,16 @@ class LiveSptClient:
         window = window or WindowConfig()
         change = change or ChangeSettings()
         budget = self.limits.max_message_bytes
+        # The server's limit of points per call, when it reports one (else ours).
+        info_points = self.stub.GetServerInfo(pb.GetServerInfoRequest(),
+                                              timeout=timeout_s).limits.max_track_points
+        points_budget = info_points or self.limits.max_track_points
+        windows_budget = 20 * points_budget  # Limits.max_window_points
         out = TrackAnalysis()
         batch: list[Track] = []
         size = 0
+        points = 0
+        windows = 0
 
         def send() -> None:
             req = wire.track_request_to_proto(batch, frame_interval_s, exposure_s,
@@ -168,11 +176,15 @@ class LiveSptClient:
             # Bytes of the larger message, the response (~one window estimate per
             # position, ~70 bytes with its method), generously.
             n = 100 * len(t) + 64
-            if batch and size + n > budget:
+            w = window_points(len(t), window.length, window.stride)
+            if batch and (size + n > budget or points + len(t) > points_budget
+                          or windows + w > windows_budget):
                 send()
-                batch, size = [], 0
+                batch, size, points, windows = [], 0, 0, 0
             batch.append(t)
             size += n
+            points += len(t)
+            windows += w
         if batch or not tracks:
             send()
         return out

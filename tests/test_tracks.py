@@ -54,7 +54,10 @@ def test_short_tracks_are_warned_about_and_the_rest_estimated() -> None:
     ([0, 1, 2], [0, np.nan, 0], None, "NaN or infinite"),
     ([0, 1, 2], [0, 0], None, "same length"),
     ([0, 1, 2], [0, 0, 0], [0.01, 0.01], "precision_um must be empty or have 3 values"),
-    ([0, 1, 2], [0, 0, 0], [0.01, -1, 0.01], "precision_um must be finite and >= 0"),
+    ([0, 1, 2], [0, 0, 0], [0.01, -1, 0.01], r"precision_um must be in \[0, 1000\] um"),
+    ([0, 1, 2], [0, 0, 0], [0.01, 1e300, 0.01], r"precision_um must be in \[0, 1000\] um"),
+    ([0, 1, 2], [0, 2e6, 0], None, r"x_um/y_um must be within \+-1e\+06 um"),
+    ([-1, 1, 2], [0, 0, 0], None, "frames must be >= 0"),
 ])
 def test_bad_tracks_are_errors_naming_the_track_and_field(frames, x, prec, message) -> None:
     with pytest.raises(ValueError, match=message) as err:

@@ -124,7 +124,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="maximum heap of the JVM that runs TrackMate (-Xmx), e.g. 512m or 4g")
     p.add_argument("--sessions-dir", default="livespt_sessions",
                    help="folder for the sessions' output directories")
-    p.add_argument("--max-sessions", type=int, default=16, help="concurrent streams")
+    p.add_argument("--max-sessions", type=int, default=16,
+                   help="concurrent streams, counted from their first message")
+    p.add_argument("--max-window", type=int, default=1000, metavar="FRAMES",
+                   help="largest window length and stride a client may ask for")
+    p.add_argument("--max-gap", type=int, default=100, metavar="FRAMES",
+                   help="largest linker gap a stream may ask for")
+    p.add_argument("--max-name-chars", type=int, default=1024, metavar="N",
+                   help="longest stream name")
+    p.add_argument("--max-track-points", type=int, default=2_000_000, metavar="N",
+                   help="most track points in one AnalyzeTracks call")
+    p.add_argument("--stream-idle-timeout", type=float, default=300.0, metavar="S",
+                   help="end a stream that sends nothing for S seconds, before its config or "
+                        "between frames (DEADLINE_EXCEEDED)")
+    p.add_argument("--tracks-workers", type=int, default=1, metavar="N",
+                   help="threads for AnalyzeTracks, apart from the live streams'")
     p.add_argument("--detect-workers", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="worker processes for spot detection, shared by all streams "
                         "(0: detect in server threads; default: number of CPUs, at most 8)")
@@ -380,6 +394,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
+            if args.tracks_workers < 1:
+                raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
+            try:
+                limits = Limits(max_sessions=args.max_sessions, max_window_frames=args.max_window,
+                                max_gap_frames=args.max_gap, max_name_chars=args.max_name_chars,
+                                max_track_points=args.max_track_points,
+                                stream_idle_s=args.stream_idle_timeout)
+            except ValueError as exc:  # named by the Limits field: say the flag
+                flags = {"max_sessions": "--max-sessions", "max_window_frames": "--max-window",
+                         "max_gap_frames": "--max-gap", "max_name_chars": "--max-name-chars",
+                         "max_track_points": "--max-track-points",
+                         "stream_idle_s": "--stream-idle-timeout"}
+                message = str(exc)
+                for name, flag in flags.items():
+                    if message.startswith(name + " "):
+                        message = flag + message[len(name):]
+                raise ValueError(message) from None
             detect_workers = getattr(args, "detect_workers", None)
             if detect_workers is not None and detect_workers < 0:
                 raise ValueError(f"--detect-workers must be >= 0, got {detect_workers}")
@@ -391,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 fiji_dir=Path(args.fiji_dir) if args.fiji_dir else None,
                                 jvm_max_heap=args.jvm_heap,
                                 out_root=Path(args.sessions_dir),
-                                limits=Limits(max_sessions=args.max_sessions),
+                                limits=limits, tracks_workers=args.tracks_workers,
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),

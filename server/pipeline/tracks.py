@@ -21,6 +21,7 @@ the windows of all tracks at once, ``M x length x 3`` floats.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 
 MIN_TRACK_POINTS = 3
 """Fewest positions a track needs for a D estimate."""
+
+
+MAX_POSITION_UM = 1e6
+"""Largest |x| or |y| of a track point, um (a metre: anything larger is a unit mistake)."""
+
+MAX_PRECISION_UM = 1e3
+"""Largest localization precision of a track point, um."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,17 @@ class Track:
         xy = np.column_stack([x, y])
         if n and not np.all(np.isfinite(xy)):
             raise ValueError(f"{where}: x_um/y_um contain NaN or infinite values")
+        if n and np.abs(xy).max() > MAX_POSITION_UM:
+            raise ValueError(f"{where}: x_um/y_um must be within +-{MAX_POSITION_UM:g} um "
+                             f"(got {np.abs(xy).max():.3g}): positions are in micrometres")
+        if n and (f.min() < 0):
+            raise ValueError(f"{where}: frames must be >= 0, got {int(f.min())}")
         if n > 1 and np.any(np.diff(f) <= 0):
             raise ValueError(f"{where}: frames must strictly increase")
-        if np.any(p[np.isfinite(p)] < 0) or np.any(np.isinf(p)):
-            raise ValueError(f"{where}: precision_um must be finite and >= 0 (NaN: unknown)")
+        known = p[np.isfinite(p)]
+        if np.any(known < 0) or np.any(np.isinf(p)) or np.any(known > MAX_PRECISION_UM):
+            raise ValueError(f"{where}: precision_um must be in [0, {MAX_PRECISION_UM:g}] um "
+                             "(NaN: unknown)")
         return cls(int(track_id), f, xy, p)
 
     def __len__(self) -> int:
@@ -143,12 +158,17 @@ class TrackAnalysis:
     model_check: dict[str, object] = field(default_factory=dict)
 
 
+class AnalysisStopped(Exception):
+    """:func:`analyze_tracks` was stopped (its caller gave up)."""
+
+
 def analyze_tracks(
     tracks: Sequence[Track],
     acquisition: Acquisition,
     window: WindowConfig,
     change: ChangeConfig | None = None,
     model: ResidentModel | None = None,
+    stop: threading.Event | None = None,
 ) -> TrackAnalysis:
     """Estimate D per track and per sliding window, and find changes of D.
 
@@ -165,6 +185,9 @@ def analyze_tracks(
     model : ResidentModel, optional
         A resident transformer for the windows: a features model, or an image model
         when every track carries its patches (:attr:`Track.patches`).
+    stop : threading.Event, optional
+        Checked before each track and before the window stage: once set (the caller
+        gave up), :class:`AnalysisStopped` is raised.
 
     Returns
     -------
@@ -174,6 +197,8 @@ def analyze_tracks(
     ------
     ValueError
         When there is no track or two tracks share an id.
+    AnalysisStopped
+        When ``stop`` was set.
     """
     if len(tracks) == 0:
         raise ValueError("tracks is empty: send at least one track")
@@ -183,6 +208,8 @@ def analyze_tracks(
     parts: list[DueWindows] = []
     seen: set[int] = set()
     for i, tr in enumerate(tracks):
+        if stop is not None and stop.is_set():
+            raise AnalysisStopped(f"stopped before tracks[{i}]")
         where = f"tracks[{i}] (track_id {tr.track_id})"
         if tr.track_id in seen:
             raise ValueError(f"{where}: track_id is not unique")
@@ -206,6 +233,8 @@ def analyze_tracks(
                 if ev is not None:
                     out.changes.append(ChangeEvent.from_detector(tr.track_id, ev))
             bank.drop(tr.track_id)
+    if stop is not None and stop.is_set():
+        raise AnalysisStopped("stopped before the window stage")
     out.windows = estimator.estimate(DueWindows.concat(parts, window.length,
                                                        estimator.patch_px))
     if model is not None:

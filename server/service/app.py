@@ -24,7 +24,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
-from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.inference.resident import BatchingOptions, ModelRegistry
 from livespt.server.service.detection_pool import (
     Detected,
@@ -32,7 +31,7 @@ from livespt.server.service.detection_pool import (
     DetectionTask,
     patches_for,
 )
-from livespt.server.service.servicer import LiveSptService
+from livespt.server.service.servicer import LiveSptService, add_to_server
 from livespt.server.service.session import (
     BLOCK_CONTEXT_FRAMES,
     BLOCK_FRAMES,
@@ -64,8 +63,8 @@ class ServerOptions:
     limits : Limits
         Server-side limits.
     workers : int
-        Threads for the tracking stage, AnalyzeTracks and, with
-        ``detect_workers=0``, detection.
+        Threads for the live streams' tracking stage and, with ``detect_workers=0``,
+        detection.
     detect_workers : int
         Worker processes of the detection stage, shared by all streams (0: detect
         in the threads instead). Default: the number of CPUs, at most 8.
@@ -87,6 +86,9 @@ class ServerOptions:
     jvm_max_heap : str
         Maximum heap of that JVM (``-Xmx``), e.g. ``"2g"``: set explicitly, not left to
         the JVM's default of a quarter of the machine's memory.
+    tracks_workers : int
+        Threads for AnalyzeTracks, apart from the live streams' (calls beyond them
+        queue).
     """
 
     host: str = "127.0.0.1"
@@ -102,6 +104,7 @@ class ServerOptions:
     trackmate: bool = False
     fiji_dir: Path | None = None
     jvm_max_heap: str = "2g"
+    tracks_workers: int = 1
 
 
 def resolve_device(device: str) -> str:
@@ -136,6 +139,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.detection.close()
+        self.service.tracks_executor.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True)
         if self.service.registry is not None:
             self.service.registry.close()
@@ -158,9 +162,11 @@ async def start_server(opts: ServerOptions) -> RunningServer:
             ("grpc.max_send_message_length", limits.max_message_bytes),
         ],
     )
+    tracks_executor = ThreadPoolExecutor(max_workers=opts.tracks_workers,
+                                         thread_name_prefix="livespt-tracks")
     service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection,
-                             block_trackers)
-    pb_grpc.add_LiveSptServicer_to_server(service, server)
+                             block_trackers, tracks_executor)
+    add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

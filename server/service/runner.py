@@ -57,7 +57,8 @@ A slow or paused acquisition is estimated from the frames it sent by then (at le
 waiting for all of :attr:`Session.held_frames` before the first result.
 """
 
-ErrorKind = Literal["invalid_argument", "failed_precondition", "internal"]
+ErrorKind = Literal["invalid_argument", "failed_precondition", "internal",
+                    "deadline_exceeded"]
 
 
 class StreamError(Exception):
@@ -65,8 +66,9 @@ class StreamError(Exception):
 
     Parameters
     ----------
-    kind : {"invalid_argument", "failed_precondition", "internal"}
-        A bad value from the client, a message out of protocol, or a server fault.
+    kind : {"invalid_argument", "failed_precondition", "internal", "deadline_exceeded"}
+        A bad value from the client, a message out of protocol, a server fault, or a
+        client that sent nothing for too long.
     message : str
         Readable, naming the field (``frame.data``) or the frame.
     """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,13 +29,16 @@ from livespt.server import __version__
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.inference.resident import ModelRegistry
-from livespt.server.pipeline.tracks import analyze_tracks
+from livespt.server.pipeline.tracks import AnalysisStopped, analyze_tracks
+from livespt.server.pipeline.windows import WindowConfig
 from livespt.server.service import wire
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.runner import Frame, StreamError, run_stream
 from livespt.server.service.session import BlockTrackerFactory, Session
 from livespt.server.service.settings import (
+    LimitExceeded,
     Limits,
+    check_track_request_size,
     exposure_assumed_message,
 )
 
@@ -44,12 +48,76 @@ MAX_ERROR_CHARS = 500  # errors are shortened before they cross the wire
 
 STATUS = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
           "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
-          "internal": grpc.StatusCode.INTERNAL}
+          "internal": grpc.StatusCode.INTERNAL,
+          "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED}
 """gRPC status of each kind of :class:`StreamError`."""
 
 
 def _short(msg: str) -> str:
     return msg if len(msg) <= MAX_ERROR_CHARS else msg[: MAX_ERROR_CHARS - 3] + "..."
+
+
+class Malformed:
+    """What a request that is not valid protobuf decodes to (the handler refuses it)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.message = (f"the message is not a valid {type_name} (protobuf decoding failed): "
+                        "send messages built from proto/livespt/v1/livespt.proto")
+
+
+def _decoder(message_type: Any) -> Any:
+    """A request deserializer that returns :class:`Malformed` instead of raising.
+
+    gRPC answers a deserializer's exception with UNKNOWN; the handler answers
+    :class:`Malformed` with INVALID_ARGUMENT instead.
+    """
+    name = message_type.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except Exception:  # DecodeError and its relatives: any undecodable bytes
+            return Malformed(name)
+    return decode
+
+
+def add_to_server(service: LiveSptService, server: grpc.aio.Server) -> None:
+    """Register the service on a server, with request decoders that never raise.
+
+    As the generated ``add_LiveSptServicer_to_server``, but undecodable requests reach
+    the handlers as :class:`Malformed`, which refuse them with INVALID_ARGUMENT.
+    """
+    handlers = {
+        "StreamFrames": grpc.stream_stream_rpc_method_handler(
+            service.StreamFrames, request_deserializer=_decoder(pb.StreamRequest),
+            response_serializer=pb.AnalysisUpdate.SerializeToString),
+        "AnalyzeTracks": grpc.unary_unary_rpc_method_handler(
+            service.AnalyzeTracks, request_deserializer=_decoder(pb.AnalyzeTracksRequest),
+            response_serializer=pb.AnalyzeTracksResponse.SerializeToString),
+        "GetServerInfo": grpc.unary_unary_rpc_method_handler(
+            service.GetServerInfo, request_deserializer=_decoder(pb.GetServerInfoRequest),
+            response_serializer=pb.ServerInfo.SerializeToString),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("livespt.v1.LiveSpt", handlers),))
+
+
+async def _paced(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[Any]:
+    """The requests, each awaited at most ``idle_s`` seconds (then a StreamError)."""
+    it = requests.__aiter__()
+    while True:
+        try:
+            req = await asyncio.wait_for(it.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            message = (f"no message for {idle_s:g} s (the server's --stream-idle-timeout): "
+                       "the stream is ended; send frames, or close the stream when the "
+                       "acquisition is over")
+            raise StreamError("deadline_exceeded", message) from None
+        if isinstance(req, Malformed):
+            raise StreamError("invalid_argument", req.message)
+        yield req
 
 
 async def _frames(requests: AsyncIterator[pb.StreamRequest]) -> AsyncIterator[Frame]:
@@ -61,6 +129,10 @@ async def _frames(requests: AsyncIterator[pb.StreamRequest]) -> AsyncIterator[Fr
                               "config may be sent only once, as the first message"
                               if kind == "config" else "empty message: expected a frame")
         yield Frame(req.frame.index, req.frame.data)
+
+
+INTERNAL_MESSAGE = "internal error in the server ({where}); its log has the details{out}"
+"""INTERNAL's message: no exception text or server path beyond the session's folder."""
 
 
 class LiveSptService(pb_grpc.LiveSptServicer):
@@ -81,20 +153,29 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     detection : DetectionPool, optional
         Where the detection stage runs, shared by all sessions (default: in
         ``executor``, no worker processes).
+    block_trackers : mapping, optional
+        Trackers besides the built-in one, by name.
+    tracks_executor : ThreadPoolExecutor, optional
+        Where AnalyzeTracks runs (default: one thread of its own), apart from the
+        live streams' ``executor``.
     """
 
     def __init__(
         self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
         registry: ModelRegistry | None = None, detection: DetectionPool | None = None,
         block_trackers: Mapping[str, BlockTrackerFactory] | None = None,
+        tracks_executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.out_root = Path(out_root)
         self.limits = limits
         self.executor = executor
+        self.tracks_executor = (tracks_executor if tracks_executor is not None else
+                                ThreadPoolExecutor(1, thread_name_prefix="livespt-tracks"))
         self.detection = detection if detection is not None else DetectionPool(0, executor)
         self.device = device
         self.registry = registry
         self.sessions: dict[str, Session] = {}
+        self.open_streams = 0  # StreamFrames calls, counted from their first message
         self.shutting_down = False
         # Trackers besides the built-in one (name -> what makes a session's block linker).
         self.block_trackers = dict(block_trackers or {})
@@ -104,14 +185,15 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerInfo:
-        """Version, device, models, estimators, trackers and limits."""
+        """Version, device, models, estimators, trackers, limits and active sessions."""
         reg = self.registry
         return wire.server_info_to_proto(
             version=__version__, device=self.device,
             models=reg.info() if reg is not None else [],
             trackers=list(self.trackers), limits=self.limits,
             max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
-            max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0)
+            max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0,
+            active_sessions=self.open_streams)
 
     # ------------------------------------------------------------ stream
     async def StreamFrames(
@@ -120,14 +202,30 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.AnalysisUpdate]:
         """Analyse one live acquisition (see the ``.proto`` for the protocol)."""
-        if len(self.sessions) >= self.limits.max_sessions:
+        # A slot is taken at once, before any await: counted and checked atomically on the
+        # event loop, whether or not the stream ever sends its config.
+        if self.open_streams >= self.limits.max_sessions:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server is at its limit of {self.limits.max_sessions} concurrent sessions",
+                f"server is at its limit of {self.limits.max_sessions} concurrent sessions "
+                "(livespt serve --max-sessions); try again when a stream ends",
             )
+        self.open_streams += 1
+        try:
+            async for update in self._stream(request_iterator, context):
+                yield update
+        finally:
+            self.open_streams -= 1
+
+    async def _stream(
+        self,
+        request_iterator: AsyncIterator[pb.StreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.AnalysisUpdate]:
         session: Session | None = None
         status = "client disconnected"
         reason = ""
+        requests = _paced(request_iterator, self.limits.stream_idle_s)
 
         async def abort(code: grpc.StatusCode, message: str) -> None:
             nonlocal reason
@@ -135,7 +233,10 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             await context.abort(code, reason)
 
         try:
-            first = await _next_or_none(request_iterator)
+            try:
+                first = await _next_or_none(requests)
+            except StreamError as exc:
+                await abort(STATUS[exc.kind], exc.message)
             if first is None:
                 await abort(grpc.StatusCode.FAILED_PRECONDITION,
                             "stream ended before its config message")
@@ -178,7 +279,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             for code, w in session.start_warnings:
                 yield pb.AnalysisUpdate(warning=pb.Warning(code=code, message=w))
             try:
-                async for done in run_stream(session, _frames(request_iterator),
+                async for done in run_stream(session, _frames(requests),
                                              self.detection, self.executor):
                     out = done.output
                     for code, w in out.warnings:
@@ -196,9 +297,19 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         except grpc.aio.AbortError:
             status = f"aborted: {reason}"
             raise
+        except Exception as exc:  # a fault of the server: logged whole, named on the wire
+            where = f"session {session.session_id}" if session is not None else "stream start"
+            log.exception("%s: unexpected error", where)
+            status = f"server error: {type(exc).__name__}: {exc}"
+            kept = (f"; the results sent so far are kept in {session.out_dir.resolve()}"
+                    if session is not None else "")
+            await abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(where=where, out=kept))
         finally:
             if status == "client disconnected" and self.shutting_down:
                 status = "server shutdown"  # cut by the server's grace period, not the client
+            remaining = context.time_remaining()
+            if status == "client disconnected" and remaining is not None and remaining <= 0:
+                status = "deadline exceeded"  # the client's own deadline ran out
             if session is not None:
                 # Runs on cancellation too: the session's files are flushed and closed
                 # and its memory freed, whatever happened to the client.
@@ -212,24 +323,46 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     async def AnalyzeTracks(
         self, request: pb.AnalyzeTracksRequest, context: grpc.aio.ServicerContext
     ) -> pb.AnalyzeTracksResponse:
-        """Per-track and per-window D and change points of tracks sent whole."""
+        """Per-track and per-window D and change points of tracks sent whole.
+
+        Runs on its own bounded pool (``tracks_executor``), so that long requests queue
+        there instead of taking the live streams' threads; a client that gives up
+        (deadline, cancel) stops the work at the next track.
+        """
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         loop = asyncio.get_running_loop()
         model = self.registry.track_model if self.registry else None
+        stop = threading.Event()
 
         def run() -> pb.AnalyzeTracksResponse:
+            w0 = WindowConfig()
+            check_track_request_size(
+                [len(t.frames) for t in request.tracks], request.window.length or w0.length,
+                request.window.stride or w0.stride, self.limits)
             tracks, acquisition, window, change = wire.track_request_from_proto(request)
             response = wire.analysis_to_proto(
-                analyze_tracks(tracks, acquisition, window, change, model))
+                analyze_tracks(tracks, acquisition, window, change, model, stop=stop))
             if request.exposure_s == 0:  # the frame interval was assumed: say so
                 response.warnings.append(pb.Warning(code="EXPOSURE", message=(
                     exposure_assumed_message(request.frame_interval_s))))
             return response
 
         try:
-            return await loop.run_in_executor(self.executor, run)
+            return await loop.run_in_executor(self.tracks_executor, run)
+        except LimitExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _short(str(exc)))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _short(str(exc)))
-            raise  # unreachable: abort raises
+        except AnalysisStopped:
+            raise asyncio.CancelledError from None  # the client is gone: nothing to answer
+        except Exception:
+            log.exception("AnalyzeTracks: unexpected error")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(
+                where="AnalyzeTracks", out=""))
+        finally:
+            stop.set()  # a cancelled call stops its work at the next track
+        raise AssertionError("unreachable: abort raises")
 
 
 async def _next_or_none(it: AsyncIterator[Any]) -> Any:

@@ -68,6 +68,10 @@ come this many frames late at most."""
 BLOCK_CONTEXT_FRAMES = 3
 """Released frames linked again with each block beyond the gap-closing reach."""
 
+MAX_FRAME_INDEX = 1 << 63
+"""Frame indices are below this (int64 in records and files; the wire's field is uint64)."""
+
+
 @dataclass(frozen=True)
 class ExternalTracker:
     """A tracker other than the built-in one, for one session (e.g. TrackMate's).
@@ -249,6 +253,8 @@ class Session:
         Raises ValueError naming ``frame.index`` or ``frame.data``.
         """
         s = self.settings
+        if not 0 <= index < MAX_FRAME_INDEX:  # frame numbers are int64 in every record
+            raise ValueError(f"frame.index must be in [0, 2^63 - 1], got {index}")
         if self.last_index is not None and index <= self.last_index:
             raise ValueError(
                 f"frame.index {index} is not after the previous frame {self.last_index}: "

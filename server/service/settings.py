@@ -23,6 +23,7 @@ import numpy as np
 
 from livespt.models import _validate
 from livespt.server.pipeline.camera import CameraModel
+from livespt.server.pipeline.changepoint import CALIBRATION_RATES_PER_1000
 from livespt.server.pipeline.estimate import Acquisition
 from livespt.server.pipeline.windows import WindowConfig
 
@@ -31,6 +32,9 @@ PIXEL_TYPES = ("uint8", "uint16", "float32")
 
 RADIUS_PX_RANGE = (0.5, 200.0)
 """Spot radius the detector accepts, pixels (``DetectorConfig.radius_px``)."""
+
+MAX_LINK_DISTANCE_PX = 256.0
+"""Largest frame-to-frame search radius, pixels (``linker.max_distance_um``)."""
 
 TRACKERS = ("builtin", "trackmate", "trackmate-lap")
 """Tracker names of the wire contract; a server offers "builtin" and, when started with
@@ -66,15 +70,96 @@ class Limits:
         Concurrent StreamFrames sessions.
     max_message_bytes : int
         gRPC message size limit (set above the largest allowed frame).
+    max_window_frames : int
+        Largest ``window.length`` and ``window.stride``, frames (a session's memory grows
+        with the window).
+    max_gap_frames : int
+        Largest ``linker.max_gap_frames`` (tracks missing that long are kept in memory).
+    max_name_chars : int
+        Longest ``name`` (free text recorded in summaries), characters.
+    max_track_points : int
+        Most track points in one AnalyzeTracks call.
+    stream_idle_s : float
+        A stream that sends nothing for this long (before its config, or between
+        frames) is ended with DEADLINE_EXCEEDED, s.
     """
 
     max_frame_pixels: int = 4096 * 4096
     max_sessions: int = 16
+    max_window_frames: int = 1000
+    max_gap_frames: int = 100
+    max_name_chars: int = 1024
+    max_track_points: int = 2_000_000
+    stream_idle_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_pixels", "max_sessions", "max_window_frames",
+                     "max_name_chars", "max_track_points"):
+            _validate.positive_int(name, getattr(self, name), 1)
+        _validate.positive_int("max_gap_frames", self.max_gap_frames, 0)
+        _validate.positive("stream_idle_s", self.stream_idle_s)
+
+    @property
+    def max_window_points(self) -> int:
+        """Most window points (windows x length) in one AnalyzeTracks call.
+
+        20 x ``max_track_points``, so that windows of up to 20 frames at stride 1 always
+        fit (memory: 16 bytes per window point).
+        """
+        return 20 * self.max_track_points
 
     @property
     def max_message_bytes(self) -> int:
         """Largest message: a float32 frame of the maximum size plus headroom."""
         return self.max_frame_pixels * 4 + (1 << 20)
+
+
+class LimitExceeded(ValueError):
+    """A request larger than a server limit allows (RESOURCE_EXHAUSTED on the wire)."""
+
+
+def window_points(n_points: int, length: int, stride: int) -> int:
+    """Window points (windows x length) of a track of ``n_points`` points."""
+    return max(0, (n_points - length) // stride + 1) * length
+
+
+def check_track_request_size(lengths: Sequence[int], window_length: int, window_stride: int,
+                             limits: Limits) -> None:
+    """Check an AnalyzeTracks call's size against the server's limits before decoding it.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Points of each track.
+    window_length, window_stride : int
+        The effective window (frames); window points (windows x length, what the
+        window stage holds at once) are bounded by ``limits.max_window_points``.
+    limits : Limits
+        The server's limits.
+
+    Raises
+    ------
+    LimitExceeded
+        Naming the field and the limit.
+    ValueError
+        A window beyond ``limits.max_window_frames``.
+    """
+    for name, value in (("window.length", window_length), ("window.stride", window_stride)):
+        if value > limits.max_window_frames:
+            raise ValueError(f"{name} = {value} frames exceeds the server limit of "
+                             f"{limits.max_window_frames} frames")
+    total = sum(lengths)
+    if total > limits.max_track_points:
+        raise LimitExceeded(
+            f"tracks: {total} points in one call exceed the server limit of "
+            f"{limits.max_track_points} (send the tracks in several calls)")
+    windows = sum(window_points(n, window_length, window_stride) for n in lengths)
+    if windows > limits.max_window_points:
+        raise LimitExceeded(
+            f"window.length = {window_length} and window.stride = {window_stride} make "
+            f"{windows} window points over these tracks, beyond the server limit of "
+            f"{limits.max_window_points} (a shorter window, a larger stride, or fewer "
+            "tracks per call)")
 
 
 CAMERA_ESTIMATE_FRAMES = 30
@@ -223,7 +308,11 @@ class ChangeSettings:
     false_alarm_per_1000: float = 0.5
 
     def __post_init__(self) -> None:
-        _validate.positive("change.false_alarm_per_1000", self.false_alarm_per_1000)
+        lo, hi = float(CALIBRATION_RATES_PER_1000[0]), float(CALIBRATION_RATES_PER_1000[-1])
+        rate = self.false_alarm_per_1000
+        if not (isinstance(rate, (int, float)) and lo <= rate <= hi):
+            raise ValueError(f"change.false_alarm_per_1000 must be in [{lo:g}, {hi:g}] false "
+                             f"alarms per 1000 track-frames (the calibrated range), got {rate!r}")
 
 
 @dataclass(frozen=True)
@@ -301,6 +390,13 @@ class StreamSettings:
                 f"pixel_size_um = {self.pixel_size_um:g} um; the detector needs {lo:g} to "
                 f"{hi:g} px, i.e. {lo * self.pixel_size_um:.3g} to "
                 f"{hi * self.pixel_size_um:.3g} um here (about sqrt(2) x the PSF's SD)")
+        link_px = self.linker.max_distance_um / self.pixel_size_um
+        if not link_px <= MAX_LINK_DISTANCE_PX:
+            raise ValueError(
+                f"linker.max_distance_um = {self.linker.max_distance_um:g} um is "
+                f"{link_px:.3g} px at pixel_size_um = {self.pixel_size_um:g} um; at most "
+                f"{MAX_LINK_DISTANCE_PX:g} px, i.e. {MAX_LINK_DISTANCE_PX * self.pixel_size_um:.3g}"
+                " um here")
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -334,6 +430,15 @@ class StreamSettings:
             raise ValueError(
                 f"height x width = {self.height * self.width} pixels exceeds the "
                 f"server limit of {limits.max_frame_pixels}")
+        for name, value, limit, unit in (
+                ("window.length", self.window.length, limits.max_window_frames, "frames"),
+                ("window.stride", self.window.stride, limits.max_window_frames, "frames"),
+                ("linker.max_gap_frames", self.linker.max_gap_frames, limits.max_gap_frames,
+                 "frames"),
+                ("name", len(self.name), limits.max_name_chars, "characters")):
+            if value > limit:
+                raise ValueError(f"{name} = {value} {unit} exceeds the server limit of {limit} "
+                                 f"{unit}")
         if self.tracker not in trackers:
             hint = (" (start the server with --tracker trackmate and a Fiji: make fiji)"
                     if self.tracker.startswith("trackmate") else "")

@@ -290,6 +290,7 @@ def analysis_to_proto(a: TrackAnalysis) -> pb.AnalyzeTracksResponse:
 def server_info_to_proto(
     version: str, device: str, models: list[dict[str, Any]], trackers: list[str],
     limits: Limits, max_batch_windows: int, max_batch_delay_ms: float,
+    active_sessions: int = 0,
 ) -> pb.ServerInfo:
     """The ``GetServerInfo`` answer.
 
@@ -307,6 +308,8 @@ def server_info_to_proto(
         Most windows per forward pass (0: no model).
     max_batch_delay_ms : float
         Longest a window waits for its batch, ms.
+    active_sessions : int
+        StreamFrames calls open now.
     """
     return pb.ServerInfo(
         version=version,
@@ -324,5 +327,11 @@ def server_info_to_proto(
             max_sessions=limits.max_sessions,
             max_batch_windows=max_batch_windows,
             max_batch_delay_ms=max_batch_delay_ms,
+            max_window_frames=limits.max_window_frames,
+            max_gap_frames=limits.max_gap_frames,
+            max_name_chars=limits.max_name_chars,
+            max_track_points=limits.max_track_points,
+            stream_idle_s=limits.stream_idle_s,
         ),
+        active_sessions=active_sessions,
     )

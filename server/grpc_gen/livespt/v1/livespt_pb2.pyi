@@ -320,31 +320,43 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., sha256: _Optional[str] = ..., device: _Optional[str] = ..., variant: _Optional[str] = ..., used_for: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ..., card_json: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_sessions", "max_batch_windows", "max_batch_delay_ms")
+    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_sessions", "max_batch_windows", "max_batch_delay_ms", "max_window_frames", "max_gap_frames", "max_name_chars", "max_track_points", "stream_idle_s")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GAP_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_NAME_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRACK_POINTS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_frame_pixels: int
     max_sessions: int
     max_batch_windows: int
     max_batch_delay_ms: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_batch_windows: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ...) -> None: ...
+    max_window_frames: int
+    max_gap_frames: int
+    max_name_chars: int
+    max_track_points: int
+    stream_idle_s: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_batch_windows: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_window_frames: _Optional[int] = ..., max_gap_frames: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_track_points: _Optional[int] = ..., stream_idle_s: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "device", "models", "estimators", "trackers", "limits")
+    __slots__ = ("version", "device", "models", "estimators", "trackers", "limits", "active_sessions")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATORS_FIELD_NUMBER: _ClassVar[int]
     TRACKERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     estimators: _containers.RepeatedScalarFieldContainer[str]
     trackers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., estimators: _Optional[_Iterable[str]] = ..., trackers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    active_sessions: int
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., estimators: _Optional[_Iterable[str]] = ..., trackers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., active_sessions: _Optional[int] = ...) -> None: ...
