@@ -197,7 +197,11 @@ def test_stream_zero_or_negative_settings_are_refused_not_defaulted(
 @pytest.mark.parametrize(
     ("flags", "named"),
     [(["--detect-workers", "-1"], "--detect-workers"), (["--max-batch", "0"], "--max-batch"),
-     (["--max-batch-delay", "-1"], "--max-batch-delay")],
+     (["--max-batch-delay", "-1"], "--max-batch-delay"),
+     (["--max-window", "0"], "--max-window must be an integer >= 1, got 0"),
+     (["--max-sessions", "0"], "--max-sessions must be an integer >= 1, got 0"),
+     (["--stream-idle-timeout", "0"], "--stream-idle-timeout must be > 0, got 0.0"),
+     (["--tracks-workers", "0"], "--tracks-workers must be >= 1, got 0")],
 )
 def test_serve_bad_flags_exit_2_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str

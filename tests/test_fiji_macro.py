@@ -97,6 +97,29 @@ def check_results(out_dir: Path, movie) -> pd.DataFrame:
     return res
 
 
+def start_writer(frames: np.ndarray, folder: Path, scratch: Path, delay_s: float,
+                 stop_file: Path | None = None) -> subprocess.Popen:
+    """An acquisition in another process: one calibrated TIFF per frame into ``folder`` at
+    20 frames/s after ``delay_s``; then, if given, ``stop_file`` is created 1 s later."""
+    folder.mkdir()
+    np.save(scratch, frames)
+    stop = repr(str(stop_file)) if stop_file is not None else "None"
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import pathlib, time, numpy as np, tifffile
+        m = np.load({str(scratch)!r})
+        time.sleep({delay_s})
+        for i, f in enumerate(m):   # one file per frame, at the acquisition's rate
+            tifffile.imwrite({str(folder)!r} + f"/img_{{i}}.tif", f, imagej=True,
+                             resolution=(10.0, 10.0), metadata={{"unit": "um", "finterval": 0.05}})
+            time.sleep(0.05)
+        stop = {stop}
+        if stop is not None:
+            time.sleep(1.0)
+            pathlib.Path(stop).parent.mkdir(exist_ok=True)
+            pathlib.Path(stop).touch()
+    """)])
+
+
 def fiji_imagej() -> Path | None:
     """The ImageJ 1.x jar of the Fiji that ``make fiji`` installs, when present."""
     from livespt.server.io.fiji import find_fiji
@@ -125,17 +148,7 @@ def test_macro_follows_a_live_acquisition(acquisition, server, tmp_path: Path) -
     require_imagej()
     movie, _ = acquisition
     folder = tmp_path / "frames"
-    folder.mkdir()
-    np.save(tmp_path / "m.npy", movie.frames)
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time, numpy as np, tifffile
-        m = np.load({str(tmp_path / 'm.npy')!r})
-        time.sleep(1.0)
-        for i, f in enumerate(m):   # one file per frame, at the acquisition's rate
-            tifffile.imwrite({str(folder)!r} + f"/img_{{i}}.tif", f, imagej=True,
-                             resolution=(10.0, 10.0), metadata={{"unit": "um", "finterval": 0.05}})
-            time.sleep(0.05)
-    """)])
+    writer = start_writer(movie.frames, folder, tmp_path / "m.npy", delay_s=1.0)
     try:
         out, _ = run_macro(f"movie={folder} follow=1 idle=4 out={tmp_path / 'out'} "
                            f"server={server.target} pixel={PX} interval={DT} exposure={DT} "
@@ -262,23 +275,11 @@ def test_macro_dialog_follows_until_stopped(acquisition, server, driver, tmp_pat
     first frame while frames arrive, and the run ended by the stop file it names."""
     movie, _ = acquisition
     folder = tmp_path / "frames"
-    folder.mkdir()
     out_dir = tmp_path / "out"
-    np.save(tmp_path / "m.npy", movie.frames)
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import pathlib, time, numpy as np, tifffile
-        m = np.load({str(tmp_path / 'm.npy')!r})
-        time.sleep(2.0)
-        for i, f in enumerate(m):   # one file per frame, at the acquisition's rate
-            tifffile.imwrite({str(folder)!r} + f"/img_{{i}}.tif", f, imagej=True,
-                             resolution=(10.0, 10.0), metadata={{"unit": "um", "finterval": 0.05}})
-            time.sleep(0.05)
-        # The person stops the run: the stop file the macro names (frames already written
-        # are sent before the stream ends).
-        time.sleep(1.0)
-        pathlib.Path({str(out_dir)!r}).mkdir(exist_ok=True)
-        (pathlib.Path({str(out_dir)!r}) / "livespt.stop").touch()
-    """)])
+    # The person stops the run: the stop file the macro names, 1 s after the last frame
+    # (frames already written are sent before the stream ends).
+    writer = start_writer(movie.frames, folder, tmp_path / "m.npy", delay_s=2.0,
+                          stop_file=out_dir / "livespt.stop")
     home = tmp_path / "home"
     home.mkdir()
     t0 = time.monotonic()

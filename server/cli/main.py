@@ -126,15 +126,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="folder for the sessions' output directories")
     p.add_argument("--max-sessions", type=int, default=16,
                    help="concurrent streams, counted from their first message")
-    p.add_argument("--max-window", type=int, default=1000, metavar="FRAMES",
+    p.add_argument("--max-window", dest="max_window_frames", type=int, default=1000,
+                   metavar="FRAMES",
                    help="largest window length and stride a client may ask for")
-    p.add_argument("--max-gap", type=int, default=100, metavar="FRAMES",
+    p.add_argument("--max-gap", dest="max_gap_frames", type=int, default=100,
+                   metavar="FRAMES",
                    help="largest linker gap a stream may ask for")
     p.add_argument("--max-name-chars", type=int, default=1024, metavar="N",
                    help="longest stream name")
     p.add_argument("--max-track-points", type=int, default=2_000_000, metavar="N",
                    help="most track points in one AnalyzeTracks call")
-    p.add_argument("--stream-idle-timeout", type=float, default=300.0, metavar="S",
+    p.add_argument("--stream-idle-timeout", dest="stream_idle_s", type=float, default=300.0,
+                   metavar="S",
                    help="end a stream that sends nothing for S seconds, before its config or "
                         "between frames (DEADLINE_EXCEEDED)")
     p.add_argument("--tracks-workers", type=int, default=1, metavar="N",
@@ -352,6 +355,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="docs/vit", help="output directory")
 
 
+LIMIT_FLAGS = {"max_sessions": "--max-sessions", "max_window_frames": "--max-window",
+               "max_gap_frames": "--max-gap", "max_name_chars": "--max-name-chars",
+               "max_track_points": "--max-track-points", "stream_idle_s": "--stream-idle-timeout"}
+"""``livespt serve``'s limit flags by the :class:`Limits` field each sets (its ``dest``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``livespt`` command."""
     parser = argparse.ArgumentParser(
@@ -397,19 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tracks_workers < 1:
                 raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
             try:
-                limits = Limits(max_sessions=args.max_sessions, max_window_frames=args.max_window,
-                                max_gap_frames=args.max_gap, max_name_chars=args.max_name_chars,
-                                max_track_points=args.max_track_points,
-                                stream_idle_s=args.stream_idle_timeout)
+                limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
             except ValueError as exc:  # named by the Limits field: say the flag
-                flags = {"max_sessions": "--max-sessions", "max_window_frames": "--max-window",
-                         "max_gap_frames": "--max-gap", "max_name_chars": "--max-name-chars",
-                         "max_track_points": "--max-track-points",
-                         "stream_idle_s": "--stream-idle-timeout"}
                 message = str(exc)
-                for name, flag in flags.items():
-                    if message.startswith(name + " "):
-                        message = flag + message[len(name):]
+                name = message.split(" ", 1)[0]
+                if name in LIMIT_FLAGS:
+                    message = LIMIT_FLAGS[name] + message[len(name):]
                 raise ValueError(message) from None
             detect_workers = getattr(args, "detect_workers", None)
             if detect_workers is not None and detect_workers < 0:
