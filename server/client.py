@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,6 +34,7 @@ from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstim
 from livespt.server.pipeline.tracks import Track, TrackAnalysis
 from livespt.server.pipeline.windows import WindowConfig
 from livespt.server.service import wire
+from livespt.server.service.security import client_channel
 from livespt.server.service.settings import (
     PIXEL_TYPES,
     ChangeSettings,
@@ -73,16 +75,24 @@ class LiveSptClient:
         ``host:port`` of the server.
     limits : Limits, optional
         Client-side message size limits (default: the server defaults).
+    tls_ca : Path, optional
+        PEM CA bundle that signed the server's certificate: connect with TLS.
+    token : str, optional
+        Bearer token sent with every call (a server started with ``--token-file``).
+    tls_cert, tls_key : Path, optional
+        This client's certificate and key, for a server asking for one (mutual TLS).
     """
 
-    def __init__(self, target: str, limits: Limits | None = None) -> None:
+    def __init__(self, target: str, limits: Limits | None = None, tls_ca: Path | None = None,
+                 token: str | None = None, tls_cert: Path | None = None,
+                 tls_key: Path | None = None) -> None:
         lim = limits or Limits()
         self.limits = lim
         self.target = target
-        self.channel = grpc.insecure_channel(target, options=[
+        self.channel = client_channel(target, [
             ("grpc.max_send_message_length", lim.max_message_bytes),
             ("grpc.max_receive_message_length", lim.max_message_bytes),
-        ])
+        ], tls_ca=tls_ca, token=token, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = pb_grpc.LiveSptStub(self.channel)
 
     def __enter__(self) -> LiveSptClient:

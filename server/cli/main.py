@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from livespt.server import __version__
+from livespt.server.cli.connect import add_connection_flags
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -107,8 +108,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1",
-                   help="bind address (remote access is opt-in: only bind beyond loopback on "
-                        "a trusted network; TLS and tokens are not implemented yet)")
+                   help="bind address; beyond loopback only with --tls-cert/--tls-key and "
+                        "--token-file, or with --insecure")
+    p.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve TLS with this certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's key")
+    p.add_argument("--tls-client-ca", default=None, metavar="PEM",
+                   help="mutual TLS: clients must present a certificate signed by this CA")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="bearer tokens, one per line: every call but health checking must "
+                        "send 'authorization: Bearer <token>' (else UNAUTHENTICATED)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow --host beyond loopback without TLS and a token (logs a "
+                        "warning; a trusted network only)")
+    p.add_argument("--no-reflection", action="store_true",
+                   help="do not offer gRPC server reflection")
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="compute device")
@@ -191,6 +205,7 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                         "new session (acknowledged ones never)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="HOST:PORT", help="address of a running server")
+    add_connection_flags(p)
     where.add_argument("--embedded", action="store_true",
                        help="start a server inside this process")
     p.add_argument("--pixel-size", type=float, default=None,
@@ -268,6 +283,7 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
                    help="frame interval in s; overrides the file's")
     p.add_argument("--exposure", type=float, default=None, metavar="S",
                    help="exposure in s (default: the frame interval, with a warning)")
+    add_connection_flags(p)
     p.add_argument("--edges", default=None, metavar="EDGES_CSV",
                    help="CSV input: TrackMate's edges table of the same tracks, to cut them "
                         "at splits and merges as an XML file would be")
@@ -397,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from livespt.server.inference.resident import BatchingOptions
             from livespt.server.service.app import ServerOptions, serve
+            from livespt.server.service.security import TlsFiles, load_tokens
             from livespt.server.service.settings import Limits
 
             if args.max_batch is not None and args.max_batch < 1:
@@ -413,6 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if name in LIMIT_FLAGS:
                     message = LIMIT_FLAGS[name] + message[len(name):]
                 raise ValueError(message) from None
+            if (args.tls_cert is None) != (args.tls_key is None):
+                raise ValueError("--tls-cert and --tls-key go together")
+            if args.tls_client_ca is not None and args.tls_cert is None:
+                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+            tls = (TlsFiles(Path(args.tls_cert), Path(args.tls_key),
+                            Path(args.tls_client_ca) if args.tls_client_ca else None)
+                   if args.tls_cert else None)
+            tokens = load_tokens(Path(args.token_file)) if args.token_file else ()
             detect_workers = getattr(args, "detect_workers", None)
             if detect_workers is not None and detect_workers < 0:
                 raise ValueError(f"--detect-workers must be >= 0, got {detect_workers}")
@@ -425,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 jvm_max_heap=args.jvm_heap,
                                 out_root=Path(args.sessions_dir),
                                 limits=limits, tracks_workers=args.tracks_workers,
+                                tls=tls, tokens=tokens, insecure=args.insecure,
+                                reflection=not args.no_reflection,
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),

@@ -49,6 +49,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from livespt.server import __version__
+from livespt.server.cli.connect import connect
 from livespt.server.client import (
     DetectorSettings,
     LinkerSettings,
@@ -441,6 +442,11 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
                                    server_estimate=source is not None and args.camera_estimate)
     except ValueError as exc:
         raise ValueError(flagged_message(str(exc))) from None
+    given_tls = [f for f in ("tls_ca", "token_file", "tls_cert", "tls_key")
+                 if getattr(args, f, None)]
+    if args.embedded and given_tls:
+        raise ValueError(f"--{given_tls[0].replace('_', '-')} goes with --server (the "
+                         "embedded server is in this process)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedServer | None = None
@@ -493,7 +499,8 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
 
             result: StreamResult | None = None
             while True:
-                with LiveSptClient(target) as client:
+                with (connect(args, target) if getattr(args, "server", None)
+                      else LiveSptClient(target)) as client:
                     client.wait_ready(timeout_s=getattr(args, "connect_timeout", 30.0)
                                       if reconnects == 0 else args.reconnect_timeout)
                     if reconnects == 0:

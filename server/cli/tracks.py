@@ -231,9 +231,9 @@ def _analyse(tracks: list[Track], args: argparse.Namespace, dt: float, exposure:
              pixel_size_um: float | None, window: WindowConfig,
              change: ChangeSettings) -> tuple[TrackAnalysis, list[str]]:
     if args.server:
-        from livespt.server.client import LiveSptClient
+        from livespt.server.cli.connect import connect
 
-        with LiveSptClient(args.server) as client:
+        with connect(args, args.server) as client:
             try:
                 client.wait_ready(timeout_s=10.0)
             except ConnectionError:

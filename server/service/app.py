@@ -31,6 +31,12 @@ from livespt.server.service.detection_pool import (
     DetectionTask,
     patches_for,
 )
+from livespt.server.service.security import (
+    TlsFiles,
+    TokenAuth,
+    check_exposure,
+    server_credentials,
+)
 from livespt.server.service.servicer import LiveSptService, add_to_server
 from livespt.server.service.session import (
     BLOCK_CONTEXT_FRAMES,
@@ -89,6 +95,15 @@ class ServerOptions:
     tracks_workers : int
         Threads for AnalyzeTracks, apart from the live streams' (calls beyond them
         queue).
+    tls : TlsFiles, optional
+        Serve TLS (mutual TLS with a client CA); None: plaintext.
+    tokens : tuple of str
+        Bearer tokens a call must carry (health checking excepted); empty: no token
+        asked.
+    insecure : bool
+        Allow a non-loopback ``host`` without TLS and a token (a warning is logged).
+    reflection : bool
+        Offer gRPC server reflection.
     """
 
     host: str = "127.0.0.1"
@@ -105,6 +120,10 @@ class ServerOptions:
     fiji_dir: Path | None = None
     jvm_max_heap: str = "2g"
     tracks_workers: int = 1
+    tls: TlsFiles | None = None
+    tokens: tuple[str, ...] = ()
+    insecure: bool = False
+    reflection: bool = True
 
 
 def resolve_device(device: str) -> str:
@@ -148,6 +167,10 @@ class RunningServer:
 async def start_server(opts: ServerOptions) -> RunningServer:
     """Create, bind and start a server; returns once it accepts calls."""
     device = resolve_device(opts.device)
+    warning = check_exposure(opts.host, opts.tls is not None, bool(opts.tokens), opts.insecure)
+    if warning is not None:
+        log.warning(warning)
+    credentials = server_credentials(opts.tls) if opts.tls is not None else None
     limits = opts.limits
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
@@ -157,6 +180,7 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
+        interceptors=[TokenAuth(opts.tokens)] if opts.tokens else None,
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -169,12 +193,15 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
-    )
-    port = server.add_insecure_port(f"{opts.host}:{opts.port}")
+    if opts.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+    address = f"{opts.host}:{opts.port}"
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
     if port == 0:
         detection.close()
         executor.shutdown(wait=False)
