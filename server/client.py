@@ -117,8 +117,9 @@ class LiveSptClient:
             grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
             raise ConnectionError(
-                f"no LiveSPT server answered at {self.target} within {timeout_s:g} s "
-                "(start one with `livespt serve`, or use --embedded)") from None
+                f"no LiveSPT server answered at {self.target} within {timeout_s:g} s (start one "
+                "with `livespt serve` or use --embedded; check the address; a TLS server needs "
+                "--tls-ca; wait longer with --connect-timeout S)") from None
 
     def info(self, timeout_s: float = 10.0) -> pb.ServerInfo:
         """GetServerInfo."""

@@ -291,3 +291,71 @@ def test_an_unexpected_error_is_one_line_unless_debug(
                    "(run with --debug for the traceback)"]
     with pytest.raises(RuntimeError, match="disk"):
         main(["--debug", "simulate", "--out", "x"])
+
+
+def test_summaries_are_strict_json() -> None:
+    """Non-finite numbers become null: summary.json parses in any language."""
+    from livespt.server.io import strict_json
+
+    text = strict_json.dumps({"a": float("nan"), "b": np.float32("inf"), "c": [np.int64(3)],
+                              "d": (1.5, -float("inf")), "e": np.bool_(True)})
+    assert text == '{"a": null, "b": null, "c": [3], "d": [1.5, null], "e": true}'
+
+
+def test_ctrl_c_ends_a_stream_cleanly_with_its_outputs(tmp_path: Path) -> None:
+    """The first Ctrl-C stops sending; the frames sent are analysed, every output is
+    written (summary.json says interrupted), one line says where the server's copy is,
+    no traceback, exit status 130."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    frames = (100 + np.random.default_rng(0).poisson(10, (3000, 32, 32))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "m.tif", frames, imagej=True, resolution=(10.0, 10.0),
+                     metadata={"unit": "um", "finterval": 0.05})
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("livespt")), "stream", str(tmp_path / "m.tif"),
+         "--embedded", "--exposure", "0.05", "--camera-offset", "100", "--camera-gain", "1",
+         "--read-noise", "1", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stdout.read(1), "")),
+                     daemon=True).start()
+    deadline = time.monotonic() + 120
+    while "streaming:" not in "".join(seen) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    time.sleep(0.2)
+    text = "".join(seen)
+    assert "Traceback" not in text, text[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert summary["interrupted"]["by"] == "Ctrl-C"
+    sent = summary["interrupted"]["frames_sent"]
+    assert 0 < sent < 3000 and summary["frames_acked"] == sent
+    assert f"interrupted by Ctrl-C after {sent} of 3000 frames; the server's copy" in text
+    assert (tmp_path / "out" / "d_vs_time.png").exists()
+
+
+def test_no_server_at_the_address_is_one_line_within_seconds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    tifffile.imwrite(tmp_path / "m.tif", np.full((5, 32, 32), 100, np.uint16), imagej=True,
+                     resolution=(10.0, 10.0), metadata={"unit": "um", "finterval": 0.05})
+    t0 = time.monotonic()
+    rc = main(["stream", str(tmp_path / "m.tif"), "--server", "127.0.0.1:1", "--exposure",
+               "0.05", "--camera-offset", "100", "--camera-gain", "1", "--read-noise", "1",
+               "--out", str(tmp_path / "o")])
+    seconds = time.monotonic() - t0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and seconds < 20
+    assert err[-1].startswith("livespt stream: error: no LiveSPT server answered at "
+                              "127.0.0.1:1 within 5 s")
+    assert "--tls-ca" in err[-1] and "--connect-timeout" in err[-1]

@@ -9,7 +9,6 @@ stream`` plus the movie and its ground truth.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from livespt.models.simulate import MovieConfig, simulate_movie
 from livespt.server.cli.stream import save_result, server_info_dict
 from livespt.server.client import LiveSptClient, StreamSettings
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.io import strict_json
 from livespt.server.io.csv_records import RecordWriter
 from livespt.server.io.tiff import write_movie
 from livespt.server.service.app import EmbeddedServer, ServerOptions
@@ -180,7 +180,7 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> pd.DataFrame:
     changes = pd.read_csv(out / "changes.csv")
     table = _table(s, points, est, changes, movie.ground_truth)
     summary["truth_table"] = table.to_dict(orient="records")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "summary.json").write_text(strict_json.dumps(summary, indent=2))
     with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
         methods = ", ".join(sorted(est["method"].astype(str).unique())) or "none"
         print(f"\nEstimates against the truth (10-point window estimates by {methods}; "

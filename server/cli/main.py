@@ -197,8 +197,8 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                    help="with --follow: end after this many seconds without a new frame")
     p.add_argument("--stop-file", default=None, metavar="FILE",
                    help="with --follow: end when this file exists")
-    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds to wait for the server to answer")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for the server to answer at the start")
     p.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S",
                    help="with --follow: when the server goes away, seconds to wait for it to "
                         "come back; the frames it had not acknowledged are sent again to a "
@@ -459,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "stream":
             from livespt.server.cli.stream import run_stream
 
-            run_stream(args)
+            if run_stream(args).get("interrupted"):
+                return 130  # stopped by Ctrl-C (the outputs hold the frames sent)
         elif args.command == "tracks":
             from livespt.server.cli.tracks import run_tracks
 
@@ -480,6 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from livespt.models.vit.evaluate import run_evaluate
 
             run_evaluate(args)
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"livespt {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         if getattr(args, "debug", False):
             raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from livespt.models.simulate import Camera, MovieConfig, Photophysics, simulate_movie
 from livespt.server import __version__
+from livespt.server.io import strict_json
 from livespt.server.io.tiff import write_movie
 
 DEFAULT_SNR = 10.0
@@ -157,7 +157,7 @@ def run_simulate(args: argparse.Namespace) -> Path:
         },
         "simulation_s": round(elapsed, 3),
     }
-    (out / "simulation.json").write_text(json.dumps(record, indent=2))
+    (out / "simulation.json").write_text(strict_json.dumps(record, indent=2))
     print(
         f"wrote {out / 'movie.tif'} ({config.n_frames} x {config.shape_px[0]} x "
         f"{config.shape_px[1]}, {config.n_particles} particles) and "

@@ -35,6 +35,8 @@ import argparse
 import json
 import platform
 import signal
+import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -156,8 +158,10 @@ def camera_from_movie(
     return cam, est, warnings
 
 
-def _frames(seq: Any, progress: Any) -> Iterator[NDArray[Any]]:
+def _frames(seq: Any, progress: Any, stop: threading.Event) -> Iterator[NDArray[Any]]:
     for item in seq:
+        if stop.is_set():  # Ctrl-C: no more frames; the stream ends normally
+            return
         frame = np.asarray(item)
         if frame.dtype not in (np.uint8, np.uint16, np.float32):
             frame = frame.astype(np.float32)
@@ -463,14 +467,26 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     n_changes = 0
     # The records are appended to the files as they arrive (a reader sees them live).
     writer = RecordWriter(out)
-    previous_sigint = None
-    if source is not None:  # Ctrl-C ends the acquisition; the outputs are finalized
-        previous_sigint = signal.signal(signal.SIGINT, lambda *_: source.stop())
+    # The first Ctrl-C ends the stream as if the movie ended there (the frames sent are
+    # analysed and every output is finalized); a second one aborts at once.
+    stop = threading.Event()
+
+    def on_sigint(*_: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if source is not None:
+            source.stop()
+        print("\nCtrl-C: no more frames are sent; finishing those in flight and writing the "
+              "outputs (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    previous_sigint = (signal.signal(signal.SIGINT, on_sigint)
+                       if threading.current_thread() is threading.main_thread() else None)
     reconnects = 0
     try:
         with tqdm(total=None if source is not None else len(frames), unit="frame",
                   desc="following" if source is not None else "streaming") as bar:
-            sender = Resender(_frames(frames, bar))
+            sender = Resender(_frames(frames, bar, stop))
             offset = [0, -1]  # track-id offset of this session, largest id written
             written = StreamResult()  # every record written, over all sessions
 
@@ -501,7 +517,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 with (connect(args, target) if getattr(args, "server", None)
                       else LiveSptClient(target)) as client:
-                    client.wait_ready(timeout_s=getattr(args, "connect_timeout", 30.0)
+                    client.wait_ready(timeout_s=getattr(args, "connect_timeout", 5.0)
                                       if reconnects == 0 else args.reconnect_timeout)
                     if reconnects == 0:
                         info = server_info_dict(client.info())
@@ -543,16 +559,22 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         "reconnects": reconnects}
     if source is not None:
         print(f"followed {follow}: {source.n_yielded} frames, ended: {source.ended_by}")
+    interrupted = stop.is_set() and source is None
     summary = save_result(result, out, options, {
         "movie": str(args.movie) if args.movie else None,
         "follow": follow_record,
         "camera": camera_record(camera, cam_est),
         "server": "embedded" if args.embedded else target,
         "server_info": info,
+        "interrupted": ({"by": "Ctrl-C", "frames_sent": result.frames_acked,
+                         "frames_in_movie": len(frames)} if interrupted else None),
         "elapsed_s": round(elapsed, 3),
         "frames_per_s": round(result.frames_acked / elapsed, 2) if elapsed > 0 else None,
     }, writer)
     print(f"{result.frames_acked} frames in {elapsed:.1f} s: {summary['tracks']} tracks, "
           f"{summary['estimates']} window estimates, {summary['changes']} changes of D; "
           f"wrote {out}/tracks.csv, estimates.csv, changes.csv, summary.json, d_vs_time.png")
+    if interrupted:
+        print(f"interrupted by Ctrl-C after {result.frames_acked} of {len(frames)} frames; the "
+              f"server's copy of the session is in {result.server_output_dir}")
     return summary

@@ -13,7 +13,6 @@ original file with the results as TrackMate features), ``summary.json`` and
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from livespt.server import __version__
+from livespt.server.io import strict_json
 from livespt.server.io.trackmate_csv import read_trackmate_csv
 from livespt.server.io.trackmate_xml import (
     SPOT_FEATURES,
@@ -154,7 +154,7 @@ def run_tracks(args: argparse.Namespace) -> dict[str, Any]:
         "timing_s": {"read": round(t_read, 3), "total": round(time.perf_counter() - t0, 3)},
         "files": written,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "summary.json").write_text(strict_json.dumps(summary, indent=2))
     for code, msg in warnings:
         print(f"warning [{code}]: {msg}")
     print(f"{len(ids)} track segments ({ids['track_id'].nunique()} tracks): "
@@ -212,14 +212,6 @@ def track_movie_with_trackmate(args: argparse.Namespace, pixel_size_um: float | 
     print(f"TrackMate tracked {args.movie} (LoG radius {args.radius:g} um, threshold "
           f"{threshold:.4g}; LAP {args.max_distance:g} um, gaps up to {args.max_gap}): {xml}")
     return xml
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    return str(o)
 
 
 def _is_xml(path: Path) -> bool:

@@ -8,13 +8,13 @@ the same files from the updates it receives, with this one writer.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import fields
 from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
+from livespt.server.io import strict_json
 from livespt.server.pipeline.records import RECORD_TYPES, Record
 
 
@@ -69,7 +69,7 @@ class RecordWriter:
         """Write ``summary.json`` (atomically: a reader never sees half a file)."""
         path = self.out_dir / "summary.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.write_text(strict_json.dumps(summary, indent=2))
         tmp.replace(path)
         return path
 
