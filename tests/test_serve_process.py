@@ -70,3 +70,36 @@ def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_log_file_records_sessions_and_a_taken_port_refuses_a_second_server(
+        tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "livespt.server.cli.main", "serve", "--device", "cpu",
+           "--no-models", "--detect-workers", "0", "--sessions-dir", str(tmp_path / "s")]
+    proc = subprocess.Popen([*cmd, "--port", "0", "--log-file", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (127\.0\.0\.1):(\d+)", line)
+        assert m, line
+        target, port = f"{m.group(1)}:{m.group(2)}", m.group(2)
+        frames = [(100 + np.random.default_rng(k).poisson(10, (32, 32))).astype(np.uint16)
+                  for k in range(3)]
+        with LiveSptClient(target) as c:
+            c.stream(frames, StreamSettings(0.1, 0.05))
+        # The same port again: refused in one line, not shared (no SO_REUSEPORT).
+        second = subprocess.run([*cmd, "--port", port], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode != 0
+        assert f"could not bind 127.0.0.1:{port}: the port is in use" in second.stderr
+        assert "Traceback" not in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert re.search(r"INFO livespt\.server: LiveSPT serving on 127\.0\.0\.1:" + port, text)
+    assert re.search(r"session \S+ started: peer ipv4:127\.0\.0\.1:\d+, 32 x 32 uint16", text)
+    assert re.search(r"session \S+ ended: completed; 3 frames, \d+ tracks, peer ipv4:", text)

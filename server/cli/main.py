@@ -123,6 +123,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "warning; a trusted network only)")
     p.add_argument("--no-reflection", action="store_true",
                    help="do not offer gRPC server reflection")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"),
+                   help="log lines: sessions started and ended (id, peer, frames, status) at "
+                        "info; errors with their stack traces")
+    p.add_argument("--log-file", default=None, metavar="FILE",
+                   help="append the log to FILE (default: standard error)")
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="compute device")
@@ -420,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
+            _configure_logging(args.log_level, args.log_file)
             if args.tracks_workers < 1:
                 raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
             try:
@@ -492,6 +499,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livespt {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2 if _is_users(exc) else 1
     return 0
+
+
+def _configure_logging(level: str, path: str | None) -> None:
+    """``livespt serve``'s log: timestamped lines to ``path`` (appended) or stderr."""
+    import logging
+
+    handler: logging.Handler
+    try:
+        handler = (logging.FileHandler(path, encoding="utf-8") if path
+                   else logging.StreamHandler())
+    except OSError as exc:
+        raise ValueError(f"--log-file {path}: cannot open it ({exc.strerror})") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("livespt")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
 
 
 def _is_users(exc: Exception) -> bool:

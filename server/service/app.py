@@ -49,6 +49,16 @@ from livespt.server.service.settings import Limits, StreamSettings
 log = logging.getLogger("livespt.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LiveSpt"].full_name
+
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 60_000),     # ping an idle connection every minute
+    ("grpc.keepalive_timeout_ms", 20_000),  # and drop it when no answer comes in 20 s
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),  # clients may ping each 30 s
+    ("grpc.http2.max_ping_strikes", 2),
+)
+"""gRPC keepalive of the server: a client whose machine vanished (no TCP close) is found
+within about 80 s, its stream cancelled and its session closed with its records."""
 GRACE_S = 10.0
 
 
@@ -184,6 +194,9 @@ async def start_server(opts: ServerOptions) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
+            # A second server on a port in use fails to start (no silent sharing).
+            ("grpc.so_reuseport", 0),
+            *KEEPALIVE_OPTIONS,
         ],
     )
     tracks_executor = ThreadPoolExecutor(max_workers=opts.tracks_workers,
@@ -200,12 +213,16 @@ async def start_server(opts: ServerOptions) -> RunningServer:
             server,
         )
     address = f"{opts.host}:{opts.port}"
-    port = (server.add_secure_port(address, credentials) if credentials is not None
-            else server.add_insecure_port(address))
+    try:
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
+    except RuntimeError:  # grpc raises "Failed to bind" for a port in use
+        port = 0
     if port == 0:
         detection.close()
         executor.shutdown(wait=False)
-        raise OSError(f"could not bind {opts.host}:{opts.port}")
+        raise OSError(f"could not bind {opts.host}:{opts.port}: the port is in use (another "
+                      "livespt serve?) or the address is not this machine's; choose --port")
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

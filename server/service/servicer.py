@@ -269,7 +269,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 await abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
             assert session is not None
             self.sessions[session_id] = session
-            log.info("session %s started: %s", session_id, settings.to_json())
+            log.info("session %s started: peer %s, %d x %d %s, tracker %s, name %r",
+                     session_id, context.peer(), settings.height, settings.width,
+                     settings.pixel_type, settings.tracker, settings.name[:80])
             yield pb.AnalysisUpdate(started=pb.SessionStarted(
                 session_id=session_id,
                 output_dir=str(session.out_dir.resolve()),
@@ -317,7 +319,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 # listed, its summary.json is final.
                 session.close(status)
                 self.sessions.pop(session.session_id, None)
-                log.info("session %s ended: %s", session.session_id, status)
+                log.info("session %s ended: %s; %d frames, %d tracks, peer %s",
+                         session.session_id, status, session.n_frames,
+                         session.n_tracks, context.peer())
 
     # ------------------------------------------------------------ tracks
     async def AnalyzeTracks(
