@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -17,15 +18,24 @@ import pandas as pd
 from livespt.server.client import LiveSptClient, StreamSettings
 
 
+def wait_listening(proc: subprocess.Popen) -> re.Match:
+    """The server's "listening on HOST:PORT" line (log lines may come before it)."""
+    seen = []
+    for line in proc.stdout:
+        m = re.search(r"listening on (127\.0\.0\.1):(\d+)", line)
+        if m:
+            return m
+        seen.append(line)
+    raise AssertionError("the server did not start: " + "".join(seen)[-2000:])
+
+
 def test_sigterm_flushes_running_sessions_and_exits_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", "0", "--device", "cpu",
          "--sessions-dir", str(tmp_path), "--shutdown-grace", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        m = re.search(r"listening on (127\.0\.0\.1):(\d+)", line)
-        assert m, line
+        m = wait_listening(proc)
         target = f"{m.group(1)}:{m.group(2)}"
 
         acked = threading.Event()
@@ -80,9 +90,7 @@ def test_log_file_records_sessions_and_a_taken_port_refuses_a_second_server(
     proc = subprocess.Popen([*cmd, "--port", "0", "--log-file", str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        m = re.search(r"listening on (127\.0\.0\.1):(\d+)", line)
-        assert m, line
+        m = wait_listening(proc)
         target, port = f"{m.group(1)}:{m.group(2)}", m.group(2)
         frames = [(100 + np.random.default_rng(k).poisson(10, (32, 32))).astype(np.uint16)
                   for k in range(3)]
@@ -103,3 +111,70 @@ def test_log_file_records_sessions_and_a_taken_port_refuses_a_second_server(
     assert re.search(r"INFO livespt\.server: LiveSPT serving on 127\.0\.0\.1:" + port, text)
     assert re.search(r"session \S+ started: peer ipv4:127\.0\.0\.1:\d+, 32 x 32 uint16", text)
     assert re.search(r"session \S+ ended: completed; 3 frames, \d+ tracks, peer ipv4:", text)
+
+
+def test_after_sigkill_workers_and_shared_memory_go_and_the_next_start_closes_records(
+        tmp_path: Path) -> None:
+    """SIGKILL of the server: its detection workers, the forkserver and the resource tracker
+    exit, its shared-memory blocks are unlinked, and a server started next on the same
+    sessions folder marks the session that was running as ended by the server's death."""
+    import glob
+    import os
+
+    before = set(glob.glob("/dev/shm/psm_*"))
+    cmd = [sys.executable, "-m", "livespt.server.cli.main", "serve", "--device", "cpu",
+           "--no-models", "--detect-workers", "2", "--sessions-dir", str(tmp_path)]
+    proc = subprocess.Popen([*cmd, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    acked = threading.Event()
+    release = threading.Event()
+    try:
+        m = wait_listening(proc)
+        target = f"{m.group(1)}:{m.group(2)}"
+
+        def frames():
+            rng = np.random.default_rng(0)
+            for _ in range(20):
+                yield (100 + rng.poisson(10, (256, 256))).astype(np.uint16)
+            release.wait(60)
+
+        def client() -> None:
+            with LiveSptClient(target) as c, contextlib.suppress(Exception):
+                c.stream(frames(), StreamSettings(0.1, 0.05),
+                         on_update=lambda u: acked.set() if u.WhichOneof("update") == "frame"
+                         and u.frame.index == 19 else None)
+
+        th = threading.Thread(target=client, daemon=True)
+        th.start()
+        assert acked.wait(60)
+        group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True,
+                               text=True).stdout.split()
+        children = [int(p) for p in group if int(p) != proc.pid]
+        assert len(children) >= 3  # resource tracker, forkserver, 2 workers
+        blocks = set(glob.glob("/dev/shm/psm_*")) - before
+        proc.kill()
+        proc.wait(timeout=30)  # reaped, as a shell or supervisor would
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{p}") for p in children):
+            assert time.monotonic() < deadline, [
+                open(f"/proc/{p}/cmdline").read() for p in children
+                if os.path.exists(f"/proc/{p}")]
+            time.sleep(0.2)
+        assert not (blocks & set(glob.glob("/dev/shm/psm_*")))
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+    (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert json.loads((session / "summary.json").read_text())["status"] == "running"
+    second = subprocess.Popen([*cmd, "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_listening(second)
+        status = json.loads((session / "summary.json").read_text())["status"]
+        assert status.startswith("server died: the session was found running"), status
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()

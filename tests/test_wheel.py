@@ -166,9 +166,13 @@ def _serve(venv: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
 def _server_info(proc: subprocess.Popen[str]) -> tuple[str, pb.ServerInfo]:
     """The server's "listening" line, and its answer to GetServerInfo."""
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (127\.0\.0\.1):(\d+) ", line)
-    assert m, line
+    seen = []
+    for line in proc.stdout:  # log lines (stderr) may come first
+        m = re.search(r"listening on (127\.0\.0\.1):(\d+) ", line)
+        if m:
+            break
+        seen.append(line)
+    assert m, "".join(seen)
     with grpc.insecure_channel(f"{m.group(1)}:{m.group(2)}") as ch:
         # An answered call also means the server's loop runs with its signal handlers.
         return line, pb_grpc.LiveSptStub(ch).GetServerInfo(pb.GetServerInfoRequest(),

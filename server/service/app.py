@@ -43,6 +43,7 @@ from livespt.server.service.session import (
     BLOCK_FRAMES,
     BlockTrackerFactory,
     ExternalTracker,
+    recover_stale_sessions,
 )
 from livespt.server.service.settings import Limits, StreamSettings
 
@@ -181,6 +182,10 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     if warning is not None:
         log.warning(warning)
     credentials = server_credentials(opts.tls) if opts.tls is not None else None
+    stale = recover_stale_sessions(Path(opts.out_root))
+    if stale:
+        log.warning("%d session(s) of a server that died were still marked running; their "
+                    "summaries now say so: %s", len(stale), ", ".join(stale))
     limits = opts.limits
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,

@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError, ProcessPoolExecutor
@@ -130,6 +131,38 @@ def patches_for(frame: NDArray[Any], spots: Spots, task: DetectionTask
 def _ready() -> int:
     """A no-op run by each new worker at start-up (returns its pid)."""
     return os.getpid()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill said it exists
+
+
+def _watch_server(server_pid: int, period_s: float = 1.0) -> None:
+    """Worker initializer: exit when the server is gone.
+
+    Workers are children of multiprocessing's forkserver, not of the server, so they
+    would outlive a server killed with SIGKILL (holding the resource tracker open, which
+    would then never unlink the server's shared-memory blocks).
+    """
+    def watch() -> None:
+        while True:
+            time.sleep(period_s)
+            if not process_alive(server_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="livespt-server-watch").start()
 
 
 # ------------------------------------------------------------ shared-memory frames
@@ -279,7 +312,8 @@ class DetectionPool:
         return multiprocessing.get_context("spawn")
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context())
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context(),
+                                   initializer=_watch_server, initargs=(os.getpid(),))
         # Start every worker now rather than on the first frames of a stream.
         for _ in range(self.workers):
             pool.submit(_ready)

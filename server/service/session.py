@@ -11,6 +11,8 @@ Every record is also appended to the session's output directory before
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import threading
 import time
@@ -483,6 +485,7 @@ class Session:
         return {
             "session_id": self.session_id,
             "status": status,
+            "server_pid": os.getpid(),
             "livespt_version": __version__,
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -551,3 +554,44 @@ class Session:
         self.writer.write_summary(summary)
         self.writer.close()
         return summary
+
+
+def recover_stale_sessions(out_root: Path) -> list[str]:
+    """Close the records of sessions whose server died while they ran.
+
+    A session's ``summary.json`` says ``running`` until the session ends; a server killed
+    with SIGKILL (or a machine that lost power) leaves it so. Each such summary whose
+    ``server_pid`` no longer runs gets the status ``server died: ...`` (its CSV files
+    hold every record written before). Summaries without ``server_pid`` (older
+    versions) are left alone.
+
+    Parameters
+    ----------
+    out_root : Path
+        The server's sessions folder.
+
+    Returns
+    -------
+    list of str
+        The session ids recovered.
+    """
+    from livespt.server.io import strict_json
+    from livespt.server.service.detection_pool import process_alive
+
+    recovered = []
+    for path in sorted(Path(out_root).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = summary.get("server_pid")
+        if summary.get("status") != "running" or not isinstance(pid, int) or process_alive(pid):
+            continue
+        summary["status"] = ("server died: the session was found running when a server "
+                             f"started at {time.strftime('%Y-%m-%d %H:%M:%S')}; its files "
+                             "hold the records written before")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(strict_json.dumps(summary, indent=2))
+        tmp.replace(path)
+        recovered.append(str(summary.get("session_id", path.parent.name)))
+    return recovered
