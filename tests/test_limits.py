@@ -308,3 +308,45 @@ def test_the_client_splits_tracks_at_the_servers_points_per_call(server) -> None
     with LiveSptClient(server.target) as client:
         result = client.analyze_tracks(tracks, frame_interval_s=0.05, exposure_s=0.05)
     assert sorted(t.track_id for t in result.tracks) == [0, 1, 2]
+
+
+def test_retention_keeps_the_newest_ended_sessions(tmp_path: Path) -> None:
+    """--keep-sessions 2: after four streams, the two newest folders remain; a refused
+    stream leaves no folder."""
+    root = tmp_path / "sessions"
+    with EmbeddedServer(ServerOptions(port=0, out_root=root, device="cpu", models=(),
+                                      detect_workers=0, keep_sessions=2)) as srv:
+        ch = grpc.insecure_channel(srv.target)
+        stub = pb_grpc.LiveSptStub(ch)
+        ids = []
+        for k in range(4):
+            frames = (frame_msg(i, f) for i, f in enumerate(background_frames(3, seed=k)))
+
+            def requests(frames=frames):
+                yield pb.StreamRequest(config=config())
+                yield from frames
+            for u in stub.StreamFrames(requests(), timeout=30):
+                if u.WhichOneof("update") == "started":
+                    ids.append(u.started.session_id)
+            time.sleep(1.1)  # distinct start times
+        assert stream(stub, with_(config(), window__length=5000))[0] == \
+            grpc.StatusCode.INVALID_ARGUMENT
+        deadline = time.monotonic() + 10
+        while len(list(root.iterdir())) > 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ch.close()
+    assert sorted(p.name for p in root.iterdir()) == sorted(ids[-2:])
+
+
+def test_retention_by_age_leaves_running_and_foreign_folders(tmp_path: Path) -> None:
+    from livespt.server.service.session import prune_sessions
+
+    now = time.time()
+    for name, status, age_days in [("old", "completed", 10), ("new", "completed", 1),
+                                   ("live", "running", 30), ("mine", "completed", 40)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"session_id": name, "status": status, "started_at": now - age_days * 86400}))
+    (tmp_path / "notes").mkdir()  # not a session: never touched
+    assert prune_sessions(tmp_path, keep_days=7, active=frozenset({"mine"})) == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "mine", "new", "notes"]

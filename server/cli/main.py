@@ -123,6 +123,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "warning; a trusted network only)")
     p.add_argument("--no-reflection", action="store_true",
                    help="do not offer gRPC server reflection")
+    p.add_argument("--keep-sessions", type=int, default=0, metavar="N",
+                   help="keep the folders of at most N ended sessions (oldest deleted at start "
+                        "and as sessions end); 0: keep all")
+    p.add_argument("--keep-days", type=float, default=0.0, metavar="D",
+                   help="delete ended sessions' folders older than D days; 0: keep all")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"),
                    help="log lines: sessions started and ended (id, peer, frames, status) at "
@@ -427,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
             _configure_logging(args.log_level, args.log_file)
+            if args.keep_sessions < 0 or not args.keep_days >= 0:
+                raise ValueError("--keep-sessions and --keep-days must be >= 0 (0: keep all)")
             if args.tracks_workers < 1:
                 raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
             try:
@@ -459,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 limits=limits, tracks_workers=args.tracks_workers,
                                 tls=tls, tokens=tokens, insecure=args.insecure,
                                 reflection=not args.no_reflection,
+                                keep_sessions=args.keep_sessions, keep_days=args.keep_days,
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),

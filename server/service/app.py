@@ -43,6 +43,7 @@ from livespt.server.service.session import (
     BLOCK_FRAMES,
     BlockTrackerFactory,
     ExternalTracker,
+    prune_sessions,
     recover_stale_sessions,
 )
 from livespt.server.service.settings import Limits, StreamSettings
@@ -115,6 +116,9 @@ class ServerOptions:
         Allow a non-loopback ``host`` without TLS and a token (a warning is logged).
     reflection : bool
         Offer gRPC server reflection.
+    keep_sessions, keep_days : int, float
+        Retention of ended sessions' folders: at most this many / none older than this
+        many days, applied at start and whenever a session ends; 0: keep all.
     """
 
     host: str = "127.0.0.1"
@@ -135,6 +139,8 @@ class ServerOptions:
     tokens: tuple[str, ...] = ()
     insecure: bool = False
     reflection: bool = True
+    keep_sessions: int = 0
+    keep_days: float = 0.0
 
 
 def resolve_device(device: str) -> str:
@@ -183,6 +189,9 @@ async def start_server(opts: ServerOptions) -> RunningServer:
         log.warning(warning)
     credentials = server_credentials(opts.tls) if opts.tls is not None else None
     stale = recover_stale_sessions(Path(opts.out_root))
+    pruned = prune_sessions(Path(opts.out_root), opts.keep_sessions, opts.keep_days)
+    if pruned:
+        log.info("retention: deleted %d ended session(s)", len(pruned))
     if stale:
         log.warning("%d session(s) of a server that died were still marked running; their "
                     "summaries now say so: %s", len(stale), ", ".join(stale))
@@ -208,6 +217,10 @@ async def start_server(opts: ServerOptions) -> RunningServer:
                                          thread_name_prefix="livespt-tracks")
     service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection,
                              block_trackers, tracks_executor)
+    if opts.keep_sessions > 0 or opts.keep_days > 0:
+        service.on_session_end = lambda: executor.submit(
+            prune_sessions, Path(opts.out_root), opts.keep_sessions, opts.keep_days,
+            frozenset(service.sessions))
     add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

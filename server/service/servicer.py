@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,9 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         self.registry = registry
         self.sessions: dict[str, Session] = {}
         self.open_streams = 0  # StreamFrames calls, counted from their first message
+        # Called (on the event loop) after a session is closed: e.g. the retention of
+        # ended sessions' folders, which the server assembly sets.
+        self.on_session_end: Callable[[], object] | None = None
         self.shutting_down = False
         # Trackers besides the built-in one (name -> what makes a session's block linker).
         self.block_trackers = dict(block_trackers or {})
@@ -322,6 +325,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 log.info("session %s ended: %s; %d frames, %d tracks, peer %s",
                          session.session_id, status, session.n_frames,
                          session.n_tracks, context.peer())
+                if self.on_session_end is not None:
+                    self.on_session_end()
 
     # ------------------------------------------------------------ tracks
     async def AnalyzeTracks(

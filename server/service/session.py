@@ -595,3 +595,49 @@ def recover_stale_sessions(out_root: Path) -> list[str]:
         tmp.replace(path)
         recovered.append(str(summary.get("session_id", path.parent.name)))
     return recovered
+
+
+def prune_sessions(out_root: Path, keep: int = 0, keep_days: float = 0.0,
+                   active: frozenset[str] = frozenset()) -> list[str]:
+    """Delete ended sessions beyond a count or an age (``--keep-sessions``, ``--keep-days``).
+
+    Only folders with a ``summary.json`` whose status is not ``running`` are candidates
+    (a running session, and anything else in ``out_root``, is never touched), and never
+    those in ``active``. Newest first by the summary's ``started_at``.
+
+    Parameters
+    ----------
+    out_root : Path
+        The server's sessions folder.
+    keep : int
+        Keep at most this many ended sessions; 0: no limit.
+    keep_days : float
+        Delete ended sessions that started more than this many days ago; 0: no limit.
+    active : frozenset of str
+        Session ids in use.
+
+    Returns
+    -------
+    list of str
+        The session ids deleted.
+    """
+    import shutil
+
+    if keep <= 0 and keep_days <= 0:
+        return []
+    ended = []
+    for path in Path(out_root).glob("*/summary.json"):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") == "running" or path.parent.name in active:
+            continue
+        ended.append((float(summary.get("started_at") or 0.0), path.parent))
+    ended.sort(reverse=True)
+    cutoff = time.time() - keep_days * 86400.0
+    doomed = [d for i, (t, d) in enumerate(ended)
+              if (keep > 0 and i >= keep) or (keep_days > 0 and t < cutoff)]
+    for d in doomed:
+        shutil.rmtree(d, ignore_errors=True)
+    return [d.name for d in doomed]
