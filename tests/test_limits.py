@@ -10,6 +10,7 @@ catch); a seeded fuzz (hypothesis) checks that over random configs, frames and r
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -273,7 +274,11 @@ def fuzzed_stream(draw):
     return cfg, frames
 
 
-@settings(max_examples=400, deadline=None, derandomize=True,
+# LIVESPT_FUZZ_EXAMPLES=100000 is the long mode (benchmarks/README: about 15 minutes).
+FUZZ_EXAMPLES = int(os.environ.get("LIVESPT_FUZZ_EXAMPLES", "400"))
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=fuzzed_stream())
 def test_fuzzed_streams_never_answer_unknown(stub, case) -> None:
@@ -283,7 +288,7 @@ def test_fuzzed_streams_never_answer_unknown(stub, case) -> None:
     assert "Traceback" not in details and "<class" not in details
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=max(60, FUZZ_EXAMPLES // 10), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=64))
 def test_fuzzed_bytes_never_answer_unknown(channel, stub, data: bytes) -> None:

@@ -178,3 +178,64 @@ def test_after_sigkill_workers_and_shared_memory_go_and_the_next_start_closes_re
     finally:
         if second.poll() is None:
             second.kill()
+
+
+def test_out_of_open_files_is_resource_exhausted_and_the_server_goes_on(
+        tmp_path: Path) -> None:
+    """Under an open-file limit of 64, 60 concurrent streams: those that cannot open their
+    files get RESOURCE_EXHAUSTED naming the cause (no path), none UNKNOWN, and the server
+    still answers."""
+    import collections
+    import resource
+
+    import grpc
+    from server_helpers import background_frames, config, frame_msg
+
+    from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+    from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", "0", "--device",
+         "cpu", "--no-models", "--detect-workers", "0", "--max-sessions", "200",
+         "--sessions-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=low_limit)
+    try:
+        m = wait_listening(proc)
+        channel = grpc.insecure_channel(f"{m.group(1)}:{m.group(2)}")
+        stub = pb_grpc.LiveSptStub(channel)
+        release = threading.Event()
+        codes: collections.Counter[str] = collections.Counter()
+        details: dict[str, str] = {}
+
+        def one() -> None:
+            def requests():
+                yield pb.StreamRequest(config=config())
+                yield frame_msg(0, next(background_frames(1)))
+                release.wait(30)
+            try:
+                for _ in stub.StreamFrames(requests(), timeout=60):
+                    pass
+                codes["OK"] += 1
+            except grpc.RpcError as exc:
+                codes[exc.code().name] += 1
+                details[exc.code().name] = exc.details()
+
+        threads = [threading.Thread(target=one) for _ in range(60)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        time.sleep(3)
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, (codes, details)
+        assert codes["RESOURCE_EXHAUSTED"] > 0 and codes["OK"] > 0, codes
+        assert details["RESOURCE_EXHAUSTED"].startswith("the server is out of open files")
+        assert str(tmp_path) not in details["RESOURCE_EXHAUSTED"]
+        assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).version
+        channel.close()
+    finally:
+        proc.kill()

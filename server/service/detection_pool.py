@@ -188,6 +188,13 @@ def _attach(name: str) -> SharedMemory:
         # worker shares with the server (a duplicate entry; the server unlinks it).
         shm = SharedMemory(name=name)
     _ATTACHED[name] = shm
+    # A new block: the server may have unlinked others (a session of another frame size
+    # ended); close those so that their memory is freed (Linux: /dev/shm lists blocks).
+    if os.path.isdir("/dev/shm"):
+        for old_name in [n for n in _ATTACHED if n != name
+                         and not os.path.exists(f"/dev/shm/{n.lstrip('/')}")]:
+            with contextlib.suppress(BufferError):
+                _ATTACHED.pop(old_name).close()
     while len(_ATTACHED) > _ATTACHED_MAX:
         _, old = _ATTACHED.popitem(last=False)
         with contextlib.suppress(BufferError):

@@ -14,6 +14,7 @@ the wire.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import threading
 import time
@@ -130,6 +131,10 @@ async def _frames(requests: AsyncIterator[pb.StreamRequest]) -> AsyncIterator[Fr
                               if kind == "config" else "empty message: expected a frame")
         yield Frame(req.frame.index, req.frame.data)
 
+
+OUT_OF_RESOURCES = {errno.EMFILE: "open files", errno.ENFILE: "open files",
+                    errno.ENOSPC: "disk space", errno.EDQUOT: "disk quota"}
+"""OSErrors that mean the server ran out of something: RESOURCE_EXHAUSTED on the wire."""
 
 INTERNAL_MESSAGE = "internal error in the server ({where}); its log has the details{out}"
 """INTERNAL's message: no exception text or server path beyond the session's folder."""
@@ -302,6 +307,16 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         except grpc.aio.AbortError:
             status = f"aborted: {reason}"
             raise
+        except OSError as exc:
+            if exc.errno not in OUT_OF_RESOURCES:
+                raise
+            # Out of open files or disk: the server's state, not a bug; no path on the wire.
+            where = f"session {session.session_id}" if session is not None else "stream start"
+            log.error("%s: %s", where, exc)
+            status = f"server error: {exc.strerror}"
+            await abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the server is out of {OUT_OF_RESOURCES[exc.errno]} ({where}); "
+                        "try again later or ask its operator")
         except Exception as exc:  # a fault of the server: logged whole, named on the wire
             where = f"session {session.session_id}" if session is not None else "stream start"
             log.exception("%s: unexpected error", where)
@@ -320,7 +335,11 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 # and its memory freed, whatever happened to the client.
                 # Closed before it leaves the registry: once a session is no longer
                 # listed, its summary.json is final.
-                session.close(status)
+                try:
+                    session.close(status)
+                except OSError as exc:  # e.g. out of open files: the summary is not final
+                    log.error("session %s: closing its records failed: %s",
+                              session.session_id, exc)
                 self.sessions.pop(session.session_id, None)
                 log.info("session %s ended: %s; %d frames, %d tracks, peer %s",
                          session.session_id, status, session.n_frames,
