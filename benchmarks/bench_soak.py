@@ -111,6 +111,8 @@ class Client:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            if not line.endswith("\n"):
+                break  # cut short by SIGKILL
             word, _, rest = line.strip().partition(" ")
             if word == "started":
                 self.session = rest
