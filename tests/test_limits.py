@@ -97,6 +97,10 @@ def with_(cfg: pb.StreamConfig, **fields: object) -> pb.StreamConfig:
     ({"detector__radius_um": 1e6}, "config.detector.radius_um"),
     ({"name": "x" * 2000}, "config.name = 2000 characters exceeds the server limit of 1024"),
     ({"pixel_size_um": float("nan")}, "config.pixel_size_um"),
+    # found by the long fuzz (an overflow at session start, INTERNAL before):
+    ({"pixel_size_um": 5.237e151, "detector__radius_um": 2.6e151},
+     "config.pixel_size_um must be in [0.0001, 100] um"),
+    ({"frame_interval_s": 1e9}, "config.frame_interval_s must be in [1e-07, 86400] s"),
 ])
 def test_bad_config_values_name_the_field_and_range(stub, fields, message) -> None:
     code, details = stream(stub, with_(config(), **fields))

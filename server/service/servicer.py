@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -104,18 +105,28 @@ def add_to_server(service: LiveSptService, server: grpc.aio.Server) -> None:
 
 
 async def _paced(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[Any]:
-    """The requests, each awaited at most ``idle_s`` seconds (then a StreamError)."""
+    """The requests, each awaited at most ``idle_s`` seconds (then a StreamError).
+
+    The read stays in the handler's own task (``asyncio.timeout``, Python >= 3.11):
+    grpc.aio's request iterator is not read from a second task.
+    """
     it = requests.__aiter__()
     while True:
         try:
-            req = await asyncio.wait_for(it.__anext__(), idle_s)
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(idle_s):
+                    req = await it.__anext__()
+            else:  # pragma: no cover (Python 3.10)
+                req = await asyncio.wait_for(it.__anext__(), idle_s)
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:  # asyncio.TimeoutError is TimeoutError from 3.11
             message = (f"no message for {idle_s:g} s (the server's --stream-idle-timeout): "
                        "the stream is ended; send frames, or close the stream when the "
                        "acquisition is over")
             raise StreamError("deadline_exceeded", message) from None
+        except asyncio.TimeoutError:  # pragma: no cover (Python 3.10)
+            raise StreamError("deadline_exceeded", f"no message for {idle_s:g} s") from None
         if isinstance(req, Malformed):
             raise StreamError("invalid_argument", req.message)
         yield req

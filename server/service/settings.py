@@ -33,6 +33,39 @@ PIXEL_TYPES = ("uint8", "uint16", "float32")
 RADIUS_PX_RANGE = (0.5, 200.0)
 """Spot radius the detector accepts, pixels (``DetectorConfig.radius_px``)."""
 
+PIXEL_SIZE_UM_RANGE = (1e-4, 100.0)
+"""Pixel sizes (in the sample) accepted, um: 0.1 nm to 100 um."""
+
+FRAME_INTERVAL_S_RANGE = (1e-7, 86400.0)
+"""Frame intervals accepted, s: 100 ns to a day."""
+
+
+def check_calibration(pixel_size_um: float | None, frame_interval_s: float) -> None:
+    """Refuse a pixel size or frame interval outside any microscope's range.
+
+    Parameters
+    ----------
+    pixel_size_um : float or None
+        Pixel size in the sample, um (None: not given).
+    frame_interval_s : float
+        Time between frames, s.
+
+    Raises
+    ------
+    ValueError
+        Naming the field, the range and the unit (a value in nm or ms given as um or s
+        is the usual cause).
+    """
+    lo, hi = PIXEL_SIZE_UM_RANGE
+    if pixel_size_um is not None and not lo <= pixel_size_um <= hi:
+        raise ValueError(f"pixel_size_um must be in [{lo:g}, {hi:g}] um (the pixel in the "
+                         f"sample, in micrometres), got {pixel_size_um!r}")
+    lo, hi = FRAME_INTERVAL_S_RANGE
+    if not lo <= frame_interval_s <= hi:
+        raise ValueError(f"frame_interval_s must be in [{lo:g}, {hi:g}] s (seconds), got "
+                         f"{frame_interval_s!r}")
+
+
 MAX_LINK_DISTANCE_PX = 256.0
 """Largest frame-to-frame search radius, pixels (``linker.max_distance_um``)."""
 
@@ -365,6 +398,7 @@ class StreamSettings:
     def __post_init__(self) -> None:
         _validate.positive("pixel_size_um", self.pixel_size_um)
         dt = _validate.positive("frame_interval_s", self.frame_interval_s)
+        check_calibration(self.pixel_size_um, dt)
         assumed = (self.exposure_s == 0 if self.exposure_assumed is None
                    else bool(self.exposure_assumed) and self.exposure_s in (0, dt))
         object.__setattr__(self, "exposure_assumed", assumed)

@@ -28,6 +28,7 @@ from livespt.server.service.settings import (
     Limits,
     LinkerSettings,
     StreamSettings,
+    check_calibration,
 )
 
 PIXEL_TYPE_BY_NAME: dict[str, int] = {
@@ -219,6 +220,7 @@ def track_request_from_proto(
     # Acquisition checks all three, naming the field (pixel_size_um 0: unknown).
     acquisition = Acquisition(frame_interval_s=dt, exposure_s=te,
                               pixel_size_um=request.pixel_size_um or None)
+    check_calibration(request.pixel_size_um or None, dt)
     w0 = WindowConfig()
     window = WindowConfig(length=_or(request.window.length, w0.length),
                           stride=_or(request.window.stride, w0.stride))
