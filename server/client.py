@@ -92,7 +92,6 @@ class LiveSptClient:
         self.channel = client_channel(target, [
             ("grpc.max_send_message_length", lim.max_message_bytes),
             ("grpc.max_receive_message_length", lim.max_message_bytes),
-            ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
         ], tls_ca=tls_ca, token=token, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = pb_grpc.LiveSptStub(self.channel)
 
