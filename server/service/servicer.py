@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,11 @@ async def _paced(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[A
                 req = await asyncio.wait_for(it.__anext__(), idle_s)
         except StopAsyncIteration:
             return
-        except TimeoutError:  # asyncio.TimeoutError is TimeoutError from 3.11
+        except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11
             message = (f"no message for {idle_s:g} s (the server's --stream-idle-timeout): "
                        "the stream is ended; send frames, or close the stream when the "
                        "acquisition is over")
             raise StreamError("deadline_exceeded", message) from None
-        except asyncio.TimeoutError:  # pragma: no cover (Python 3.10)
-            raise StreamError("deadline_exceeded", f"no message for {idle_s:g} s") from None
         if isinstance(req, Malformed):
             raise StreamError("invalid_argument", req.message)
         yield req
@@ -230,21 +228,30 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 "(livespt serve --max-sessions); try again when a stream ends",
             )
         self.open_streams += 1
+        inner = self._stream(request_iterator, context)
         try:
-            async for update in self._stream(request_iterator, context):
+            async for update in inner:
                 yield update
         finally:
+            # Closed here, not left to the garbage collector: when gRPC closes this
+            # generator at a yield, the session must be closed now, while the call
+            # exists (a late finalizer touching a finished call can crash grpcio).
+            await inner.aclose()
             self.open_streams -= 1
 
     async def _stream(
         self,
         request_iterator: AsyncIterator[pb.StreamRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.AnalysisUpdate]:
+    ) -> AsyncGenerator[pb.AnalysisUpdate, None]:
         session: Session | None = None
         status = "client disconnected"
         reason = ""
         requests = _paced(request_iterator, self.limits.stream_idle_s)
+        # Read from the call once, at the start: nothing touches the call in `finally`.
+        peer = context.peer()
+        deadline_s = context.time_remaining()
+        t_start = time.monotonic()
 
         async def abort(code: grpc.StatusCode, message: str) -> None:
             nonlocal reason
@@ -289,7 +296,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             assert session is not None
             self.sessions[session_id] = session
             log.info("session %s started: peer %s, %d x %d %s, tracker %s, name %r",
-                     session_id, context.peer(), settings.height, settings.width,
+                     session_id, peer, settings.height, settings.width,
                      settings.pixel_type, settings.tracker, settings.name[:80])
             yield pb.AnalysisUpdate(started=pb.SessionStarted(
                 session_id=session_id,
@@ -338,8 +345,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         finally:
             if status == "client disconnected" and self.shutting_down:
                 status = "server shutdown"  # cut by the server's grace period, not the client
-            remaining = context.time_remaining()
-            if status == "client disconnected" and remaining is not None and remaining <= 0:
+            if (status == "client disconnected" and deadline_s is not None
+                    and time.monotonic() - t_start >= deadline_s):
                 status = "deadline exceeded"  # the client's own deadline ran out
             if session is not None:
                 # Runs on cancellation too: the session's files are flushed and closed
@@ -354,7 +361,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                 self.sessions.pop(session.session_id, None)
                 log.info("session %s ended: %s; %d frames, %d tracks, peer %s",
                          session.session_id, status, session.n_frames,
-                         session.n_tracks, context.peer())
+                         session.n_tracks, peer)
                 if self.on_session_end is not None:
                     self.on_session_end()
 
