@@ -8,8 +8,9 @@ Only commands that exist today are listed; see ``livespt COMMAND --help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from livespt.server import __version__
@@ -431,7 +432,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
             if not args.max_batch_delay >= 0:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
-            _configure_logging(args.log_level, args.log_file)
             if args.keep_sessions < 0 or not args.keep_days >= 0:
                 raise ValueError("--keep-sessions and --keep-days must be >= 0 (0: keep all)")
             if args.tracks_workers < 1:
@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = {} if detect_workers is None else {"detect_workers": detect_workers}
             models = (() if args.no_models else
                       None if args.model is None else tuple(Path(m) for m in args.model))
-            serve(ServerOptions(host=args.host, port=args.port, device=args.device,
+            opts = ServerOptions(host=args.host, port=args.port, device=args.device,
                                 trackmate=args.tracker == "trackmate",
                                 fiji_dir=Path(args.fiji_dir) if args.fiji_dir else None,
                                 jvm_max_heap=args.jvm_heap,
@@ -470,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),
-                                **extra))
+                                **extra)
+            with _server_logging(args.log_level, args.log_file):
+                serve(opts)
         elif args.command == "stream":
             from livespt.server.cli.stream import run_stream
 
@@ -509,8 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _configure_logging(level: str, path: str | None) -> None:
-    """``livespt serve``'s log: timestamped lines to ``path`` (appended) or stderr."""
+@contextlib.contextmanager
+def _server_logging(level: str, path: str | None) -> Iterator[None]:
+    """Set up ``livespt serve``'s log while it runs, then restore the logger.
+
+    Timestamped lines go to ``path`` (appended) or stderr; ``main`` may run in-process
+    (as in tests), so nothing is left configured afterwards.
+    """
     import logging
 
     handler: logging.Handler
@@ -521,8 +528,15 @@ def _configure_logging(level: str, path: str | None) -> None:
         raise ValueError(f"--log-file {path}: cannot open it ({exc.strerror})") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("livespt")
+    saved = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        root.handlers[:], level_before = saved
+        root.setLevel(level_before)
+        handler.close()
 
 
 def _is_users(exc: Exception) -> bool:
