@@ -9,6 +9,7 @@ catch); a seeded fuzz (hypothesis) checks that over random configs, frames and r
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -198,6 +199,53 @@ def test_a_silent_stream_ends_after_the_idle_time(stub, server) -> None:
             break
         time.sleep(0.05)
     assert summary["status"].startswith("aborted: no message for 2 s"), summary["status"]
+
+
+@pytest.mark.parametrize("ending", ["completed", "cancelled", "bad frame", "idle"])
+def test_an_ended_session_is_freed_without_the_cycle_collector(stub, server, ending) -> None:
+    """Whatever ends a stream, its Session (with its tracks, windows and held frames) is
+    freed by reference counting when the call ends: with the cycle collector off, no
+    Session object is left. (gRPC keeps an AbortError, and a chained exception keeps the
+    frames it passed, for as long as the client's connection lives.)"""
+    from livespt.server.service.session import Session
+
+    def alive() -> int:
+        return sum(isinstance(o, Session) for o in gc.get_objects())
+
+    frames = [frame_msg(i, f) for i, f in enumerate(background_frames(8, seed=3))]
+
+    def requests():
+        yield pb.StreamRequest(config=config())
+        yield from frames
+        if ending == "bad frame":
+            yield pb.StreamRequest(frame=pb.Frame(index=99, data=b"123"))
+        if ending == "idle":
+            time.sleep(3)  # past the server's 2 s idle time
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        for _ in range(3):
+            call = stub.StreamFrames(requests(), timeout=30)
+            code = grpc.StatusCode.OK
+            try:
+                for n, _update in enumerate(call):
+                    if ending == "cancelled" and n == 4:
+                        call.cancel()
+            except grpc.RpcError as exc:
+                code = exc.code()
+            assert code == {"completed": grpc.StatusCode.OK,
+                            "cancelled": grpc.StatusCode.CANCELLED,
+                            "bad frame": grpc.StatusCode.INVALID_ARGUMENT,
+                            "idle": grpc.StatusCode.DEADLINE_EXCEEDED}[ending]
+        deadline = time.monotonic() + 10  # the server's handler ends after the client's call
+        while server.running.service.sessions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.running.service.sessions
+        time.sleep(0.2)
+        assert alive() == before
+    finally:
+        gc.enable()
 
 
 def tracks_request(n_points: int, window: int = 10, **kw) -> pb.AnalyzeTracksRequest:

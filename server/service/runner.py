@@ -228,8 +228,12 @@ async def run_stream(
                     hold_timer = asyncio.ensure_future(asyncio.sleep(CAMERA_HOLD_S))
                 read = asyncio.ensure_future(it.__anext__())
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                error = None  # no cycle from this frame to the exception's traceback
     finally:
+        held.clear()  # frames held for the camera estimate are not kept by a traceback
         if read is not None:
             read.cancel()
         if hold_timer is not None:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -112,6 +112,7 @@ async def _paced(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[A
     """
     it = requests.__aiter__()
     while True:
+        req: Any = None
         try:
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(idle_s):
@@ -121,10 +122,12 @@ async def _paced(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[A
         except StopAsyncIteration:
             return
         except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11
+            pass  # raised below, outside this block: no chained exception keeps the task
+        if req is None:
             message = (f"no message for {idle_s:g} s (the server's --stream-idle-timeout): "
                        "the stream is ended; send frames, or close the stream when the "
                        "acquisition is over")
-            raise StreamError("deadline_exceeded", message) from None
+            raise StreamError("deadline_exceeded", message)
         if isinstance(req, Malformed):
             raise StreamError("invalid_argument", req.message)
         yield req
@@ -144,6 +147,21 @@ async def _frames(requests: AsyncIterator[pb.StreamRequest]) -> AsyncIterator[Fr
 OUT_OF_RESOURCES = {errno.EMFILE: "open files", errno.ENFILE: "open files",
                     errno.ENOSPC: "disk space", errno.EDQUOT: "disk quota"}
 """OSErrors that mean the server ran out of something: RESOURCE_EXHAUSTED on the wire."""
+
+class _Ended(Exception):
+    """Ends a call with a status (``code``, ``message``), raised inside a handler.
+
+    The status is sent with ``set_code``/``set_details`` and a normal return, never
+    ``context.abort``: gRPC keeps the AbortError on the call for as long as the client's
+    connection lives, and with it the traceback's frames (the session, the frames held
+    for the camera estimate, a whole AnalyzeTracks request).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
 
 INTERNAL_MESSAGE = "internal error in the server ({where}); its log has the details{out}"
 """INTERNAL's message: no exception text or server path beyond the session's folder."""
@@ -222,16 +240,19 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         # A slot is taken at once, before any await: counted and checked atomically on the
         # event loop, whether or not the stream ever sends its config.
         if self.open_streams >= self.limits.max_sessions:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(
                 f"server is at its limit of {self.limits.max_sessions} concurrent sessions "
-                "(livespt serve --max-sessions); try again when a stream ends",
-            )
+                "(livespt serve --max-sessions); try again when a stream ends")
+            return
         self.open_streams += 1
         inner = self._stream(request_iterator, context)
         try:
             async for update in inner:
                 yield update
+        except _Ended as ended:
+            context.set_code(ended.code)
+            context.set_details(ended.message)
         finally:
             # Closed here, not left to the garbage collector: when gRPC closes this
             # generator at a yield, the session must be closed now, while the call
@@ -253,22 +274,22 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         deadline_s = context.time_remaining()
         t_start = time.monotonic()
 
-        async def abort(code: grpc.StatusCode, message: str) -> None:
+        def abort(code: grpc.StatusCode, message: str) -> NoReturn:
             nonlocal reason
             reason = _short(message)
-            await context.abort(code, reason)
+            raise _Ended(code, reason)
 
         try:
             try:
                 first = await _next_or_none(requests)
             except StreamError as exc:
-                await abort(STATUS[exc.kind], exc.message)
+                abort(STATUS[exc.kind], exc.message)
             if first is None:
-                await abort(grpc.StatusCode.FAILED_PRECONDITION,
+                abort(grpc.StatusCode.FAILED_PRECONDITION,
                             "stream ended before its config message")
             assert first is not None
             if first.WhichOneof("payload") != "config":
-                await abort(
+                abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "the first message must carry config (got "
                     f"{first.WhichOneof('payload') or 'an empty message'})",
@@ -276,7 +297,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             try:
                 settings = wire.settings_from_proto(first.config, self.limits, self.trackers)
             except ValueError as exc:
-                await abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
             tracker = None
             if settings.tracker in self.block_trackers:
@@ -285,14 +306,14 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                         self.executor, self.block_trackers[settings.tracker], settings)
                 except Exception as exc:
                     log.error("tracker %s failed to start: %s", settings.tracker, exc)
-                    await abort(grpc.StatusCode.UNAVAILABLE,
+                    abort(grpc.StatusCode.UNAVAILABLE,
                                 f"config.tracker: {settings.tracker} failed to start: {exc}")
             try:
                 session = Session(settings, self.out_root / session_id, session_id, self.device,
                                   model=self.registry.window_model if self.registry else None,
                                   tracker=tracker)
             except ValueError as exc:  # a combination of settings the pipeline refuses
-                await abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
+                abort(grpc.StatusCode.INVALID_ARGUMENT, f"config: {exc}")
             assert session is not None
             self.sessions[session_id] = session
             log.info("session %s started: peer %s, %d x %d %s, tracker %s, name %r",
@@ -315,14 +336,14 @@ class LiveSptService(pb_grpc.LiveSptServicer):
                     yield wire.frame_result_to_proto(out.index, out.n_spots, out.points,
                                                      out.estimates, out.changes, done.latency_ms)
             except StreamError as exc:
-                await abort(STATUS[exc.kind], exc.message)
+                abort(STATUS[exc.kind], exc.message)
             # The request stream ended: a half-close, or a client that vanished (both
             # look the same here). The session counts as completed only once its
             # summary has been sent; a vanished client cancels this handler first.
             yield wire.summary_to_proto(session.summary("completed"),
                                         str(session.out_dir.resolve()))
             status = "completed"
-        except grpc.aio.AbortError:
+        except _Ended:
             status = f"aborted: {reason}"
             raise
         except OSError as exc:
@@ -332,7 +353,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             where = f"session {session.session_id}" if session is not None else "stream start"
             log.error("%s: %s", where, exc)
             status = f"server error: {exc.strerror}"
-            await abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"the server is out of {OUT_OF_RESOURCES[exc.errno]} ({where}); "
                         "try again later or ask its operator")
         except Exception as exc:  # a fault of the server: logged whole, named on the wire
@@ -341,7 +362,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             status = f"server error: {type(exc).__name__}: {exc}"
             kept = (f"; the results sent so far are kept in {session.out_dir.resolve()}"
                     if session is not None else "")
-            await abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(where=where, out=kept))
+            abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(where=where, out=kept))
         finally:
             if status == "client disconnected" and self.shutting_down:
                 status = "server shutdown"  # cut by the server's grace period, not the client
@@ -376,7 +397,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         (deadline, cancel) stops the work at the next track.
         """
         if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return _end(context, grpc.StatusCode.INVALID_ARGUMENT, request.message)
         loop = asyncio.get_running_loop()
         model = self.registry.track_model if self.registry else None
         stop = threading.Event()
@@ -397,18 +418,26 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         try:
             return await loop.run_in_executor(self.tracks_executor, run)
         except LimitExceeded as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _short(str(exc)))
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _short(str(exc)))
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except AnalysisStopped:
             raise asyncio.CancelledError from None  # the client is gone: nothing to answer
         except Exception:
             log.exception("AnalyzeTracks: unexpected error")
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(
-                where="AnalyzeTracks", out=""))
+            code = grpc.StatusCode.INTERNAL
+            message = INTERNAL_MESSAGE.format(where="AnalyzeTracks", out="")
         finally:
             stop.set()  # a cancelled call stops its work at the next track
-        raise AssertionError("unreachable: abort raises")
+        return _end(context, code, _short(message))
+
+
+def _end(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
+         message: str) -> pb.AnalyzeTracksResponse:
+    """Set a unary call's status (see :class:`_Ended`); its empty response is not sent."""
+    context.set_code(code)
+    context.set_details(message)
+    return pb.AnalyzeTracksResponse()
 
 
 async def _next_or_none(it: AsyncIterator[Any]) -> Any:

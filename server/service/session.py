@@ -553,6 +553,10 @@ class Session:
         summary = self.summary(status)
         self.writer.write_summary(summary)
         self.writer.close()
+        # The per-track state is freed now, not when the last reference to the session
+        # goes (every track has ended; the summary above reads none of it).
+        self.changes = None
+        self.windows = WindowBuffers(self.settings.window, patch_px=self.estimator.patch_px)
         return summary
 
 
