@@ -92,6 +92,10 @@ class LiveSptClient:
         self.channel = client_channel(target, [
             ("grpc.max_send_message_length", lim.max_message_bytes),
             ("grpc.max_receive_message_length", lim.max_message_bytes),
+            # A server (or network) that vanished is found in about 80 s, not at the
+            # next write; the server accepts pings as often as every 10 s.
+            ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.ping_timeout_ms", 20_000),  # what grpc core 1.85 waits, in fact
         ], tls_ca=tls_ca, token=token, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = pb_grpc.LiveSptStub(self.channel)
 

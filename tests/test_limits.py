@@ -407,3 +407,93 @@ def test_retention_by_age_leaves_running_and_foreign_folders(tmp_path: Path) -> 
     (tmp_path / "notes").mkdir()  # not a session: never touched
     assert prune_sessions(tmp_path, keep_days=7, active=frozenset({"mine"})) == ["old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "mine", "new", "notes"]
+
+
+class Blackhole:
+    """A TCP proxy to ``port`` on 127.0.0.1 that, once ``frozen`` is set, drops every byte
+    both ways and closes nothing: a client whose machine or network vanished."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.port = port
+        self.frozen = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                if not self.frozen.is_set():
+                    dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+
+@pytest.mark.parametrize("keepalive_s", [1.0, 0.0])
+def test_keepalive_ends_the_stream_of_a_client_that_vanished(tmp_path: Path,
+                                                             keepalive_s: float) -> None:
+    """A client's network goes silent mid-stream (no TCP close) through a blackhole proxy:
+    with keepalive (1 s ping, 1 s timeout) the server ends its session within seconds,
+    records on disk, long before the 120 s idle time; without keepalive it is still
+    running after the same wait."""
+    opts = ServerOptions(port=0, out_root=tmp_path, device="cpu", models=(), detect_workers=0,
+                         limits=Limits(stream_idle_s=120.0), keepalive_s=keepalive_s,
+                         keepalive_timeout_s=1.0)
+    with EmbeddedServer(opts) as srv:
+        hole = Blackhole(int(srv.target.rsplit(":", 1)[1]))
+        channel = grpc.insecure_channel(hole.address)
+        release = threading.Event()
+
+        def requests():
+            yield pb.StreamRequest(config=config())
+            for i, f in enumerate(background_frames(5, seed=1)):
+                yield frame_msg(i, f)
+            release.wait(60)
+        updates = pb_grpc.LiveSptStub(channel).StreamFrames(requests(), timeout=60)
+        out_dir, acked = None, 0
+        for update in updates:
+            kind = update.WhichOneof("update")
+            out_dir = Path(update.started.output_dir) if kind == "started" else out_dir
+            acked += kind == "frame"
+            if acked == 5:
+                break
+        hole.frozen.set()
+        t0 = time.monotonic()
+        assert out_dir is not None
+        status = "running"
+        while status == "running" and time.monotonic() - t0 < 8:
+            time.sleep(0.1)
+            status = json.loads((out_dir / "summary.json").read_text())["status"]
+        seconds = time.monotonic() - t0
+        release.set()
+        updates.cancel()
+        channel.close()
+        hole.close()
+    if keepalive_s:
+        assert status == "client disconnected" and seconds < 6, (status, seconds)
+        assert json.loads((out_dir / "summary.json").read_text())["frames"] == 5
+    else:
+        assert status == "running", status

@@ -129,6 +129,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "and as sessions end); 0: keep all")
     p.add_argument("--keep-days", type=float, default=0.0, metavar="D",
                    help="delete ended sessions' folders older than D days; 0: keep all")
+    p.add_argument("--keepalive", type=float, default=60.0, metavar="S",
+                   help="ping a connection after S seconds without traffic, and close it "
+                        "(ending its streams, their records kept) when no answer comes "
+                        "within --keepalive-timeout: finds clients whose machine or network "
+                        "vanished; 0: no keepalive")
+    p.add_argument("--keepalive-timeout", type=float, default=20.0, metavar="S",
+                   help="seconds to wait for the answer to a keepalive ping")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"),
                    help="log lines: sessions started and ended (id, peer, frames, status) at "
@@ -434,6 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--max-batch-delay must be >= 0, got {args.max_batch_delay}")
             if args.keep_sessions < 0 or not args.keep_days >= 0:
                 raise ValueError("--keep-sessions and --keep-days must be >= 0 (0: keep all)")
+            if not (args.keepalive == 0 or 1 <= args.keepalive <= 86400):
+                raise ValueError(f"--keepalive must be 0 (off) or in [1, 86400] s, "
+                                 f"got {args.keepalive:g}")
+            if not 1 <= args.keepalive_timeout <= 3600:
+                raise ValueError(f"--keepalive-timeout must be in [1, 3600] s, "
+                                 f"got {args.keepalive_timeout:g}")
             if args.tracks_workers < 1:
                 raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
             try:
@@ -467,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 tls=tls, tokens=tokens, insecure=args.insecure,
                                 reflection=not args.no_reflection,
                                 keep_sessions=args.keep_sessions, keep_days=args.keep_days,
+                                keepalive_s=args.keepalive,
+                                keepalive_timeout_s=args.keepalive_timeout,
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),
