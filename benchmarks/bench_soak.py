@@ -15,7 +15,9 @@ Reported (JSON, default ``benchmarks/results/soak.json``):
 * the status codes the clients saw;
 * RSS and open files: after warm-up (the first minute) and at the end, and the slope
   of a line through the samples after warm-up (MB/min, files/min);
-* ``GetServerInfo`` and health answered throughout (a probe every 5 s).
+* ``GetServerInfo`` and health answered throughout (a probe every 5 s);
+* whether the server died during the run (``server_died_at_s``, its exit code: negative
+  is the signal that killed it) or exited cleanly on SIGTERM at the end (0).
 """
 
 from __future__ import annotations
@@ -186,8 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     probes_failed = 0
     next_sample = t0
     stream_s = args.frames / args.fps
+    died_at_s = None
     while time.monotonic() < end or running:
         now = time.monotonic()
+        if died_at_s is None and server.poll() is not None:
+            died_at_s = round(now - t0, 1)  # a crash: no new clients; the running ones end
+            end = now
         while now < end and len(running) < args.streams:
             kill_at = (rng.uniform(0.1, 0.9) * stream_s if rng.random() < args.kill_fraction
                        else None)
@@ -211,8 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.05)
     time.sleep(3)  # the server closes the last sessions
     final = {"rss_mb": round(rss_mb(server.pid), 1), "open_files": open_files(server.pid)}
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=60)
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    exit_code = server.wait(timeout=60)
 
     # What the clients saw against what is on disk.
     codes: collections.Counter[str] = collections.Counter()
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python benchmarks/bench_soak.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+        "server_died_at_s": died_at_s, "server_exit_code": exit_code,
         "streams_run": len(finished), "clients_killed": killed,
         "frames_sent_by_completed_clients": sent, "frames_acked": acked,
         "frames_on_disk": on_disk, "acked_frames_missing_on_disk": lost,
