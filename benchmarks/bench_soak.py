@@ -23,6 +23,7 @@ Reported (JSON, default ``benchmarks/results/soak.json``):
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import json
 import os
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
          "cpu", "--no-models", "--detect-workers", "2", "--sessions-dir", str(sessions),
          "--max-sessions", str(args.streams + 4), "--log-file", str(tmp / "serve.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server goes with this script, also when it fails half-way.
+    atexit.register(lambda: server.poll() is None and server.kill())
     assert server.stdout is not None
     m = None
     for line in server.stdout:

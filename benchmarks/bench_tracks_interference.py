@@ -23,6 +23,7 @@ Writes ``benchmarks/results/tracks_interference.json``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
          "cpu", "--no-models", "--detect-workers", "2", "--tracks-workers", "1",
          "--sessions-dir", str(tmp / "sessions"), "--log-file", str(tmp / "serve.log")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server goes with this script, also when it fails half-way.
+    atexit.register(lambda: server.poll() is None and server.kill())
     assert server.stdout is not None
     m = None
     for line in server.stdout:
