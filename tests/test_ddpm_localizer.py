@@ -1,0 +1,57 @@
+"""The localizer's inference path and weight files (models/ddpm/localizer.py), untrained nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livespt.models.ddpm.diffusion import Schedule
+from livespt.models.ddpm.localizer import Localizer, load, save
+from livespt.models.ddpm.networks import ConditionalUNet, KdeNet, KdeNetConfig, UNetConfig
+
+
+@pytest.fixture(scope="module")
+def localizer() -> Localizer:
+    torch.manual_seed(0)
+    return Localizer(KdeNet(KdeNetConfig(channels=4, dilations=(1, 2))),
+                     ConditionalUNet(UNetConfig(channels=4, multipliers=(1, 2, 4),
+                                                attention_heads=1, time_dim=16)),
+                     Schedule())
+
+
+def test_samples_shapes_seeds_and_odd_frame_sizes(localizer: Localizer) -> None:
+    frames = np.random.default_rng(0).poisson(10, (2, 21, 19)).astype(np.float64)
+    a = localizer.sample(frames, n_samples=3, n_steps=4, seed=1)
+    assert a.shape == (2, 3, 84, 76)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0  # clipped to the KDE's range
+    assert torch.equal(a, localizer.sample(frames, n_samples=3, n_steps=4, seed=1))
+    assert not torch.equal(a, localizer.sample(frames, n_samples=3, n_steps=4, seed=2))
+    out = localizer.localize(frames[:1], n_samples=3, n_steps=4)
+    assert out[0].mean.shape == out[0].variance.shape == (84, 76)
+    assert float(out[0].variance.min()) >= 0.0
+
+
+@pytest.mark.parametrize(("frames", "kwargs", "message"), [
+    (np.full((1, 20, 20), np.nan), {}, "frames contains NaN"),
+    (np.zeros((20, 20)), {}, "frames must have 3 dimension"),
+    (np.zeros((1, 20, 20)), {"sampler": "slow"}, "sampler must be 'fast' or 'ancestral'"),
+    (np.zeros((1, 20, 20)), {"n_samples": 0}, "n_samples must be an integer >= 1"),
+])
+def test_bad_frames_are_refused(localizer: Localizer, frames, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        localizer.sample(frames, **kwargs)
+
+
+def test_weights_round_trip(localizer: Localizer, tmp_path: Path) -> None:
+    path = save(localizer, tmp_path / "loc.pt")
+    again = load(path)
+    frames = np.random.default_rng(1).poisson(10, (1, 20, 20)).astype(np.float64)
+    assert torch.equal(localizer.sample(frames, 2, n_steps=3), again.sample(frames, 2, n_steps=3))
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a livespt-ddpm/1 file"):
+        load(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="no such file"):
+        load(tmp_path / "missing.pt")
