@@ -36,3 +36,15 @@ def test_training_runs_its_steps_and_moves_the_weights() -> None:
     with torch.no_grad():
         out = psi(torch.randn(2, 1, 80, 80), torch.tensor([0, 5]), torch.rand(2, 1, 80, 80))
     assert out.shape == (2, 1, 80, 80)
+
+
+def test_livespt_train_localizer_writes_a_loadable_file(tmp_path) -> None:
+    from livespt.models.ddpm.localizer import load
+    from livespt.server.cli.main import main
+
+    out = tmp_path / "loc.pt"
+    assert main(["train", "localizer", "--preset", "tiny", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    loc = load(out)
+    assert loc.phi.config == TINY.phi
+    assert main(["train", "localizer", "--preset", "tiny", "--minutes", "0"]) == 2

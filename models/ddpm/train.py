@@ -223,3 +223,20 @@ def train_ddpm(cfg: LocalizerTrainConfig, phi: KdeNet, device: str | torch.devic
     ema, history = _loop(psi, loss_of, cfg, dev, log)
     assert isinstance(ema, ConditionalUNet)
     return ema, history
+
+
+PRESETS: dict[str, LocalizerTrainConfig] = {
+    "cpu": LocalizerTrainConfig(phi=KdeNetConfig(channels=16),
+                                unet=UNetConfig(channels=8, multipliers=(1, 2, 4, 8)),
+                                batch_size=32, max_minutes=20.0),
+    "gpu": LocalizerTrainConfig(phi=KdeNetConfig(channels=64),
+                                unet=UNetConfig(channels=64, multipliers=(1, 2, 4, 8, 8)),
+                                batch_size=256, max_minutes=10.0, lr=5e-4),
+    "tiny": LocalizerTrainConfig(phi=KdeNetConfig(channels=4, dilations=(1, 2)),
+                                 unet=UNetConfig(channels=4, multipliers=(1, 2),
+                                                 attention_heads=1, time_dim=16),
+                                 batch_size=4, max_steps=3, max_minutes=1.0),
+}
+"""``livespt train localizer --preset NAME``: ``cpu`` (each network about 1 s per step on one
+core of the 2-core machine), ``gpu`` (the seed's U-Net multipliers ``(1, 2, 4, 8, 8)``),
+``tiny`` (a smoke test). ``max_minutes`` is each network's budget."""

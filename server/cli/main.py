@@ -347,15 +347,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "the training device, keep the state with the best validation NLL, and write the "
             "weights and their JSON card (architecture, training configuration, simulator "
             "parameters, metrics, sha256, date). Presets: cpu (about 25 min on 2 cores), gpu "
-            "(full size, bf16), tiny (a smoke test)."
+            "(full size, bf16), tiny (a smoke test). MODEL 'localizer' trains the DeepSTORM "
+            "network and then the DDPM on simulated SMLM frames (half of --minutes each) and "
+            "writes one weights file (default ./localizer-<preset>.pt; not yet used by any "
+            "other command)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", choices=("vit",), help="what to train")
+    p.add_argument("model", choices=("vit", "localizer"), help="what to train")
     p.add_argument("--preset", default="cpu", choices=("cpu", "gpu", "tiny"),
                    help="training configuration")
     p.add_argument("--variant", default="image+features",
-                   choices=("image+features", "image", "features"), help="model inputs")
+                   choices=("image+features", "image", "features"),
+                   help="model inputs (vit only)")
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget (default: the preset's)")
     p.add_argument("--steps", type=int, default=None, help="step limit (default: the preset's)")
@@ -506,9 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo(args.out, seed=args.seed)
         elif args.command == "train":
-            from livespt.server.cli.train import run_train
+            from livespt.server.cli.train import run_train, run_train_localizer
 
-            run_train(args)
+            if args.model == "localizer":
+                run_train_localizer(args)
+            else:
+                run_train(args)
         elif args.command == "evaluate":
             from livespt.models.vit.evaluate import run_evaluate
 

@@ -48,3 +48,33 @@ def run_train(args: argparse.Namespace) -> Path:
     card = save(model, cfg, history, out, metrics={"validation": history["best_validation"]})
     print(f"wrote {out} and {card}")
     return out
+
+
+def run_train_localizer(args: argparse.Namespace) -> Path:
+    """``livespt train localizer``: phi, then Psi on phi's estimates; one weights file."""
+    from dataclasses import replace
+
+    from livespt.models.ddpm.localizer import Localizer, save
+    from livespt.models.ddpm.train import PRESETS, train_ddpm, train_phi
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
+    cfg = replace(PRESETS[args.preset], seed=args.seed)
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+        cfg = replace(cfg, max_minutes=args.minutes / 2)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        cfg = replace(cfg, max_steps=args.steps)
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out else Path(f"localizer-{args.preset}.pt")
+    print(f"training the localizer (preset {args.preset}) on {device}: phi, then the DDPM, "
+          f"each for at most {cfg.max_minutes:g} min / {cfg.max_steps} steps -> {out}",
+          flush=True)
+    phi, h_phi = train_phi(cfg, device, log=lambda line: print("phi", line, flush=True))
+    psi, h_psi = train_ddpm(cfg, phi, device, log=lambda line: print("ddpm", line, flush=True))
+    save(Localizer(phi, psi, cfg.schedule, cfg.data.sigma_y_px), out)
+    print(f"wrote {out} (phi: {h_phi['steps']} steps, DDPM: {h_psi['steps']} steps)")
+    return out
