@@ -31,21 +31,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def match(truth: np.ndarray, found: np.ndarray, radius: float = 0.5) -> list[tuple[int, int]]:
-    """Greedy one-to-one pairs (truth index, found index) within ``radius`` px."""
-    if len(found) == 0 or len(truth) == 0:
-        return []
-    d = np.linalg.norm(truth[:, None] - found[None], axis=2)
-    pairs, used = [], set()
-    for t in np.argsort(d.min(axis=1)):
-        for j in np.argsort(d[t]):
-            if d[t, j] < radius and j not in used:
-                used.add(int(j))
-                pairs.append((int(t), int(j)))
-                break
-    return pairs
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", type=Path, help="a file from livespt train localizer")
@@ -59,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/localizer.json")
     args = ap.parse_args(argv)
 
+    from livespt.models.ddpm.emitters import match_positions
     from livespt.models.ddpm.localizer import load
     from livespt.models.localize import crlb, fit_emitters, pack, sample_posterior
     from livespt.models.simulate import simulate_smlm
@@ -73,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                                          n_steps=args.steps)):
         truth = batch.positions_px[k][batch.mask[k]].numpy()
         found = np.stack([res.emitters.x_px, res.emitters.y_px], axis=1)
-        m = len(match(truth, found))
+        m = len(match_positions(truth, found))
         tp, fp, fn = tp + m, fp + len(found) - m, fn + len(truth) - m
     detection = {"precision": round(tp / max(1, tp + fp), 4),
                  "recall": round(tp / max(1, tp + fn), 4), "emitters": tp + fn}

@@ -23,13 +23,11 @@ Reported (JSON, default ``benchmarks/results/soak.json``):
 from __future__ import annotations
 
 import argparse
-import atexit
 import collections
 import json
 import os
 import platform
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -39,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serve_process import start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,22 +155,10 @@ def main(argv: list[str] | None = None) -> None:
                            seed=args.seed)
     np.save(tmp / "movie.npy", movie.frames)
     sessions = tmp / "sessions"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", "0", "--device",
-         "cpu", "--no-models", "--detect-workers", "2", "--sessions-dir", str(sessions),
-         "--max-sessions", str(args.streams + 4), "--log-file", str(tmp / "serve.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # The server goes with this script, also when it fails half-way.
-    atexit.register(lambda: server.poll() is None and server.kill())
-    assert server.stdout is not None
-    m = None
-    for line in server.stdout:
-        m = re.search(r"listening on (\S+):(\d+)", line)
-        if m:
-            break
-    if m is None:
-        raise RuntimeError("the server did not start")
-    target = f"{m.group(1)}:{m.group(2)}"
+    server, target = start_serve("--device", "cpu", "--no-models", "--detect-workers", "2",
+                                 "--sessions-dir", str(sessions),
+                                 "--max-sessions", str(args.streams + 4),
+                                 "--log-file", str(tmp / "serve.log"))
 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc

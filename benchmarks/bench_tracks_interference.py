@@ -23,11 +23,9 @@ Writes ``benchmarks/results/tracks_interference.json``.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_process import start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,22 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                                        frame_interval_s=1 / args.fps, d_um2_s=0.1, snr=10.0),
                            seed=0).frames
     tmp = Path(tempfile.mkdtemp(prefix="livespt-interference-"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "livespt.server.cli.main", "serve", "--port", "0", "--device",
-         "cpu", "--no-models", "--detect-workers", "2", "--tracks-workers", "1",
-         "--sessions-dir", str(tmp / "sessions"), "--log-file", str(tmp / "serve.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # The server goes with this script, also when it fails half-way.
-    atexit.register(lambda: server.poll() is None and server.kill())
-    assert server.stdout is not None
-    m = None
-    for line in server.stdout:
-        m = re.search(r"listening on (\S+):(\d+)", line)
-        if m:
-            break
-    if m is None:
-        raise RuntimeError("the server did not start")
-    target = f"{m.group(1)}:{m.group(2)}"
+    server, target = start_serve("--device", "cpu", "--no-models", "--detect-workers", "2",
+                                 "--tracks-workers", "1", "--sessions-dir", str(tmp / "sessions"),
+                                 "--log-file", str(tmp / "serve.log"))
     request = heavy_request(pb)
 
     def phase(kind: str) -> dict:

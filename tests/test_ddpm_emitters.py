@@ -8,24 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from livespt.models.ddpm.emitters import locate_emitters
+from livespt.models.ddpm.emitters import locate_emitters, match_positions
 from livespt.models.psf import render_gaussian_spots
 from livespt.models.simulate import simulate_smlm
-
-
-def match(truth: np.ndarray, found: np.ndarray, radius: float = 0.5) -> list[float]:
-    """Greedy one-to-one matching within ``radius`` px; the matched distances."""
-    if len(found) == 0:
-        return []
-    d = np.linalg.norm(truth[:, None] - found[None], axis=2)
-    out, used = [], set()
-    for t in np.argsort(d.min(axis=1)):
-        for j in np.argsort(d[t]):
-            if d[t, j] < radius and j not in used:
-                used.add(j)
-                out.append(float(d[t, j]))
-                break
-    return out
 
 
 def test_isolated_emitters_are_found_where_they_are() -> None:
@@ -47,7 +32,7 @@ def test_the_ceiling_on_exact_kdes_at_the_seeds_settings() -> None:
     for k in range(300):
         e = locate_emitters(batch.kde[k:k + 1].numpy())
         truth = batch.positions_px[k][batch.mask[k]].numpy()
-        m = len(match(truth, np.stack([e.x_px, e.y_px], axis=1)))
+        m = len(match_positions(truth, np.stack([e.x_px, e.y_px], axis=1)))
         tp, fp, fn = tp + m, fp + len(e.x_px) - m, fn + len(truth) - m
     assert tp / (tp + fp) == pytest.approx(0.984, abs=0.01)
     assert tp / (tp + fn) == pytest.approx(0.941, abs=0.01)
@@ -70,3 +55,11 @@ def test_position_spread_over_samples_is_measured() -> None:
     assert abs(e.x_px[0] - 9.3 - shift[:, 0].mean()) < 0.02
     with pytest.raises(ValueError, match="samples must have 3 dimension"):
         locate_emitters(np.zeros((80, 80)))
+
+
+def test_matching_is_one_to_one_and_closest_first() -> None:
+    truth = np.array([[0.0, 0.0], [1.0, 0.0]])
+    found = np.array([[0.9, 0.0], [0.2, 0.0], [5.0, 5.0]])
+    assert sorted(match_positions(truth, found)) == [(0, 1), (1, 0)]
+    assert match_positions(truth, found[:1]) == [(1, 0)]  # one find pairs once
+    assert match_positions(truth, np.zeros((0, 2))) == []

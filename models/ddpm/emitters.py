@@ -144,3 +144,34 @@ def locate_emitters(samples: Any, upsample: int = 4, sigma_y_px: float = 3.0,
     return Emitters(x_px=to_low(peaks[:, 0]), y_px=to_low(peaks[:, 1]),
                     x_sd_px=sd[:, 0], y_sd_px=sd[:, 1],
                     peak=np.array([mean[round(float(y)), round(float(x))] for x, y in peaks]))
+
+
+def match_positions(truth: Any, found: Any, radius_px: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one pairs of true and found positions within ``radius_px``, closest first.
+
+    Parameters
+    ----------
+    truth, found : array_like, shape (N, 2) and (M, 2)
+        Positions in pixels.
+    radius_px : float
+        Largest distance of a pair.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(index in truth, index in found)``; unpaired ones are misses / false finds.
+    """
+    t = np.asarray(truth, np.float64).reshape(-1, 2)
+    f = np.asarray(found, np.float64).reshape(-1, 2)
+    if len(t) == 0 or len(f) == 0:
+        return []
+    d = np.linalg.norm(t[:, None] - f[None], axis=2)
+    pairs: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for i in np.argsort(d.min(axis=1)):
+        for j in np.argsort(d[i]):
+            if d[i, j] < radius_px and int(j) not in used:
+                used.add(int(j))
+                pairs.append((int(i), int(j)))
+                break
+    return pairs
