@@ -17,7 +17,7 @@ from livespt.models.ddpm.networks import (
 
 def test_kde_net_is_fully_convolutional_at_4x_with_values_in_0_1() -> None:
     torch.manual_seed(0)
-    phi = KdeNet(KdeNetConfig(channels=8))
+    phi = KdeNet(KdeNetConfig(channels=8)).eval()
     for h, w in [(20, 20), (32, 48)]:
         frames = torch.rand(3, h, w) * 500 + 100
         with torch.no_grad():
@@ -56,3 +56,19 @@ def test_timestep_embedding_is_sinusoidal() -> None:
     e = timestep_embedding(torch.tensor([0, 7]), 16)
     assert e.shape == (2, 16)
     torch.testing.assert_close(e[0], torch.cat([torch.zeros(8), torch.ones(8)]))
+
+
+def test_kde_net_clamps_only_at_inference_so_training_keeps_its_gradient() -> None:
+    torch.manual_seed(0)
+    phi = KdeNet(KdeNetConfig(channels=8))
+    with torch.no_grad():
+        phi.refine[-1].bias.fill_(-5.0)  # every output below 0
+    frames = normalise_frames(torch.rand(2, 20, 20) * 100)
+    phi.train()
+    out = phi(frames)
+    assert float(out.max()) < 0.0
+    ((out - 0.5) ** 2).mean().backward()
+    assert float(phi.refine[-1].bias.grad.abs().sum()) > 0  # HardTanh here would give 0
+    phi.eval()
+    with torch.no_grad():
+        assert float(phi(frames).min()) == 0.0

@@ -3,7 +3,8 @@
 * :class:`KdeNet` (phi, appendix A.4): a low-resolution frame in, a kernel density
   estimate on a 4x finer grid out. Multi-scale context by dilated 3x3 convolutions, two
   x2 resize-convolutions (nearest-neighbour upsampling, then a convolution), three
-  refinement blocks and a HardTanh to ``[0, 1]``. Fully convolutional: any frame size.
+  refinement blocks and a HardTanh to ``[0, 1]`` (at inference only: see ``forward``).
+  Fully convolutional: any frame size.
 * :class:`ConditionalUNet` (Psi): predicts the noise of ``y_t`` given ``t`` and phi's
   estimate, concatenated as a second input channel (as in the seed, after Saharia et al.):
   residual blocks with group normalisation and a sinusoidal timestep embedding, channel
@@ -74,7 +75,11 @@ class KdeNet(nn.Module):
         h = self.context(frame)
         for stage in self.up:
             h = stage(nn.functional.interpolate(h, scale_factor=2, mode="nearest"))
-        return nn.functional.hardtanh(self.refine(h), 0.0, 1.0)
+        out = self.refine(h)
+        # The seed's HardTanh is applied at inference only: in training it has no gradient
+        # below 0, and the KDE is 0 almost everywhere, so a network whose output dips
+        # below 0 stops learning (a first CPU run sat at the all-zero loss for 600 steps).
+        return out if self.training else nn.functional.hardtanh(out, 0.0, 1.0)
 
 
 def normalise_frames(frames: Tensor) -> Tensor:
