@@ -201,7 +201,7 @@ def test_stream_zero_or_negative_settings_are_refused_not_defaulted(
      (["--max-window", "0"], "--max-window must be an integer >= 1, got 0"),
      (["--max-sessions", "0"], "--max-sessions must be an integer >= 1, got 0"),
      (["--stream-idle-timeout", "0"], "--stream-idle-timeout must be > 0, got 0.0"),
-     (["--tracks-workers", "0"], "--tracks-workers must be >= 1, got 0"),
+     (["--tracks-workers", "-1"], "--tracks-workers must be in [0, 64], got -1"),
      (["--keepalive", "0.5"], "--keepalive must be 0 (off) or in [1, 86400] s, got 0.5"),
      (["--keepalive-timeout", "0"], "--keepalive-timeout must be in [1, 3600] s, got 0")],
 )

@@ -497,3 +497,31 @@ def test_keepalive_ends_the_stream_of_a_client_that_vanished(tmp_path: Path,
         assert json.loads((out_dir / "summary.json").read_text())["frames"] == 5
     else:
         assert status == "running", status
+
+
+def test_analyze_tracks_runs_in_a_lower_priority_worker_killed_when_the_caller_leaves(
+        tmp_path: Path) -> None:
+    """AnalyzeTracks work is done by a worker process at nice +10 (live streams keep the
+    CPU and the GIL); a call abandoned at its deadline kills that worker at once, and the
+    next call gets a fresh one."""
+    opts = ServerOptions(port=0, out_root=tmp_path, device="cpu", models=(), detect_workers=0,
+                         tracks_workers=1)
+    with EmbeddedServer(opts) as srv:
+        channel = grpc.insecure_channel(srv.target)
+        stub = pb_grpc.LiveSptStub(channel)
+        pool = srv.running.service.tracks
+        assert stub.AnalyzeTracks(tracks_request(50), timeout=60).tracks  # starts the worker
+        worker = pool._slots[0].process
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == \
+            os.getpriority(os.PRIO_PROCESS, 0) + 10
+        heavy = tracks_request(4000, window=1000)  # several seconds of work
+        with pytest.raises(grpc.RpcError) as err:
+            stub.AnalyzeTracks(heavy, timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 10
+        while worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not worker.is_alive()  # killed, not left computing for nobody
+        assert stub.AnalyzeTracks(tracks_request(50), timeout=60).tracks
+        assert pool._slots[0].process.pid != worker.pid
+        channel.close()

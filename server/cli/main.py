@@ -174,7 +174,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="end a stream that sends nothing for S seconds, before its config or "
                         "between frames (DEADLINE_EXCEEDED)")
     p.add_argument("--tracks-workers", type=int, default=1, metavar="N",
-                   help="threads for AnalyzeTracks, apart from the live streams'")
+                   help="worker processes for AnalyzeTracks, at a lower CPU priority than the "
+                        "live streams, killed when their caller gives up (0: one thread of "
+                        "the server instead)")
     p.add_argument("--detect-workers", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="worker processes for spot detection, shared by all streams "
                         "(0: detect in server threads; default: number of CPUs, at most 8)")
@@ -451,8 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not 1 <= args.keepalive_timeout <= 3600:
                 raise ValueError(f"--keepalive-timeout must be in [1, 3600] s, "
                                  f"got {args.keepalive_timeout:g}")
-            if args.tracks_workers < 1:
-                raise ValueError(f"--tracks-workers must be >= 1, got {args.tracks_workers}")
+            if not 0 <= args.tracks_workers <= 64:
+                raise ValueError(f"--tracks-workers must be in [0, 64], got {args.tracks_workers}")
             try:
                 limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
             except ValueError as exc:  # named by the Limits field: say the flag

@@ -47,6 +47,7 @@ from livespt.server.service.session import (
     recover_stale_sessions,
 )
 from livespt.server.service.settings import Limits, StreamSettings
+from livespt.server.service.tracks_pool import TracksPool
 
 log = logging.getLogger("livespt.server")
 
@@ -125,8 +126,8 @@ class ServerOptions:
         Maximum heap of that JVM (``-Xmx``), e.g. ``"2g"``: set explicitly, not left to
         the JVM's default of a quarter of the machine's memory.
     tracks_workers : int
-        Threads for AnalyzeTracks, apart from the live streams' (calls beyond them
-        queue).
+        Worker processes for AnalyzeTracks, at a lower CPU priority than the live
+        streams (calls beyond them queue; 0: one thread of the server instead).
     tls : TlsFiles, optional
         Serve TLS (mutual TLS with a client CA); None: plaintext.
     tokens : tuple of str
@@ -202,7 +203,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.detection.close()
-        self.service.tracks_executor.shutdown(wait=True, cancel_futures=True)
+        self.service.tracks.close()
         self.executor.shutdown(wait=True)
         if self.service.registry is not None:
             self.service.registry.close()
@@ -240,10 +241,12 @@ async def start_server(opts: ServerOptions) -> RunningServer:
             *keepalive_options(opts.keepalive_s, opts.keepalive_timeout_s),
         ],
     )
-    tracks_executor = ThreadPoolExecutor(max_workers=opts.tracks_workers,
-                                         thread_name_prefix="livespt-tracks")
+    track_model = registry.track_model
+    tracks = TracksPool(opts.tracks_workers, limits,
+                        track_model.path if track_model is not None else None, device,
+                        thread_model=track_model)
     service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection,
-                             block_trackers, tracks_executor)
+                             block_trackers, tracks)
     if opts.keep_sessions > 0 or opts.keep_days > 0:
         service.on_session_end = lambda: executor.submit(
             prune_sessions, Path(opts.out_root), opts.keep_sessions, opts.keep_days,

@@ -17,7 +17,6 @@ import asyncio
 import errno
 import logging
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -31,18 +30,14 @@ from livespt.server import __version__
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 from livespt.server.inference.resident import ModelRegistry
-from livespt.server.pipeline.tracks import AnalysisStopped, analyze_tracks
-from livespt.server.pipeline.windows import WindowConfig
 from livespt.server.service import wire
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.runner import Frame, StreamError, run_stream
 from livespt.server.service.session import BlockTrackerFactory, Session
 from livespt.server.service.settings import (
-    LimitExceeded,
     Limits,
-    check_track_request_size,
-    exposure_assumed_message,
 )
+from livespt.server.service.tracks_pool import TracksPool
 
 log = logging.getLogger("livespt.server")
 
@@ -187,22 +182,21 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         ``executor``, no worker processes).
     block_trackers : mapping, optional
         Trackers besides the built-in one, by name.
-    tracks_executor : ThreadPoolExecutor, optional
-        Where AnalyzeTracks runs (default: one thread of its own), apart from the
-        live streams' ``executor``.
+    tracks : TracksPool, optional
+        Where AnalyzeTracks runs (default: one thread of its own, ``TracksPool(0)``).
     """
 
     def __init__(
         self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
         registry: ModelRegistry | None = None, detection: DetectionPool | None = None,
         block_trackers: Mapping[str, BlockTrackerFactory] | None = None,
-        tracks_executor: ThreadPoolExecutor | None = None,
+        tracks: TracksPool | None = None,
     ) -> None:
         self.out_root = Path(out_root)
         self.limits = limits
         self.executor = executor
-        self.tracks_executor = (tracks_executor if tracks_executor is not None else
-                                ThreadPoolExecutor(1, thread_name_prefix="livespt-tracks"))
+        self.tracks = tracks if tracks is not None else TracksPool(
+            0, limits, thread_model=registry.track_model if registry else None)
         self.detection = detection if detection is not None else DetectionPool(0, executor)
         self.device = device
         self.registry = registry
@@ -392,44 +386,23 @@ class LiveSptService(pb_grpc.LiveSptServicer):
     ) -> pb.AnalyzeTracksResponse:
         """Per-track and per-window D and change points of tracks sent whole.
 
-        Runs on its own bounded pool (``tracks_executor``), so that long requests queue
-        there instead of taking the live streams' threads; a client that gives up
-        (deadline, cancel) stops the work at the next track.
+        Runs in the AnalyzeTracks workers (:class:`TracksPool`): processes at a lower
+        CPU priority than the live streams, killed when their client gives up.
         """
         if isinstance(request, Malformed):
             return _end(context, grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        loop = asyncio.get_running_loop()
-        model = self.registry.track_model if self.registry else None
-        stop = threading.Event()
-
-        def run() -> pb.AnalyzeTracksResponse:
-            w0 = WindowConfig()
-            check_track_request_size(
-                [len(t.frames) for t in request.tracks], request.window.length or w0.length,
-                request.window.stride or w0.stride, self.limits)
-            tracks, acquisition, window, change = wire.track_request_from_proto(request)
-            response = wire.analysis_to_proto(
-                analyze_tracks(tracks, acquisition, window, change, model, stop=stop))
-            if request.exposure_s == 0:  # the frame interval was assumed: say so
-                response.warnings.append(pb.Warning(code="EXPOSURE", message=(
-                    exposure_assumed_message(request.frame_interval_s))))
-            return response
-
-        try:
-            return await loop.run_in_executor(self.tracks_executor, run)
-        except LimitExceeded as exc:
-            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-        except ValueError as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except AnalysisStopped:
-            raise asyncio.CancelledError from None  # the client is gone: nothing to answer
-        except Exception:
-            log.exception("AnalyzeTracks: unexpected error")
-            code = grpc.StatusCode.INTERNAL
-            message = INTERNAL_MESSAGE.format(where="AnalyzeTracks", out="")
-        finally:
-            stop.set()  # a cancelled call stops its work at the next track
-        return _end(context, code, _short(message))
+        kind, value = await self.tracks.run(request.SerializeToString())
+        if kind == "ok":
+            return pb.AnalyzeTracksResponse.FromString(value)
+        if kind == "stopped":
+            raise asyncio.CancelledError  # the client is gone: nothing to answer
+        if kind == "internal":
+            log.error("AnalyzeTracks: unexpected error: %s", value)
+            return _end(context, grpc.StatusCode.INTERNAL,
+                        INTERNAL_MESSAGE.format(where="AnalyzeTracks", out=""))
+        code = (grpc.StatusCode.RESOURCE_EXHAUSTED if kind == "resource"
+                else grpc.StatusCode.INVALID_ARGUMENT)
+        return _end(context, code, _short(value))
 
 
 def _end(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
