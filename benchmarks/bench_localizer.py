@@ -1,19 +1,21 @@
-"""The localizer against the exact references, at the seed's settings, on our simulator.
+"""The localizer against the truth and the exact references, on our frames and deeptrack's.
 
-Frames from ``simulate_smlm`` (20 x 20 px, PSF 0.92 px, i0 = 200, emitters on a disc of
-radius 7 px; background and read noise as given). For a weights file from
-``livespt train localizer``:
+For a weights file (``livespt train localizer``; default: the shipped one), at the seed's
+settings (20 x 20 px, PSF 0.92 px, i0 = 200 photons, emitters on a disc of radius 7 px,
+background 2 photons/px, read noise 1 e-), on two sources side by side:
 
-* emitters (1-5 per frame): precision and recall of the emitters read from the mean of
-  the samples, matched one to one within 0.5 px;
-* isolated emitters: RMSE of the positions against the exact CRLB, the reported SD
-  (over the DDPM's samples) against the MCMC posterior SD of the same frame, and the
-  z-scores ``error / reported SD``;
-* speed: frames/s of the fast and the ancestral samplers at the same number of samples.
+* ``ours``: :func:`livespt.models.ddpm.evaluate.ours` (the simulator it was trained on);
+* ``deeptrack``: :func:`benchmarks.accuracy.smlm_deeptrack.deeptrack_smlm` (DeepTrack2's
+  pupil-function optics and noise, used as published; not seen in training).
 
-Only our own simulator so far: a third-party SMLM simulator is not wired in yet, so these
-numbers are not evidence about other data. Writes JSON (default
-``benchmarks/results/localizer.json``).
+Per source: precision and recall (1-5 emitters per frame), and for phi alone; on
+isolated emitters the RMSE against the CRLB, the z-scores ``error / reported SD`` and the
+reported SD against the MCMC posterior SD. Then the samplers (on our frames): the
+variance map of the fast sampler (20 and 10 steps) and of the 100-step ancestral one at
+several sample counts, each against a reference (the ancestral sampler with many
+samples), with frames/s. Writes JSON (default ``benchmarks/results/localizer.json``), a
+markdown table (``docs/localization_report.md``) and a figure
+(``docs/img/localizer_report.png``). ``make localizer-report`` runs it.
 """
 
 from __future__ import annotations
@@ -25,103 +27,178 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {"precision": 0.99, "recall": 0.95, "rmse_over_crlb": 1.2,
+           "reported_sd_over_mcmc_sd": [0.8, 1.25], "z_score_sd": [0.8, 1.25],
+           "fast_over_ancestral_frames_per_s": 10}
+
+
+def samplers(loc: Any, frames: np.ndarray, ref_samples: int, counts: list[int]
+             ) -> list[dict[str, Any]]:
+    """Variance-map error against an ancestral reference, and frames/s, per sampler."""
+    ref = loc.sample(frames, ref_samples, "ancestral", seed=999).numpy().var(axis=1)
+    scale = float(np.sqrt(np.mean(ref ** 2)))
+    rows = []
+    for name, kw in [("ancestral (100 steps)", {"sampler": "ancestral"}),
+                     ("fast, 20 steps", {"sampler": "fast", "n_steps": 20}),
+                     ("fast, 10 steps", {"sampler": "fast", "n_steps": 10})]:
+        for s in counts:
+            t0 = time.perf_counter()
+            smp = loc.sample(frames, s, seed=1, **kw).numpy()
+            dt = time.perf_counter() - t0
+            err = float(np.sqrt(np.mean((smp.var(axis=1, ddof=1) - ref) ** 2))) / scale
+            rows.append({"sampler": name, "samples": s,
+                         "frames_per_s": round(len(frames) / dt, 3),
+                         "variance_map_rel_error": round(err, 3)})
+    return rows
+
+
+def _table(result: dict[str, Any]) -> str:
+    srcs = result["sources"]
+    names = list(srcs)
+    lines = ["| metric | target | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+
+    def row(label: str, target: str, get: Any) -> None:
+        lines.append(f"| {label} | {target} | " + " | ".join(str(get(srcs[n])) for n in names)
+                     + " |")
+
+    row("precision (DDPM mean)", ">= 0.99", lambda s: s["detection"]["precision"])
+    row("recall (DDPM mean)", ">= 0.95", lambda s: s["detection"]["recall"])
+    row("precision (phi alone)", "", lambda s: s["detection"]["phi_precision"])
+    row("recall (phi alone)", "", lambda s: s["detection"]["phi_recall"])
+    row("isolated: RMSE (px)", "", lambda s: s["isolated"].get("rmse_px"))
+    row("isolated: CRLB (px, rms)", "", lambda s: s["isolated"].get("crlb_rms_px"))
+    row("isolated: RMSE / CRLB", "<= 1.2", lambda s: s["isolated"].get("rmse_over_crlb"))
+    row("isolated: median reported SD (px)", "",
+        lambda s: s["isolated"].get("median_reported_sd_px"))
+    row("isolated: SD of z-scores", "0.8-1.25", lambda s: s["isolated"].get("z_score_sd"))
+    row("isolated: robust SD of z-scores", "", lambda s: s["isolated"].get("z_score_sd_robust"))
+    row("isolated: reported SD / MCMC SD (median)", "0.8-1.25",
+        lambda s: s["isolated"].get("reported_sd_over_mcmc_sd_median"))
+    row("CRLB and MCMC PSF", "", lambda s: s["isolated"].get("crlb_psf"))
+    out = "\n".join(lines)
+    out += ("\n\n| sampler | samples | frames/s | variance-map error (relative) |\n"
+            "|---|---|---|---|\n")
+    out += "\n".join(f"| {r['sampler']} | {r['samples']} | {r['frames_per_s']} | "
+                     f"{r['variance_map_rel_error']} |" for r in result["samplers"])
+    return out + "\n"
+
+
+def _figure(result: dict[str, Any], zs: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    grid = np.linspace(-5, 5, 201)
+    for name, z in zs.items():
+        ax[0].hist(np.clip(z.ravel(), -5, 5), bins=40, range=(-5, 5), density=True,
+                   histtype="step", label=name.split(" (")[0])
+    ax[0].plot(grid, np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
+    ax[0].set_xlabel("position error / reported SD (isolated emitters)")
+    ax[0].legend()
+    for name in dict.fromkeys(r["sampler"] for r in result["samplers"]):
+        rows = [r for r in result["samplers"] if r["sampler"] == name]
+        ax[1].plot([r["frames_per_s"] for r in rows],
+                   [r["variance_map_rel_error"] for r in rows], "o-", label=name)
+    ax[1].set_xscale("log")
+    ax[1].set_xlabel("frames/s (CPU, this run)")
+    ax[1].set_ylabel("variance map: relative RMS error")
+    ax[1].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("weights", type=Path, help="a file from livespt train localizer")
+    ap.add_argument("weights", type=Path, nargs="?", default=None,
+                    help="a file from livespt train localizer (default: the shipped one)")
     ap.add_argument("--frames", type=int, default=200, help="frames per experiment")
     ap.add_argument("--samples", type=int, default=32, help="DDPM samples per frame")
     ap.add_argument("--steps", type=int, default=20, help="steps of the fast sampler")
-    ap.add_argument("--background", type=float, default=2.0)
-    ap.add_argument("--read-noise", type=float, default=1.0)
     ap.add_argument("--mcmc-frames", type=int, default=20,
                     help="isolated frames also sampled by MCMC (slow)")
+    ap.add_argument("--sampler-frames", type=int, default=2,
+                    help="frames of the sampler comparison")
+    ap.add_argument("--reference-samples", type=int, default=64,
+                    help="ancestral samples of the variance-map reference")
+    ap.add_argument("--sources", default="ours,deeptrack", help="comma-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/localizer.json")
+    ap.add_argument("--report", type=Path, default=ROOT / "docs/localization_report.md")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs/img/localizer_report.png")
     args = ap.parse_args(argv)
 
-    from livespt.models.ddpm.emitters import match_positions
-    from livespt.models.ddpm.localizer import load
-    from livespt.models.localize import crlb, fit_emitters, pack, sample_posterior
-    from livespt.models.simulate import simulate_smlm
+    from livespt.models.ddpm.evaluate import detection, isolated, ours
+    from livespt.models.ddpm.localizer import load, shipped_localizer
 
-    loc = load(args.weights)
-    sim = {"background_photons": args.background, "read_noise_e": args.read_noise}
-
-    # 1. Detection, 1-5 emitters per frame.
-    batch = simulate_smlm(args.frames, n_emitters=(1, 5), seed=11, **sim)
-    tp = fp = fn = 0
-    for k, res in enumerate(loc.localize(batch.frames.numpy(), args.samples,
-                                         n_steps=args.steps)):
-        truth = batch.positions_px[k][batch.mask[k]].numpy()
-        found = np.stack([res.emitters.x_px, res.emitters.y_px], axis=1)
-        m = len(match_positions(truth, found))
-        tp, fp, fn = tp + m, fp + len(found) - m, fn + len(truth) - m
-    detection = {"precision": round(tp / max(1, tp + fp), 4),
-                 "recall": round(tp / max(1, tp + fn), 4), "emitters": tp + fn}
-
-    # 2. Isolated emitters: error, reported SD, CRLB, MCMC.
-    iso = simulate_smlm(args.frames, n_emitters=1, seed=12, **sim)
-    results = loc.localize(iso.frames.numpy(), args.samples, n_steps=args.steps)
-    err, sd, bound, z, vs_mcmc = [], [], [], [], []
-    for k, res in enumerate(results):
-        truth = iso.positions_px[k, 0].numpy()
-        if len(res.emitters.x_px) == 0:
-            continue
-        j = int(np.argmin(np.hypot(res.emitters.x_px - truth[0], res.emitters.y_px - truth[1])))
-        e = np.array([res.emitters.x_px[j] - truth[0], res.emitters.y_px[j] - truth[1]])
-        s = np.array([res.emitters.x_sd_px[j], res.emitters.y_sd_px[j]])
-        theta = pack([truth[0]], [truth[1]], [200.0], max(args.background, 1e-3))
-        c = crlb(theta, (20, 20), 0.92, args.read_noise)[:2]
-        err.append(e)
-        sd.append(s)
-        bound.append(c)
-        z.append(e / np.maximum(s, 1e-9))
-        if k < args.mcmc_frames:
-            frame = iso.frames[k].numpy().astype(np.float64)
-            fit = fit_emitters(frame, theta, 0.92, args.read_noise)
-            chain = sample_posterior(frame, fit.theta, 0.92, args.read_noise, n_samples=4000,
-                                     burn_in=1000, seed=k)
-            vs_mcmc.append(s / chain.sd()[:2])
-    err_a, sd_a, bound_a, z_a = map(np.array, (err, sd, bound, z))
-    isolated = {
-        "frames_with_a_detection": len(err),
-        "rmse_px": round(float(np.sqrt(np.mean(err_a ** 2))), 4),
-        "crlb_rms_px": round(float(np.sqrt(np.mean(bound_a ** 2))), 4),
-        "rmse_over_crlb": round(float(np.sqrt(np.mean(err_a ** 2) / np.mean(bound_a ** 2))), 3),
-        "median_reported_sd_px": round(float(np.median(sd_a)), 4),
-        "z_score_sd": round(float(np.std(z_a)), 3),
-        "reported_sd_over_mcmc_sd_median": (round(float(np.median(np.array(vs_mcmc))), 3)
-                                            if vs_mcmc else None),
-        "mcmc_frames": len(vs_mcmc),
-    }
-
-    # 3. Speed, same samples per frame.
-    frames = iso.frames[:8].numpy()
-    speed = {}
-    for name, kw in [("fast", {"sampler": "fast", "n_steps": args.steps}),
-                     ("ancestral", {"sampler": "ancestral"})]:
-        t0 = time.perf_counter()
-        loc.sample(frames, args.samples, **kw)
-        speed[name] = round(len(frames) / (time.perf_counter() - t0), 3)
-    speed["fast_over_ancestral"] = round(speed["fast"] / speed["ancestral"], 2)
-
+    weights = args.weights or shipped_localizer()
+    if weights is None:
+        raise SystemExit("no weights given and no localizer shipped")
+    loc = load(weights)
+    t_start = time.perf_counter()
+    makers = {"ours": ours}
+    if "deeptrack" in args.sources:
+        from benchmarks.accuracy.smlm_deeptrack import deeptrack_smlm
+        makers["deeptrack"] = deeptrack_smlm
+    sources: dict[str, Any] = {}
+    zs: dict[str, np.ndarray] = {}
+    for key in args.sources.split(","):
+        make = makers[key]
+        multi = make(args.frames, (1, 5), 11)
+        single = make(args.frames, 1, 12)
+        det = detection(loc, multi, args.samples, args.steps)
+        iso = isolated(loc, single, args.samples, args.steps, args.mcmc_frames)
+        sources[multi.name] = {"detection": det, "isolated": iso}
+        res = loc.localize(single.frames_e, args.samples, n_steps=args.steps)
+        z = []
+        for k, r in enumerate(res):
+            if len(r.emitters.x_px):
+                t = single.positions_px[k][0]
+                j = int(np.argmin(np.hypot(r.emitters.x_px - t[0], r.emitters.y_px - t[1])))
+                z.append([(r.emitters.x_px[j] - t[0]) / r.emitters.x_sd_px[j],
+                          (r.emitters.y_px[j] - t[1]) / r.emitters.y_sd_px[j]])
+        zs[multi.name] = np.array(z)
+        print(key, json.dumps(sources[multi.name]), flush=True)
+    frames = ours(args.sampler_frames, 1, 13).frames_e
+    rows = samplers(loc, frames, args.reference_samples, [8, 32])
+    anc = next(r for r in rows if r["sampler"].startswith("ancestral") and r["samples"] == 32)
+    fast = next(r for r in rows if r["sampler"] == "fast, 20 steps" and r["samples"] == 32)
     result = {
         "benchmark": "localizer",
         "command": "python benchmarks/bench_localizer.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "data": "simulate_smlm (ours only), 20 x 20 px, PSF 0.92 px, i0 = 200",
-        "settings": {k: str(v) for k, v in vars(args).items()},
-        "detection": detection, "isolated": isolated, "frames_per_s": speed,
-        "targets": {"precision": 0.99, "recall": 0.95, "rmse_over_crlb": 1.2,
-                    "reported_sd_over_mcmc_sd": [0.8, 1.25], "z_score_sd": [0.8, 1.25]},
+        "weights": str(weights), "card": {k: loc.card.get(k) for k in ("name", "sha256",
+                                                                       "command", "date")},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "torch_threads": __import__("torch").get_num_threads()},
+        "settings": {"frames": args.frames, "samples": args.samples, "steps": args.steps,
+                     "mcmc_frames": args.mcmc_frames, "i0": 200, "psf_px": 0.92,
+                     "background": 2.0, "read_noise_e": 1.0},
+        "sources": sources, "samplers": rows,
+        "fast_over_ancestral_frames_per_s_at_32_samples": round(
+            fast["frames_per_s"] / anc["frames_per_s"], 2),
+        "targets": TARGETS, "seconds": round(time.perf_counter() - t_start, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report = ("<!-- written by benchmarks/bench_localizer.py; do not edit by hand -->\n"
+              f"# Localizer evaluation: `{loc.card.get('name', weights.stem)}`\n\n"
+              f"Command: `{result['command']}` ({result['seconds']} s, "
+              f"{os.cpu_count()} CPUs). Sources side by side; targets from issue 14.\n\n"
+              + _table(result)
+              + f"\nFast (20 steps) over ancestral frames/s at 32 samples: "
+              f"{result['fast_over_ancestral_frames_per_s_at_32_samples']}x.\n\n"
+              "![z-scores and samplers](img/localizer_report.png)\n")
+    args.report.write_text(report)
+    _figure(result, zs, args.figure)
     print(json.dumps(result, indent=2))
 
 

@@ -16,6 +16,7 @@ live. Other languages use ``proto/livespt/v1/livespt.proto`` directly.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -30,6 +31,12 @@ from numpy.typing import NDArray
 
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.pipeline.localize import (
+    Localization,
+    LocalizeSettings,
+    join_localizations,
+    output_bytes,
+)
 from livespt.server.pipeline.records import ChangeEvent, TrackPoint, WindowEstimate
 from livespt.server.pipeline.tracks import Track, TrackAnalysis
 from livespt.server.pipeline.windows import WindowConfig
@@ -46,7 +53,7 @@ from livespt.server.service.settings import (
 )
 
 __all__ = ["ChangeSettings", "DetectorSettings", "LinkerSettings", "LiveSptClient",
-           "StreamResult", "StreamSettings", "WindowConfig"]
+           "LocalizeSettings", "StreamResult", "StreamSettings", "WindowConfig"]
 
 
 @dataclass
@@ -203,6 +210,57 @@ class LiveSptClient:
         if batch or not tracks:
             send()
         return out
+
+    def localize(self, frames: Any, settings: LocalizeSettings, *, first_frame: int = 0,
+                 frames_per_call: int = 16, timeout_s: float = 600.0,
+                 on_part: Callable[[int, int], None] | None = None) -> Localization:
+        """Localize: maps and emitters with uncertainty, from the server's localizer.
+
+        Frames go in calls of at most ``frames_per_call`` frames, fewer where the maps of
+        the answer (``2 * 4 * upsample^2`` bytes per pixel) would pass the message limit;
+        frame ``k`` is numbered ``first_frame + k`` in every call, so the samples do not
+        depend on how the movie was cut.
+
+        Parameters
+        ----------
+        frames : array_like, shape (T, H, W) or (H, W)
+            uint8, uint16 or float32 frames (others are sent as float32), ADU.
+        settings : LocalizeSettings
+            Samples, sampler, threshold, pixel size and camera.
+        first_frame : int
+            Number of the first frame in its movie.
+        frames_per_call : int
+            Most frames per call.
+        timeout_s : float
+            Deadline of each call, s.
+        on_part : callable, optional
+            ``on_part(done, total)`` after each call (a progress bar).
+
+        Returns
+        -------
+        Localization
+            A gRPC error (e.g. INVALID_ARGUMENT naming a field) raises ``grpc.RpcError``.
+        """
+        arr = np.asarray(frames)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise ValueError(f"frames must be (frames, height, width), got shape {arr.shape}")
+        info = self.info(timeout_s)
+        upsample = next((json.loads(m.card_json).get("upsample", 4) for m in info.models
+                         if m.kind == "localizer"), 4)
+        budget = min(self.limits.max_message_bytes, info.limits.max_message_bytes or
+                     self.limits.max_message_bytes) - (1 << 20)  # room for the emitters
+        per_frame = output_bytes(1, arr.shape[1], arr.shape[2], upsample)
+        step = max(1, min(int(frames_per_call), budget // per_frame))
+        parts: list[Localization] = []
+        for start in range(0, len(arr), step):
+            req = wire.localize_request_to_proto(arr[start:start + step], settings,
+                                                 first_frame + start)
+            parts.append(wire.localization_from_proto(self.stub.Localize(req, timeout=timeout_s)))
+            if on_part is not None:
+                on_part(min(start + step, len(arr)), len(arr))
+        return join_localizations(parts)
 
     def stream(
         self,

@@ -55,3 +55,34 @@ def test_weights_round_trip(localizer: Localizer, tmp_path: Path) -> None:
         load(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no such file"):
         load(tmp_path / "missing.pt")
+
+
+def test_a_card_guards_its_weights(localizer: Localizer, tmp_path: Path) -> None:
+    from livespt.models.ddpm.localizer import read_card, write_card
+
+    path = save(localizer, tmp_path / "loc.pt")
+    write_card(path, {"name": "loc", "metrics": {}})
+    assert load(path).card["name"] == "loc"
+    assert read_card(path)["sha256"] == load(path).card["sha256"]
+    save(Localizer(localizer.phi, localizer.psi, localizer.schedule, target_scale=2.0), path)
+    with pytest.raises(ValueError, match=r"sha256 differs from its card loc\.json"):
+        load(path)
+    (tmp_path / "loc.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a livespt-ddpm/1 card"):
+        load(path)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not readable"):
+        load(tmp_path / "junk.pt")
+
+
+def test_the_target_scale_is_undone_when_sampling(localizer: Localizer) -> None:
+    # Psi draws k times the target: with an untrained Psi the samples' spread around
+    # phi shrinks as k grows (the same noise, divided by k), and stays in [0, 1].
+    frames = np.random.default_rng(2).poisson(10, (1, 16, 16)).astype(np.float64)
+    spread = []
+    for k in (1.0, 10.0):
+        loc = Localizer(localizer.phi, localizer.psi, localizer.schedule, target_scale=k)
+        smp = loc.sample(frames, 4, n_steps=3).numpy()
+        assert smp.min() >= 0 and smp.max() <= 1
+        spread.append(float(smp.std(axis=1).mean()))
+    assert spread[1] < spread[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from livespt.models.ddpm.networks import KdeNetConfig, UNetConfig
@@ -47,4 +49,26 @@ def test_livespt_train_localizer_writes_a_loadable_file(tmp_path) -> None:
                  "--out", str(out)]) == 0
     loc = load(out)
     assert loc.phi.config == TINY.phi
+    assert loc.target == "residual" and loc.target_scale > 1  # the residual's RMS << 1
+    assert loc.card["name"] == "loc" and loc.card["training"]["batch_size"] == TINY.batch_size
+    assert loc.card["history"]["ddpm"]["target_scale"] == pytest.approx(loc.target_scale)
     assert main(["train", "localizer", "--preset", "tiny", "--minutes", "0"]) == 2
+    again = tmp_path / "again.pt"
+    assert main(["train", "localizer", "--preset", "tiny", "--phi-from", str(out),
+                 "--out", str(again)]) == 0
+    kept = load(again)
+    assert all(torch.equal(a, b) for a, b in zip(kept.phi.state_dict().values(),
+                                                 loc.phi.state_dict().values(), strict=True))
+    assert kept.card["history"]["phi"]["from"] == str(out)
+    assert "--phi-from" in kept.card["command"]
+    assert main(["train", "localizer", "--preset", "cpu", "--phi-from", str(out)]) == 2
+
+
+def test_the_target_is_scaled_to_unit_rms() -> None:
+    from livespt.models.ddpm.train import target_scale
+
+    def draw(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0.02 * torch.randn(64, 1, 8, 8, generator=gen), torch.zeros(1)
+    k = target_scale(draw, torch.Generator().manual_seed(0), torch.device("cpu"))
+    # RMS of 8 x 4096 normal values times 0.02: 1/k within a few 1/sqrt(32768) of 0.02.
+    assert 1 / k == pytest.approx(0.02, rel=4 / np.sqrt(2 * 8 * 4096))

@@ -29,7 +29,7 @@ the answer is known:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -122,8 +122,9 @@ def l1_loss(eps_model: EpsModel, y0: Tensor, schedule: Schedule,
     Tensor, scalar
     """
     b = y0.shape[0]
-    t = torch.randint(0, schedule.steps, (b,), generator=generator, device=y0.device)
-    noise = torch.randn(y0.shape, generator=generator, device=y0.device, dtype=y0.dtype)
+    # Drawn on the CPU (where the generator lives), then moved: same draws on any device.
+    t = torch.randint(0, schedule.steps, (b,), generator=generator).to(y0.device)
+    noise = torch.randn(y0.shape, generator=generator, dtype=y0.dtype).to(y0.device)
     return (noise - eps_model(q_sample(y0, t, noise, schedule), t)).abs().mean()
 
 
@@ -165,11 +166,37 @@ def ddim_steps(schedule: Schedule, n_steps: int) -> list[int]:
     return out
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""Noise source of a sampler: one generator, one per equal block of rows, or None."""
+
+
+def _randn(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise on the CPU; a sequence of generators fills equal row blocks.
+
+    One generator per frame makes a frame's samples the same whichever frames it is
+    batched with.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype)
+    gens = list(generator)
+    if not gens or shape[0] % len(gens):
+        raise ValueError(f"{len(gens)} generators cannot fill {shape[0]} rows equally")
+    rows = (shape[0] // len(gens), *shape[1:])
+    return torch.cat([torch.randn(rows, generator=g, dtype=dtype) for g in gens])
+
+
+def _clamp(y: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
+    """``y`` bounded by scalars or tensors (torch.clamp takes one kind at a time)."""
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        return torch.minimum(torch.maximum(y, torch.as_tensor(lo).to(y)), torch.as_tensor(hi).to(y))
+    return y.clamp(lo, hi)
+
+
 @torch.no_grad()
 def sample_ddim(eps_model: EpsModel, shape: tuple[int, ...], schedule: Schedule,
-                n_steps: int, eta: float = FAST_ETA, generator: torch.Generator | None = None,
+                n_steps: int, eta: float = FAST_ETA, generator: Generators = None,
                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                clip: tuple[float, float] | None = None) -> Tensor:
+                clip: tuple[float | Tensor, float | Tensor] | None = None) -> Tensor:
     """Draw samples with the generalised DDIM update over ``n_steps`` steps.
 
     Parameters
@@ -184,13 +211,15 @@ def sample_ddim(eps_model: EpsModel, shape: tuple[int, ...], schedule: Schedule,
         Steps taken (:func:`ddim_steps`); ``T`` with ``eta = 1`` is the ancestral sampler.
     eta : float
         In ``[0, 1]``: 0 deterministic, 1 the DDPM posterior variance on each step.
-    generator : torch.Generator, optional
-        Source of the starting noise and of each step's noise (fixed seed: same samples).
+    generator : torch.Generator or sequence of them, optional
+        Source of the starting noise and of each step's noise (fixed seed: same samples);
+        a sequence gives each its equal block of rows (e.g. one per frame).
     device, dtype
         Where and in which precision the samples are made.
-    clip : (float, float), optional
+    clip : (float or Tensor, float or Tensor), optional
         Bounds for the predicted clean target ``y_0`` at each step (e.g. the KDE's
-        ``(0, 1)``); None: no clipping.
+        ``(0, 1)``; tensors broadcast against ``shape``, e.g. per-pixel bounds of a
+        residual); None: no clipping.
 
     Returns
     -------
@@ -200,7 +229,7 @@ def sample_ddim(eps_model: EpsModel, shape: tuple[int, ...], schedule: Schedule,
     e = _validate.in_range("eta", eta, 0.0, 1.0)
     steps = ddim_steps(schedule, n_steps)
     ab = schedule.alpha_bars()
-    y = torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device)
+    y = _randn(shape, generator, dtype).to(device)
     b = shape[0]
     for k, t in enumerate(steps):
         ab_t = float(ab[t])
@@ -209,20 +238,20 @@ def sample_ddim(eps_model: EpsModel, shape: tuple[int, ...], schedule: Schedule,
         eps = eps_model(y, tt)
         y0 = (y - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
         if clip is not None:
-            y0 = y0.clamp(*clip)
+            y0 = _clamp(y0, *clip)
             eps = (y - math.sqrt(ab_t) * y0) / math.sqrt(1 - ab_t)
         sigma = e * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
         y = math.sqrt(ab_prev) * y0 + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.0)) * eps
         if sigma > 0:
-            z = torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device)
+            z = _randn(shape, generator, dtype).to(device)
             y = y + sigma * z
     return y
 
 
 def sample_ancestral(eps_model: EpsModel, shape: tuple[int, ...], schedule: Schedule,
-                     generator: torch.Generator | None = None,
+                     generator: Generators = None,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                     clip: tuple[float, float] | None = None) -> Tensor:
+                     clip: tuple[float | Tensor, float | Tensor] | None = None) -> Tensor:
     """The seed's sampler: every one of the ``T`` steps, posterior variance ``beta~_t``.
 
     Parameters
@@ -233,12 +262,12 @@ def sample_ancestral(eps_model: EpsModel, shape: tuple[int, ...], schedule: Sche
         ``(B, ...)``.
     schedule : Schedule
         The noise schedule.
-    generator : torch.Generator, optional
-        Source of the noise.
+    generator : torch.Generator or sequence of them, optional
+        Source of the noise (as :func:`sample_ddim`).
     device, dtype
         Where and in which precision.
-    clip : (float, float), optional
-        Bounds for the predicted clean target at each step.
+    clip : (float or Tensor, float or Tensor), optional
+        Bounds for the predicted clean target at each step (as :func:`sample_ddim`).
 
     Returns
     -------

@@ -8,10 +8,16 @@ convolutional, and Psi's input is padded to its multiple of ``2 ** (levels - 1)`
 
 Weights are one file (``format`` :data:`WEIGHTS_FORMAT`) holding both networks, their
 configurations and the schedule; :func:`save` and :func:`load` (``weights_only=True``).
+A file may have a JSON card beside it (same name, ``.json``: training, metrics, sha256);
+:func:`load` refuses a file whose sha256 differs from its card's. The shipped localizer
+lives in :data:`SHIPPED_DIR` (apart from the transformers' folder, whose every ``.pt`` is
+a transformer).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +37,34 @@ from livespt.models.ddpm.networks import (
     UNetConfig,
     normalise_frames,
 )
+from livespt.models.vit.weights import WEIGHTS_DIR, sha256
 
 WEIGHTS_FORMAT = "livespt-ddpm/1"
 """The ``format`` of localizer weight files."""
+
+SHIPPED_DIR = WEIGHTS_DIR / "localizer"
+"""Where the shipped localizer weights and their card are."""
+
+TARGETS = ("residual", "kde")
+"""What Psi draws (:class:`Localizer`'s ``target``)."""
+
+
+def frame_generator(seed: int, frame: int) -> torch.Generator:
+    """The noise source of one frame's samples: seeded by ``(seed, frame)``.
+
+    Parameters
+    ----------
+    seed : int
+        The request's seed (>= 0).
+    frame : int
+        The frame's number in its movie (>= 0).
+
+    Returns
+    -------
+    torch.Generator
+    """
+    state = np.random.SeedSequence([int(seed), int(frame)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 @dataclass(frozen=True)
@@ -68,19 +99,32 @@ class Localizer:
         The schedule Psi was trained with.
     sigma_y_px : float
         KDE kernel width of the training targets (fine pixels).
+    target : {"residual", "kde"}
+        What Psi was trained to draw: the KDE minus phi's estimate (the default; a sample
+        is phi's estimate plus a drawn residual) or the KDE itself (the seed's).
+    target_scale : float
+        Psi draws the target times this (:func:`~livespt.models.ddpm.train.target_scale`).
     """
 
     def __init__(self, phi: KdeNet, psi: ConditionalUNet, schedule: Schedule,
-                 sigma_y_px: float = 3.0) -> None:
+                 sigma_y_px: float = 3.0, target: str = "residual",
+                 target_scale: float = 1.0) -> None:
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.phi = phi.eval()
         self.psi = psi.eval()
         self.schedule = schedule
         self.sigma_y_px = float(sigma_y_px)
+        self.target = target
+        self.target_scale = _validate.positive("target_scale", target_scale)
         self.upsample = phi.config.upsample
+        self.card: dict[str, Any] = {}
+        """The weights' card (empty when the file has none)."""
 
     @torch.no_grad()
     def sample(self, frames: Any, n_samples: int = 32, sampler: str = "fast",
-               n_steps: int = 20, seed: int = 0) -> Tensor:
+               n_steps: int = 20, seed: int = 0, first_frame: int = 0,
+               generators: Sequence[torch.Generator] | None = None) -> Tensor:
         """KDE samples of each frame.
 
         Parameters
@@ -94,7 +138,13 @@ class Localizer:
         n_steps : int
             Steps of the fast sampler.
         seed : int
-            Seed of the sampler's noise (same seed, same samples).
+            Seed of the sampler's noise. Frame ``k`` draws from
+            :func:`frame_generator` ``(seed, first_frame + k)``: the same seed gives the
+            same samples of a frame whichever frames it is sent or batched with.
+        first_frame : int
+            Number of the first frame in its movie.
+        generators : sequence of torch.Generator, optional
+            One per frame, instead of ``seed`` and ``first_frame``.
 
         Returns
         -------
@@ -111,30 +161,40 @@ class Localizer:
         ph, pw = (-h) % factor, (-w) % factor
         cond = torch.nn.functional.pad(cond, (0, pw, 0, ph))
         cond = cond.repeat_interleave(s, dim=0)
-        gen = torch.Generator().manual_seed(seed)
+        gen = (list(generators) if generators is not None
+               else [frame_generator(seed, first_frame + k) for k in range(b)])
+        if len(gen) != b:
+            raise ValueError(f"generators: {len(gen)} for {b} frames")
 
         def eps(y: Tensor, t: Tensor) -> Tensor:
             return self.psi(y, t, cond)
 
         shape = (b * s, 1, h + ph, w + pw)
+        # The KDE lies in [0, 1]; a residual in [-phi, 1 - phi], pixel by pixel.
+        k = self.target_scale
+        clip: tuple[float | Tensor, float | Tensor] = (
+            (-cond * k, (1.0 - cond) * k) if self.target == "residual" else (0.0, k))
         if sampler == "ancestral":
             y = sample_ancestral(eps, shape, self.schedule, generator=gen, device=dev,
-                                 clip=(0.0, 1.0))
+                                 clip=clip)
         else:
             y = sample_ddim(eps, shape, self.schedule, n_steps, generator=gen, device=dev,
-                            clip=(0.0, 1.0))
+                            clip=clip)
+        y = y / k
+        if self.target == "residual":
+            y = (y + cond).clamp(0.0, 1.0)
         return y[:, 0, :h, :w].reshape(b, s, h, w).cpu()
 
     def localize(self, frames: Any, n_samples: int = 32, sampler: str = "fast",
-                 n_steps: int = 20, seed: int = 0, threshold: float = 0.3
-                 ) -> list[FrameLocalization]:
+                 n_steps: int = 20, seed: int = 0, threshold: float = 0.3,
+                 first_frame: int = 0) -> list[FrameLocalization]:
         """Mean, variance and emitters of each frame (see :meth:`sample`).
 
         Parameters
         ----------
         frames : array_like, shape (B, H, W)
             Frames.
-        n_samples, sampler, n_steps, seed
+        n_samples, sampler, n_steps, seed, first_frame
             As for :meth:`sample`.
         threshold : float
             Smallest mean KDE value at an emitter.
@@ -144,7 +204,7 @@ class Localizer:
         list of FrameLocalization
             One per frame.
         """
-        samples = self.sample(frames, n_samples, sampler, n_steps, seed).numpy()
+        samples = self.sample(frames, n_samples, sampler, n_steps, seed, first_frame).numpy()
         out = []
         for smp in samples:
             em = locate_emitters(smp, self.upsample, self.sigma_y_px, threshold)
@@ -177,6 +237,8 @@ def save(localizer: Localizer, path: str | Path) -> Path:
         "unet_config": asdict(localizer.psi.config),
         "schedule": asdict(localizer.schedule),
         "sigma_y_px": localizer.sigma_y_px,
+        "target": localizer.target,
+        "target_scale": localizer.target_scale,
         "phi": {k: v.detach().cpu() for k, v in localizer.phi.state_dict().items()},
         "psi": {k: v.detach().cpu() for k, v in localizer.psi.state_dict().items()},
     }, p)
@@ -200,7 +262,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Localizer:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"localizer weights {p}: no such file")
-    blob = torch.load(p, map_location="cpu", weights_only=True)
+    card = read_card(p)
+    if card and card.get("sha256") != sha256(p):
+        raise ValueError(f"localizer weights {p}: sha256 differs from its card "
+                         f"{p.with_suffix('.json').name} (a corrupt or replaced file)")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: not a weights file
+        raise ValueError(f"localizer weights {p}: not readable ({type(exc).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"localizer weights {p}: not a {WEIGHTS_FORMAT} file")
     pc = dict(blob["phi_config"])
@@ -211,5 +280,65 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Localizer:
     psi = ConditionalUNet(UNetConfig(**uc))
     phi.load_state_dict(blob["phi"])
     psi.load_state_dict(blob["psi"])
-    return Localizer(phi.to(device), psi.to(device), Schedule(**blob["schedule"]),
-                     float(blob["sigma_y_px"]))
+    loc = Localizer(phi.to(device), psi.to(device), Schedule(**blob["schedule"]),
+                    float(blob["sigma_y_px"]), str(blob.get("target", "kde")),
+                    float(blob.get("target_scale", 1.0)))
+    loc.card = card
+    return loc
+
+
+def read_card(weights: str | Path) -> dict[str, Any]:
+    """The card beside a weights file (``.json``), or an empty dict when there is none.
+
+    Parameters
+    ----------
+    weights : str or Path
+        The ``.pt`` file.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ValueError
+        The card is not a JSON object of format :data:`WEIGHTS_FORMAT`.
+    """
+    path = Path(weights).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"localizer card {path}: not valid JSON ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"localizer card {path}: not a {WEIGHTS_FORMAT} card")
+    return card
+
+
+def write_card(weights: str | Path, card: dict[str, Any]) -> Path:
+    """Write the card of a weights file, with its format and the file's sha256.
+
+    Parameters
+    ----------
+    weights : str or Path
+        The ``.pt`` file.
+    card : dict
+        Name, training, metrics (JSON-ready).
+
+    Returns
+    -------
+    Path
+        The ``.json`` written.
+    """
+    p = Path(weights)
+    full = {"format": WEIGHTS_FORMAT, **card, "sha256": sha256(p)}
+    out = p.with_suffix(".json")
+    out.write_text(json.dumps(full, indent=2) + "\n")
+    return out
+
+
+def shipped_localizer() -> Path | None:
+    """The shipped localizer's weights file, or None when none is installed."""
+    found = sorted(SHIPPED_DIR.glob("*.pt"))
+    return found[0] if found else None

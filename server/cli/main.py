@@ -136,6 +136,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "vanished; 0: no keepalive")
     p.add_argument("--keepalive-timeout", type=float, default=20.0, metavar="S",
                    help="seconds to wait for the answer to a keepalive ping")
+    p.add_argument("--localizer", default="shipped", metavar="WEIGHTS",
+                   help="the localizer the Localize call uses: 'shipped' (the installed one, "
+                        "if any), 'none', or a weights file from livespt train localizer")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"),
                    help="log lines: sessions started and ended (id, peer, frames, status) at "
@@ -340,6 +343,50 @@ def _add_tracks(sub: argparse._SubParsersAction) -> None:
                     help="Fiji.app (default: where make fiji installs it)")
 
 
+def _add_localize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "localize",
+        help="localize molecules with an uncertainty map (DeepSTORM + DDPM)",
+        description=(
+            "Localize the emitters of every frame of a TIFF movie with the localizer "
+            "(DeepSTORM + conditional DDPM): many KDE samples per frame, whose mean and "
+            "per-pixel variance are written as DIR/mean.tif and DIR/variance.tif (float32, on "
+            "a grid 4x finer than the camera's, ImageJ-calibrated) and whose emitters, with "
+            "the standard deviation of their positions over the samples, as "
+            "DIR/emitters.csv (frame, x_um, y_um, x_sd_um, y_sd_um, photons, peak); "
+            "DIR/summary.json records settings, model and warnings. Runs in this process, "
+            "or on a server with --server. See docs/localization.md for what the shipped "
+            "localizer was validated on."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("movie", metavar="FRAMES", help="TIFF movie (T, H, W), camera counts")
+    p.add_argument("--out", default="livespt_localize", help="output directory")
+    p.add_argument("--server", metavar="HOST:PORT", default=None,
+                   help="localize on this server (its Localize call) instead of in-process")
+    add_connection_flags(p)
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
+                   help="with --server: seconds to wait for it to answer")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="in-process: a localizer weights file (default: the shipped one)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="camera pixel in the sample, um (default: the TIFF's calibration)")
+    p.add_argument("--samples", type=int, default=32, help="KDE samples per frame (2-256)")
+    p.add_argument("--sampler", default="fast", choices=("fast", "ancestral"),
+                   help="fast: --steps DDIM steps; ancestral: the seed's 100 steps")
+    p.add_argument("--steps", type=int, default=20, help="steps of the fast sampler (1-100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="smallest mean KDE value of an emitter, (0, 1]")
+    p.add_argument("--camera-offset", type=float, default=None, metavar="ADU",
+                   help="camera offset; with --camera-gain, photons are reported")
+    p.add_argument("--camera-gain", type=float, default=None, metavar="ADU_PER_E",
+                   help="camera gain, ADU per photo-electron")
+    p.add_argument("--frames-per-call", type=int, default=16, metavar="N",
+                   help="frames localized together (fewer where the maps would pass the "
+                        "message limit)")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -351,8 +398,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "parameters, metrics, sha256, date). Presets: cpu (about 25 min on 2 cores), gpu "
             "(full size, bf16), tiny (a smoke test). MODEL 'localizer' trains the DeepSTORM "
             "network and then the DDPM on simulated SMLM frames (half of --minutes each) and "
-            "writes one weights file (default ./localizer-<preset>.pt; not yet used by any "
-            "other command)."
+            "writes one weights file (default ./localizer-<preset>.pt) and its JSON card, for "
+            "livespt localize --weights and livespt serve --localizer."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -367,6 +414,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="step limit (default: the preset's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--phi-from", default=None, metavar="WEIGHTS",
+                   help="localizer only: keep the phi of this localizer file and train only "
+                        "the DDPM, for all of --minutes")
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="continue training from this weights file (same architecture; a new "
                         "warm-up and cosine schedule over --minutes)")
@@ -422,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracks(sub)
     _add_simulate(sub)
     _add_demo(sub)
+    _add_localize(sub)
     _add_train(sub)
     _add_evaluate(sub)
     for command in sub.choices.values():  # also after the command: livespt stream ... --debug
@@ -488,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 keep_sessions=args.keep_sessions, keep_days=args.keep_days,
                                 keepalive_s=args.keepalive,
                                 keepalive_timeout_s=args.keepalive_timeout,
+                                localizer=args.localizer,
                                 shutdown_grace_s=args.shutdown_grace, models=models,
                                 batching=BatchingOptions(args.max_batch,
                                                          args.max_batch_delay),
@@ -511,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from livespt.server.cli.demo import run_demo
 
             run_demo(args.out, seed=args.seed)
+        elif args.command == "localize":
+            from livespt.server.cli.localize import run_localize
+
+            run_localize(args)
         elif args.command == "train":
             from livespt.server.cli.train import run_train, run_train_localizer
 

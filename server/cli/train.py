@@ -9,6 +9,7 @@ import torch
 
 from livespt.models.vit.estimator import WEIGHTS_DIR
 from livespt.models.vit.train import preset, save, train
+from livespt.models.vit.weights import sha256
 
 
 def resolve_device(name: str) -> str:
@@ -53,8 +54,9 @@ def run_train(args: argparse.Namespace) -> Path:
 def run_train_localizer(args: argparse.Namespace) -> Path:
     """``livespt train localizer``: phi, then Psi on phi's estimates; one weights file."""
     from dataclasses import replace
+    from datetime import datetime, timezone
 
-    from livespt.models.ddpm.localizer import Localizer, save
+    from livespt.models.ddpm.localizer import Localizer, save, write_card
     from livespt.models.ddpm.train import PRESETS, train_ddpm, train_phi
 
     if args.preset not in PRESETS:
@@ -70,11 +72,43 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
         cfg = replace(cfg, max_steps=args.steps)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else Path(f"localizer-{args.preset}.pt")
-    print(f"training the localizer (preset {args.preset}) on {device}: phi, then the DDPM, "
-          f"each for at most {cfg.max_minutes:g} min / {cfg.max_steps} steps -> {out}",
-          flush=True)
-    phi, h_phi = train_phi(cfg, device, log=lambda line: print("phi", line, flush=True))
+    phi_from = getattr(args, "phi_from", None)
+    if phi_from is not None:
+        from livespt.models.ddpm.localizer import load
+
+        src = load(phi_from)  # ValueError names the file
+        if src.phi.config != cfg.phi:
+            raise ValueError(f"--phi-from {phi_from}: its phi ({src.phi.config}) is not the "
+                             f"preset's ({cfg.phi})")
+        if args.minutes is not None:
+            cfg = replace(cfg, max_minutes=args.minutes)  # all of it for the DDPM
+        print(f"training the localizer's DDPM (preset {args.preset}) on {device} with the phi "
+              f"of {phi_from}, for at most {cfg.max_minutes:g} min / {cfg.max_steps} steps "
+              f"-> {out}", flush=True)
+        phi = src.phi
+        h_phi = {"from": str(phi_from), "sha256": sha256(phi_from),
+                 "card_history": src.card.get("history", {}).get("phi")}
+    else:
+        print(f"training the localizer (preset {args.preset}) on {device}: phi, then the "
+              f"DDPM, each for at most {cfg.max_minutes:g} min / {cfg.max_steps} steps -> "
+              f"{out}", flush=True)
+        phi, h_phi = train_phi(cfg, device, log=lambda line: print("phi", line, flush=True))
     psi, h_psi = train_ddpm(cfg, phi, device, log=lambda line: print("ddpm", line, flush=True))
-    save(Localizer(phi, psi, cfg.schedule, cfg.data.sigma_y_px), out)
-    print(f"wrote {out} (phi: {h_phi['steps']} steps, DDPM: {h_psi['steps']} steps)")
+    loc = Localizer(phi, psi, cfg.schedule, cfg.data.sigma_y_px, cfg.target,
+                    h_psi["target_scale"])
+    save(loc, out)
+    params = {name: sum(p.numel() for p in net.parameters()) for name, net in
+              (("phi", phi), ("psi", psi))}
+    card = write_card(out, {
+        "name": out.stem, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["livespt", "train", "localizer", "--preset", args.preset,
+                             *(["--minutes", f"{args.minutes:g}"] if args.minutes else []),
+                             *(["--phi-from", str(phi_from)] if phi_from else []),
+                             "--seed", str(args.seed)]),
+        "device": str(device), "torch": torch.__version__, "parameters": params,
+        "upsample": loc.upsample, "target": cfg.target,
+        "training": cfg.to_dict(), "history": {"phi": h_phi, "ddpm": h_psi},
+        "metrics": {}})
+    print(f"wrote {out} and {card} (phi: {h_phi.get('steps', 'kept')} steps, DDPM: "
+          f"{h_psi['steps']} steps)")
     return out

@@ -78,6 +78,46 @@ def write_movie(
     return out
 
 
+def write_maps(path: str | Path, maps: NDArray[np.float32], pixel_size_um: float,
+               upsample: int) -> Path:
+    """Write (T, H, W) float32 maps on a grid ``upsample`` times finer than the camera's.
+
+    The ImageJ calibration makes Fiji show the maps in the camera frames' coordinates:
+    the map pixel is ``pixel_size_um / upsample`` and the origin ``(upsample - 1) / 2`` map
+    pixels, so that map pixel ``k`` is centred at ``((k + 1/2) / upsample - 1/2)`` camera
+    pixels, and camera pixel ``(i, j)`` at ``(j, i) * pixel_size_um`` as everywhere.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (``mean.tif``, ``variance.tif``).
+    maps : ndarray of float32, shape (T, H, W)
+        The maps.
+    pixel_size_um : float
+        The camera's pixel size in the sample, micrometres.
+    upsample : int
+        Map pixels per camera pixel.
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    px = _validate.positive("pixel_size_um", pixel_size_um)
+    up = _validate.positive_int("upsample", upsample)
+    arr = np.asarray(maps, dtype=np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f"maps must have shape (T, H, W), got {arr.shape}")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fine = px / up
+    origin = (up - 1) / 2
+    tifffile.imwrite(out, arr, imagej=True, resolution=(1.0 / fine, 1.0 / fine),
+                     metadata={"axes": "TYX", "unit": "um", "xorigin": origin,
+                               "yorigin": origin})
+    return out
+
+
 def read_calibration(path: str | Path) -> Calibration:
     """Read pixel size and frame interval from an ImageJ TIFF, where present.
 

@@ -23,7 +23,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from livespt.models.ddpm.localizer import shipped_localizer
+from livespt.models.vit.weights import ModelLoadError
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
+from livespt.server.inference.localizer import ResidentLocalizer
 from livespt.server.inference.resident import BatchingOptions, ModelRegistry
 from livespt.server.service.detection_pool import (
     Detected,
@@ -140,6 +143,9 @@ class ServerOptions:
     keep_sessions, keep_days : int, float
         Retention of ended sessions' folders: at most this many / none older than this
         many days, applied at start and whenever a session ends; 0: keep all.
+    localizer : str
+        ``shipped``: the shipped localizer when one is installed (else none); ``none``;
+        or a weights file (start-up fails when it cannot be loaded).
     keepalive_s, keepalive_timeout_s : float
         gRPC keepalive (:func:`keepalive_options`): a connection silent for
         ``keepalive_s`` seconds is pinged and closed when no answer comes within
@@ -169,6 +175,7 @@ class ServerOptions:
     keep_days: float = 0.0
     keepalive_s: float = 60.0
     keepalive_timeout_s: float = 20.0
+    localizer: str = "shipped"
 
 
 def resolve_device(device: str) -> str:
@@ -204,9 +211,32 @@ class RunningServer:
         await self.server.stop(grace_s)
         self.detection.close()
         self.service.tracks.close()
+        self.service.localize_executor.shutdown(wait=True)
+        if self.service.localizer is not None:
+            self.service.localizer.close()
         self.executor.shutdown(wait=True)
         if self.service.registry is not None:
             self.service.registry.close()
+
+
+def load_localizer(choice: str, device: str, max_delay_ms: float) -> ResidentLocalizer | None:
+    """The localizer ``--localizer`` names: ``shipped`` (if installed), ``none`` or a file.
+
+    Raises
+    ------
+    ModelLoadError
+        A named file that is missing or cannot be loaded.
+    """
+    if choice == "none":
+        return None
+    path = shipped_localizer() if choice == "shipped" else Path(choice)
+    if path is None:
+        log.info("no localizer installed: Localize answers FAILED_PRECONDITION")
+        return None
+    try:
+        return ResidentLocalizer(path, device, max_delay_ms)
+    except ValueError as exc:
+        raise ModelLoadError(f"--localizer: {exc}") from None
 
 
 async def start_server(opts: ServerOptions) -> RunningServer:
@@ -227,6 +257,11 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
+    try:
+        localizer = load_localizer(opts.localizer, device, opts.batching.max_delay_ms)
+    except ModelLoadError:
+        registry.close()
+        raise
     block_trackers = (trackmate_factories(opts.fiji_dir, opts.jvm_max_heap) if opts.trackmate
                       else {})
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
@@ -246,7 +281,7 @@ async def start_server(opts: ServerOptions) -> RunningServer:
                         track_model.path if track_model is not None else None, device,
                         thread_model=track_model)
     service = LiveSptService(Path(opts.out_root), limits, executor, device, registry, detection,
-                             block_trackers, tracks)
+                             block_trackers, tracks, localizer)
     if opts.keep_sessions > 0 or opts.keep_days > 0:
         service.on_session_end = lambda: executor.submit(
             prune_sessions, Path(opts.out_root), opts.keep_sessions, opts.keep_days,
@@ -269,14 +304,18 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     if port == 0:
         detection.close()
         executor.shutdown(wait=False)
+        service.localize_executor.shutdown(wait=False)
+        if localizer is not None:
+            localizer.close()
         raise OSError(f"could not bind {opts.host}:{opts.port}: the port is in use (another "
                       "livespt serve?) or the address is not this machine's; choose --port")
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("LiveSPT serving on %s:%d (device %s, models: %s, detection processes: %d)",
-             opts.host, port, device,
-             ", ".join(m.estimator.name for m in registry.models) or "none", opts.detect_workers)
+    log.info("LiveSPT serving on %s:%d (device %s, models: %s, localizer: %s, detection "
+             "processes: %d)", opts.host, port, device,
+             ", ".join(m.estimator.name for m in registry.models) or "none",
+             localizer.name if localizer is not None else "none", opts.detect_workers)
     return RunningServer(server, service, port, health_servicer, executor)
 
 

@@ -4,8 +4,9 @@
 settings from the wire (:mod:`~livespt.server.service.wire`), opens a
 :class:`~livespt.server.service.session.Session`, and hands the frames to the
 stream runner (:func:`~livespt.server.service.runner.run_stream`), encoding
-each result. ``AnalyzeTracks`` decodes the request and calls
-:func:`~livespt.server.pipeline.tracks.analyze_tracks` in the thread pool.
+each result. ``AnalyzeTracks`` decodes the request and hands it to the AnalyzeTracks
+workers. ``Localize`` decodes frames and settings and calls
+:func:`~livespt.server.pipeline.localize.localize_frames` with the resident localizer.
 Every error a client can cause ends only its own call, with INVALID_ARGUMENT /
 FAILED_PRECONDITION and a message naming the field, shortened before it crosses
 the wire.
@@ -29,7 +30,9 @@ import grpc
 from livespt.server import __version__
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
+from livespt.server.inference.localizer import ResidentLocalizer
 from livespt.server.inference.resident import ModelRegistry
+from livespt.server.pipeline.localize import localize_frames
 from livespt.server.service import wire
 from livespt.server.service.detection_pool import DetectionPool
 from livespt.server.service.runner import Frame, StreamError, run_stream
@@ -94,6 +97,9 @@ def add_to_server(service: LiveSptService, server: grpc.aio.Server) -> None:
         "GetServerInfo": grpc.unary_unary_rpc_method_handler(
             service.GetServerInfo, request_deserializer=_decoder(pb.GetServerInfoRequest),
             response_serializer=pb.ServerInfo.SerializeToString),
+        "Localize": grpc.unary_unary_rpc_method_handler(
+            service.Localize, request_deserializer=_decoder(pb.LocalizeRequest),
+            response_serializer=pb.LocalizeResponse.SerializeToString),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("livespt.v1.LiveSpt", handlers),))
@@ -184,15 +190,21 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         Trackers besides the built-in one, by name.
     tracks : TracksPool, optional
         Where AnalyzeTracks runs (default: one thread of its own, ``TracksPool(0)``).
+    localizer : ResidentLocalizer, optional
+        The localizer ``Localize`` uses (none: ``Localize`` answers FAILED_PRECONDITION).
     """
 
     def __init__(
         self, out_root: Path, limits: Limits, executor: ThreadPoolExecutor, device: str = "cpu",
         registry: ModelRegistry | None = None, detection: DetectionPool | None = None,
         block_trackers: Mapping[str, BlockTrackerFactory] | None = None,
-        tracks: TracksPool | None = None,
+        tracks: TracksPool | None = None, localizer: ResidentLocalizer | None = None,
     ) -> None:
         self.out_root = Path(out_root)
+        self.localizer = localizer
+        # Localize calls wait here for their batch (the work runs in the batcher's thread).
+        self.localize_executor = ThreadPoolExecutor(max_workers=8,
+                                                    thread_name_prefix="localize")
         self.limits = limits
         self.executor = executor
         self.tracks = tracks if tracks is not None else TracksPool(
@@ -222,7 +234,8 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             trackers=list(self.trackers), limits=self.limits,
             max_batch_windows=reg.batching.batch_limit(reg.device) if reg else 0,
             max_batch_delay_ms=reg.batching.max_delay_ms if reg else 0.0,
-            active_sessions=self.open_streams)
+            active_sessions=self.open_streams,
+            localizer=self.localizer.info() if self.localizer is not None else None)
 
     # ------------------------------------------------------------ stream
     async def StreamFrames(
@@ -405,12 +418,48 @@ class LiveSptService(pb_grpc.LiveSptServicer):
         return _end(context, code, _short(value))
 
 
-def _end(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
-         message: str) -> pb.AnalyzeTracksResponse:
+    # ---------------------------------------------------------- localize
+    async def Localize(
+        self, request: pb.LocalizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LocalizeResponse:
+        """Maps and emitters with uncertainty of the frames sent (the resident localizer)."""
+        def end(code: grpc.StatusCode, message: str) -> pb.LocalizeResponse:
+            return _end(context, code, _short(message), pb.LocalizeResponse)
+
+        if isinstance(request, Malformed):
+            return end(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        loc = self.localizer
+        if loc is None:
+            return end(grpc.StatusCode.FAILED_PRECONDITION,
+                       "this server holds no localizer (start it with livespt serve "
+                       "--localizer WEIGHTS, or install the shipped one)")
+        try:
+            frames, settings, first = wire.localize_request_from_proto(
+                request, self.limits, loc.upsample)
+        except OverflowError as exc:
+            return end(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ValueError as exc:
+            return end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.localize_executor, lambda: localize_frames(
+                    loc.draw, frames, settings, loc.upsample, loc.localizer.sigma_y_px,
+                    first, loc.photon_range))
+        except ValueError as exc:
+            return end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception:
+            log.exception("Localize: unexpected error")
+            return end(grpc.StatusCode.INTERNAL,
+                       INTERNAL_MESSAGE.format(where="Localize", out=""))
+        return wire.localization_to_proto(result, loc.name)
+
+
+def _end(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str,
+         response: Callable[[], Any] = pb.AnalyzeTracksResponse) -> Any:
     """Set a unary call's status (see :class:`_Ended`); its empty response is not sent."""
     context.set_code(code)
     context.set_details(message)
-    return pb.AnalyzeTracksResponse()
+    return response()
 
 
 async def _next_or_none(it: AsyncIterator[Any]) -> Any:

@@ -19,6 +19,13 @@ import numpy as np
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.pipeline.changepoint import ChangeConfig
 from livespt.server.pipeline.estimate import Acquisition
+from livespt.server.pipeline.localize import (
+    EMITTER_COLUMNS,
+    Localization,
+    LocalizeSettings,
+    check_frames,
+    output_bytes,
+)
 from livespt.server.pipeline.records import ChangeEvent, TrackEstimate, TrackPoint, WindowEstimate
 from livespt.server.pipeline.tracks import Track, TrackAnalysis
 from livespt.server.pipeline.windows import WindowConfig
@@ -288,11 +295,132 @@ def analysis_to_proto(a: TrackAnalysis) -> pb.AnalyzeTracksResponse:
     )
 
 
+# ------------------------------------------------------------------ Localize
+SAMPLER_BY_NAME = {"fast": pb.SAMPLER_FAST, "ancestral": pb.SAMPLER_ANCESTRAL}
+SAMPLER_NAMES = {pb.SAMPLER_UNSPECIFIED: "fast", pb.SAMPLER_FAST: "fast",
+                 pb.SAMPLER_ANCESTRAL: "ancestral"}
+
+
+def localize_request_from_proto(req: pb.LocalizeRequest, limits: Limits, upsample: int
+                                ) -> tuple[np.ndarray, LocalizeSettings, int]:
+    """Frames, settings and first frame number of a ``Localize`` request.
+
+    Parameters
+    ----------
+    req : pb.LocalizeRequest
+        The request.
+    limits : Limits
+        The server's limits (pixels per frame, message size).
+    upsample : int
+        The localizer's map pixels per camera pixel (the answer's size is checked).
+
+    Returns
+    -------
+    ndarray of float32, shape (T, H, W)
+        The frames (checked: finite).
+    LocalizeSettings
+    int
+        ``first_frame``.
+
+    Raises
+    ------
+    ValueError
+        A field out of range, named as on the wire.
+    OverflowError
+        The answer's maps would exceed the message limit.
+    """
+    if req.pixel_type not in PIXEL_TYPE_NAMES:
+        raise ValueError(f"pixel_type must be one of {', '.join(PIXEL_TYPE_BY_NAME)} "
+                         f"(PIXEL_TYPE_UINT8, ...), got {req.pixel_type}")
+    dtype = np.dtype(PIXEL_TYPE_NAMES[req.pixel_type]).newbyteorder("<")
+    h, w = int(req.height), int(req.width)
+    if h < 8 or w < 8:
+        raise ValueError(f"height and width must be >= 8 pixels, got {h} x {w}")
+    if h * w > limits.max_frame_pixels:
+        raise ValueError(f"height * width = {h * w} pixels exceeds the server limit of "
+                         f"{limits.max_frame_pixels}")
+    frame_bytes = h * w * dtype.itemsize
+    if len(req.data) == 0 or len(req.data) % frame_bytes:
+        raise ValueError(f"data must hold whole frames of {h} x {w} {dtype.name} "
+                         f"({frame_bytes} bytes each), got {len(req.data)} bytes")
+    n = len(req.data) // frame_bytes
+    if req.sampler not in SAMPLER_NAMES:
+        raise ValueError(f"sampler must be SAMPLER_FAST or SAMPLER_ANCESTRAL, got {req.sampler}")
+    need = output_bytes(n, h, w, upsample)
+    if need > limits.max_message_bytes:
+        per = output_bytes(1, h, w, upsample)
+        raise OverflowError(f"the maps of {n} frames of {h} x {w} take {need} bytes, over the "
+                            f"message limit of {limits.max_message_bytes}: send at most "
+                            f"{max(0, limits.max_message_bytes // per)} frames per call")
+    settings = LocalizeSettings(
+        pixel_size_um=req.pixel_size_um, samples=_or(req.samples, 32),
+        sampler=SAMPLER_NAMES[req.sampler], steps=_or(req.steps, 20), seed=int(req.seed),
+        threshold=_or(req.threshold, 0.3),
+        offset_adu=req.camera_offset_adu if req.HasField("camera_offset_adu") else None,
+        gain_adu_per_e=(req.camera_gain_adu_per_e if req.HasField("camera_gain_adu_per_e")
+                        else None),
+        names={"offset_adu": "camera_offset_adu", "gain_adu_per_e": "camera_gain_adu_per_e"})
+    frames = check_frames(np.frombuffer(req.data, dtype=dtype).reshape(n, h, w), "data")
+    return frames, settings, int(req.first_frame)
+
+
+def localize_request_to_proto(frames: np.ndarray, settings: LocalizeSettings,
+                              first_frame: int = 0) -> pb.LocalizeRequest:
+    """A ``Localize`` request (frames uint8, uint16 or float32, shape (T, H, W))."""
+    arr = np.asarray(frames)
+    if arr.ndim == 2:
+        arr = arr[None]
+    name = arr.dtype.name
+    if name not in PIXEL_TYPE_BY_NAME:
+        arr, name = arr.astype(np.float32), "float32"
+    req = pb.LocalizeRequest(
+        pixel_type=PIXEL_TYPE_BY_NAME[name],  # type: ignore[arg-type]
+        height=arr.shape[1], width=arr.shape[2],
+        data=np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes(),
+        pixel_size_um=settings.pixel_size_um, samples=settings.samples,
+        sampler=SAMPLER_BY_NAME[settings.sampler], steps=settings.steps, seed=settings.seed,
+        threshold=settings.threshold, first_frame=first_frame)
+    if settings.offset_adu is not None:
+        req.camera_offset_adu = settings.offset_adu
+    if settings.gain_adu_per_e is not None:
+        req.camera_gain_adu_per_e = settings.gain_adu_per_e
+    return req
+
+
+def localization_to_proto(loc: Localization, model: str) -> pb.LocalizeResponse:
+    """A localization as the ``Localize`` answer."""
+    t, h, w = loc.mean.shape
+    e = loc.emitters
+    return pb.LocalizeResponse(
+        frames=t, height=h, width=w, upsample=loc.upsample,
+        mean=loc.mean.astype("<f4").tobytes(), variance=loc.variance.astype("<f4").tobytes(),
+        emitters=[pb.Emitter(frame=int(f), x_um=x, y_um=y, x_sd_um=sx, y_sd_um=sy,
+                             photons=n, peak=pk)
+                  for f, x, y, sx, sy, n, pk in zip(
+                      *(e[c].to_numpy().tolist() for c in EMITTER_COLUMNS), strict=True)],
+        warnings=[pb.Warning(code=c, message=m) for c, m in loc.warnings], model=model)
+
+
+def localization_from_proto(resp: pb.LocalizeResponse) -> Localization:
+    """The ``Localize`` answer as a :class:`Localization`."""
+    import pandas as pd
+
+    shape = (resp.frames, resp.height, resp.width)
+    table = pd.DataFrame([[getattr(m, c) for c in EMITTER_COLUMNS] for m in resp.emitters],
+                         columns=list(EMITTER_COLUMNS))
+    table["frame"] = table["frame"].astype(np.int64)
+    return Localization(
+        mean=np.frombuffer(resp.mean, "<f4").reshape(shape).astype(np.float32),
+        variance=np.frombuffer(resp.variance, "<f4").reshape(shape).astype(np.float32),
+        emitters=table, upsample=resp.upsample,
+        warnings=[(w.code, w.message) for w in resp.warnings])
+
+
 # ------------------------------------------------------------ GetServerInfo
 def server_info_to_proto(
     version: str, device: str, models: list[dict[str, Any]], trackers: list[str],
     limits: Limits, max_batch_windows: int, max_batch_delay_ms: float,
-    active_sessions: int = 0,
+    active_sessions: int = 0, localizer: dict[str, Any] | None = None,
 ) -> pb.ServerInfo:
     """The ``GetServerInfo`` answer.
 
@@ -312,7 +440,14 @@ def server_info_to_proto(
         Longest a window waits for its batch, ms.
     active_sessions : int
         StreamFrames calls open now.
+    localizer : dict, optional
+        :meth:`ResidentLocalizer.info` of the localizer, when one is loaded.
     """
+    extra = [] if localizer is None else [pb.ModelInfo(
+        name=localizer["name"], kind="localizer", sha256=localizer["sha256"] or "",
+        device=localizer["device"], used_for=localizer["used_for"],
+        parameters=localizer["parameters"],
+        card_json=json.dumps({**localizer["card"], "upsample": localizer["upsample"]}))]
     return pb.ServerInfo(
         version=version,
         device=device,
@@ -320,7 +455,7 @@ def server_info_to_proto(
             name=m["name"], kind="estimator", sha256=m["sha256"] or "", device=m["device"],
             variant=m["variant"], used_for=m["used_for"], parameters=m["parameters"] or 0,
             card_json=json.dumps({k: v for k, v in m.items() if k != "used_for"}))
-            for m in models],
+            for m in models] + extra,
         estimators=["cve", *(f"vit:{m['name']}" for m in models)],
         trackers=trackers,
         limits=pb.Limits(

@@ -20,6 +20,12 @@ class Tracker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRACKER_BUILTIN: _ClassVar[Tracker]
     TRACKER_TRACKMATE: _ClassVar[Tracker]
     TRACKER_TRACKMATE_LAP: _ClassVar[Tracker]
+
+class Sampler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLER_UNSPECIFIED: _ClassVar[Sampler]
+    SAMPLER_FAST: _ClassVar[Sampler]
+    SAMPLER_ANCESTRAL: _ClassVar[Sampler]
 PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_UINT8: PixelType
 PIXEL_TYPE_UINT16: PixelType
@@ -28,6 +34,9 @@ TRACKER_UNSPECIFIED: Tracker
 TRACKER_BUILTIN: Tracker
 TRACKER_TRACKMATE: Tracker
 TRACKER_TRACKMATE_LAP: Tracker
+SAMPLER_UNSPECIFIED: Sampler
+SAMPLER_FAST: Sampler
+SAMPLER_ANCESTRAL: Sampler
 
 class StreamRequest(_message.Message):
     __slots__ = ("config", "frame")
@@ -360,3 +369,73 @@ class ServerInfo(_message.Message):
     limits: Limits
     active_sessions: int
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., estimators: _Optional[_Iterable[str]] = ..., trackers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., active_sessions: _Optional[int] = ...) -> None: ...
+
+class LocalizeRequest(_message.Message):
+    __slots__ = ("pixel_type", "height", "width", "data", "pixel_size_um", "samples", "sampler", "steps", "seed", "threshold", "first_frame", "camera_offset_adu", "camera_gain_adu_per_e")
+    PIXEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_OFFSET_ADU_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_GAIN_ADU_PER_E_FIELD_NUMBER: _ClassVar[int]
+    pixel_type: PixelType
+    height: int
+    width: int
+    data: bytes
+    pixel_size_um: float
+    samples: int
+    sampler: Sampler
+    steps: int
+    seed: int
+    threshold: float
+    first_frame: int
+    camera_offset_adu: float
+    camera_gain_adu_per_e: float
+    def __init__(self, pixel_type: _Optional[_Union[PixelType, str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., data: _Optional[bytes] = ..., pixel_size_um: _Optional[float] = ..., samples: _Optional[int] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., threshold: _Optional[float] = ..., first_frame: _Optional[int] = ..., camera_offset_adu: _Optional[float] = ..., camera_gain_adu_per_e: _Optional[float] = ...) -> None: ...
+
+class Emitter(_message.Message):
+    __slots__ = ("frame", "x_um", "y_um", "x_sd_um", "y_sd_um", "photons", "peak")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    X_UM_FIELD_NUMBER: _ClassVar[int]
+    Y_UM_FIELD_NUMBER: _ClassVar[int]
+    X_SD_UM_FIELD_NUMBER: _ClassVar[int]
+    Y_SD_UM_FIELD_NUMBER: _ClassVar[int]
+    PHOTONS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_FIELD_NUMBER: _ClassVar[int]
+    frame: int
+    x_um: float
+    y_um: float
+    x_sd_um: float
+    y_sd_um: float
+    photons: float
+    peak: float
+    def __init__(self, frame: _Optional[int] = ..., x_um: _Optional[float] = ..., y_um: _Optional[float] = ..., x_sd_um: _Optional[float] = ..., y_sd_um: _Optional[float] = ..., photons: _Optional[float] = ..., peak: _Optional[float] = ...) -> None: ...
+
+class LocalizeResponse(_message.Message):
+    __slots__ = ("frames", "height", "width", "upsample", "mean", "variance", "emitters", "warnings", "model")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    UPSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    EMITTERS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    height: int
+    width: int
+    upsample: int
+    mean: bytes
+    variance: bytes
+    emitters: _containers.RepeatedCompositeFieldContainer[Emitter]
+    warnings: _containers.RepeatedCompositeFieldContainer[Warning]
+    model: str
+    def __init__(self, frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., upsample: _Optional[int] = ..., mean: _Optional[bytes] = ..., variance: _Optional[bytes] = ..., emitters: _Optional[_Iterable[_Union[Emitter, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Warning, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,11 @@ class LiveSptStub:
                 request_serializer=livespt_dot_v1_dot_livespt__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=livespt_dot_v1_dot_livespt__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Localize = channel.unary_unary(
+                '/livespt.v1.LiveSpt/Localize',
+                request_serializer=livespt_dot_v1_dot_livespt__pb2.LocalizeRequest.SerializeToString,
+                response_deserializer=livespt_dot_v1_dot_livespt__pb2.LocalizeResponse.FromString,
+                _registered_method=True)
 
 
 class LiveSptServicer:
@@ -80,6 +85,17 @@ class LiveSptServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Localize(self, request, context):
+        """Frames in; localization with uncertainty out (DeepSTORM + conditional DDPM): the
+        mean and per-pixel variance of KDE samples on a finer grid, and emitters with the
+        standard deviation of their positions over the samples. FAILED_PRECONDITION when
+        the server holds no localizer; INVALID_ARGUMENT names a wrong field;
+        RESOURCE_EXHAUSTED when the answer would exceed the message limit (send fewer frames).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LiveSptServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +113,11 @@ def add_LiveSptServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=livespt_dot_v1_dot_livespt__pb2.GetServerInfoRequest.FromString,
                     response_serializer=livespt_dot_v1_dot_livespt__pb2.ServerInfo.SerializeToString,
+            ),
+            'Localize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Localize,
+                    request_deserializer=livespt_dot_v1_dot_livespt__pb2.LocalizeRequest.FromString,
+                    response_serializer=livespt_dot_v1_dot_livespt__pb2.LocalizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +201,33 @@ class LiveSpt:
             '/livespt.v1.LiveSpt/GetServerInfo',
             livespt_dot_v1_dot_livespt__pb2.GetServerInfoRequest.SerializeToString,
             livespt_dot_v1_dot_livespt__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Localize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livespt.v1.LiveSpt/Localize',
+            livespt_dot_v1_dot_livespt__pb2.LocalizeRequest.SerializeToString,
+            livespt_dot_v1_dot_livespt__pb2.LocalizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,214 @@
+"""How well a localizer does, against the truth and the exact references.
+
+Data come as :class:`SmlmSet` (frames in photo-electrons, true positions, and the camera
+and PSF they were made with), from any simulator: :func:`ours` makes them with
+:func:`~livespt.models.simulate.simulate_smlm`; ``benchmarks/accuracy/smlm_deeptrack.py``
+with DeepTrack2's optics and noise (a pupil-function PSF, not our Gaussian).
+
+* :func:`detection`: precision and recall of the emitters, matched one to one within
+  0.5 px (frames of several emitters);
+* :func:`isolated`: frames of one emitter: RMSE of the position, its ratio to the CRLB,
+  the z-scores ``error / reported SD`` (their SD is 1 when the reported SD is right) and
+  the reported SD over the MCMC posterior SD of the same frame. CRLB and MCMC use the
+  pixel-integrated Gaussian PSF of ``psf_sigma_px``: exact for our data, an approximation
+  for a PSF of another shape (``gaussian_psf`` says which, and the report labels it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livespt.models.ddpm.emitters import match_positions
+from livespt.models.ddpm.localizer import Localizer
+from livespt.models.localize import crlb, fit_emitters, pack, sample_posterior
+
+
+@dataclass
+class SmlmSet:
+    """Frames with known emitters.
+
+    Attributes
+    ----------
+    name : str
+        The data's source, for reports.
+    frames_e : ndarray, shape (N, H, W)
+        Frames in photo-electrons (offset removed, divided by the gain).
+    positions_px : list of ndarray, shape (K, 2)
+        True ``(x, y)`` of each frame's emitters, pixels.
+    photons, background, read_noise_e, psf_sigma_px : float
+        Photons per emitter, background photons per pixel, read noise (e-) and the
+        Gaussian PSF width (px) they were made with (or its Gaussian equivalent).
+    gaussian_psf : bool
+        Whether the PSF is the pixel-integrated Gaussian (the CRLB and MCMC are exact).
+    """
+
+    name: str
+    frames_e: NDArray[np.float64]
+    positions_px: list[NDArray[np.float64]]
+    photons: float
+    background: float
+    read_noise_e: float
+    psf_sigma_px: float
+    gaussian_psf: bool
+
+
+def ours(n_frames: int, n_emitters: int | tuple[int, int], seed: int, i0: float = 200.0,
+         background: float = 2.0, read_noise_e: float = 1.0, sigma_px: float = 0.92
+         ) -> SmlmSet:
+    """Frames from our simulator at the seed's settings (20 x 20 px, disc of radius 7 px).
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames.
+    n_emitters : int or (int, int)
+        Emitters per frame (fixed, or an inclusive range).
+    seed : int
+        Seed.
+    i0, background, read_noise_e, sigma_px : float
+        Photons per emitter, background photons per pixel, read noise (e-), PSF SD (px).
+
+    Returns
+    -------
+    SmlmSet
+    """
+    from livespt.models.simulate import simulate_smlm
+
+    b = simulate_smlm(n_frames, n_emitters=n_emitters, i0=i0, sigma_x_px=sigma_px,
+                      background_photons=background, read_noise_e=read_noise_e, seed=seed)
+    pos = [b.positions_px[k][b.mask[k]].numpy() for k in range(n_frames)]
+    return SmlmSet("ours (simulate_smlm)", b.frames.numpy().astype(np.float64), pos, i0,
+                   background, read_noise_e, sigma_px, True)
+
+
+def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
+              threshold: float = 0.3) -> dict[str, Any]:
+    """Precision and recall of the emitters found (matched within 0.5 px).
+
+    Parameters
+    ----------
+    loc : Localizer
+        The localizer.
+    data : SmlmSet
+        Frames with their true emitters.
+    samples, steps, threshold
+        As :meth:`Localizer.localize` (fast sampler, seed 0).
+
+    Returns
+    -------
+    dict
+        ``precision``, ``recall``, ``emitters``, ``found``, and the same two for phi's
+        estimate alone read the same way (``phi_precision``, ``phi_recall``).
+    """
+    import torch
+
+    from livespt.models.ddpm.emitters import locate_emitters
+    from livespt.models.ddpm.networks import normalise_frames
+
+    counts = {"ddpm": [0, 0, 0], "phi": [0, 0, 0]}
+    results = loc.localize(data.frames_e, samples, n_steps=steps, threshold=threshold)
+    with torch.no_grad():
+        phi = loc.phi(normalise_frames(torch.as_tensor(data.frames_e)))[:, 0].numpy()
+    for k, res in enumerate(results):
+        truth = data.positions_px[k]
+        em_phi = locate_emitters(phi[k][None], loc.upsample, loc.sigma_y_px, threshold)
+        for key, em in (("ddpm", res.emitters), ("phi", em_phi)):
+            found = np.stack([em.x_px, em.y_px], axis=1)
+            m = len(match_positions(truth, found))
+            c = counts[key]
+            c[0], c[1], c[2] = c[0] + m, c[1] + len(found) - m, c[2] + len(truth) - m
+
+    def ratio(a: int, b: int) -> float:
+        return round(a / b, 4) if b else float("nan")
+
+    tp, fp, fn = counts["ddpm"]
+    ptp, pfp, pfn = counts["phi"]
+    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "emitters": tp + fn, "found": tp + fp,
+            "phi_precision": ratio(ptp, ptp + pfp), "phi_recall": ratio(ptp, ptp + pfn)}
+
+
+def isolated(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
+             mcmc_frames: int = 0, threshold: float = 0.3) -> dict[str, Any]:
+    """Position error against the CRLB, and the reported SD against the truth and MCMC.
+
+    Parameters
+    ----------
+    loc : Localizer
+        The localizer.
+    data : SmlmSet
+        Frames of one emitter each.
+    samples, steps, threshold
+        As :meth:`Localizer.localize`.
+    mcmc_frames : int
+        The first frames also sampled by MCMC (4,000 samples after 1,000 of burn-in).
+
+    Returns
+    -------
+    dict
+        ``frames_with_a_detection``, ``rmse_px``, ``crlb_rms_px``, ``rmse_over_crlb``,
+        ``median_reported_sd_px``, ``z_score_sd``, ``reported_sd_over_mcmc_sd_median``,
+        ``crlb_psf`` (``exact`` or ``gaussian approximation``).
+    """
+    shape = data.frames_e.shape[1:]
+    results = loc.localize(data.frames_e, samples, n_steps=steps, threshold=threshold)
+    err, sd, bound, vs_mcmc = [], [], [], []
+    for k, res in enumerate(results):
+        truth = data.positions_px[k][0]
+        em = res.emitters
+        if len(em.x_px) == 0:
+            continue
+        j = int(np.argmin(np.hypot(em.x_px - truth[0], em.y_px - truth[1])))
+        e = np.array([em.x_px[j] - truth[0], em.y_px[j] - truth[1]])
+        s = np.array([em.x_sd_px[j], em.y_sd_px[j]])
+        theta = pack([truth[0]], [truth[1]], [data.photons], max(data.background, 1e-3))
+        c = crlb(theta, shape, data.psf_sigma_px, data.read_noise_e)[:2]
+        err.append(e)
+        sd.append(s)
+        bound.append(c)
+        if k < mcmc_frames:
+            frame = data.frames_e[k]
+            fit = fit_emitters(frame, theta, data.psf_sigma_px, data.read_noise_e)
+            chain = sample_posterior(frame, fit.theta, data.psf_sigma_px, data.read_noise_e,
+                                     n_samples=4000, burn_in=1000, seed=k)
+            vs_mcmc.append(s / chain.sd()[:2])
+    if not err:
+        return {"frames_with_a_detection": 0}
+    err_a, sd_a, bound_a = np.array(err), np.array(sd), np.array(bound)
+    z = err_a / np.maximum(sd_a, 1e-9)
+    return {
+        "frames": len(results), "frames_with_a_detection": len(err),
+        "rmse_px": round(float(np.sqrt(np.mean(err_a ** 2))), 4),
+        "median_abs_error_px": round(float(np.median(np.abs(err_a))), 4),
+        "crlb_rms_px": round(float(np.sqrt(np.mean(bound_a ** 2))), 4),
+        "rmse_over_crlb": round(float(np.sqrt(np.mean(err_a ** 2) / np.mean(bound_a ** 2))), 3),
+        "median_reported_sd_px": round(float(np.median(sd_a)), 4),
+        "z_score_sd": round(float(np.std(z)), 3),
+        "z_score_sd_robust": round(float(1.4826 * np.median(np.abs(z - np.median(z)))), 3),
+        "reported_sd_over_mcmc_sd_median": (round(float(np.median(np.array(vs_mcmc))), 3)
+                                            if vs_mcmc else None),
+        "mcmc_frames": len(vs_mcmc),
+        "crlb_psf": "exact" if data.gaussian_psf else "gaussian approximation",
+    }
+
+
+CARD_CHECK = {"detection_frames": 40, "isolated_frames": 40, "samples": 16, "steps": 20,
+              "seed_detection": 101, "seed_isolated": 102}
+"""The small evaluation stored in a shipped card's ``metrics.check``, recomputed by the
+tests (same data, same samples: the same numbers within float tolerance)."""
+
+
+def card_check(loc: Localizer) -> dict[str, Any]:
+    """:data:`CARD_CHECK`'s evaluation on our simulator (about a minute on one core)."""
+    c = CARD_CHECK
+    det = detection(loc, ours(c["detection_frames"], (1, 5), c["seed_detection"]),
+                    c["samples"], c["steps"])
+    iso = isolated(loc, ours(c["isolated_frames"], 1, c["seed_isolated"]), c["samples"],
+                   c["steps"])
+    return {"settings": dict(c), "precision": det["precision"], "recall": det["recall"],
+            "rmse_px": iso.get("rmse_px"), "z_score_sd": iso.get("z_score_sd"),
+            "median_reported_sd_px": iso.get("median_reported_sd_px")}
