@@ -14,7 +14,7 @@ OUT ?= demo_out
 THIRDPARTY_VENV ?= .venv-thirdparty
 
 .PHONY: demo test lint typecheck bench proto install install-dev clean fiji eval-vit train-vit \
-	accuracy install-validation install-thirdparty
+	accuracy install-validation install-thirdparty localizer-report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,11 @@ train-vit: $(VENV)/.installed
 	$(BIN)/livespt train vit --preset $(PRESET)
 	$(BIN)/livespt train vit --preset $(PRESET) --variant features --minutes 12
 	$(BIN)/livespt train vit --preset $(PRESET) --variant image --minutes 12
+
+## Evaluate the shipped localizer on our simulator and deeptrack's frames, side by side
+## (docs/localization_report.md, docs/img/localizer_report.png; ~30 min on 2 cores).
+localizer-report: $(VENV)/.installed-validation
+	$(BIN)/python benchmarks/bench_localizer.py
 
 ## Evaluate the shipped transformers against the CVE, MSD fit and Cramer-Rao bound (docs/vit/).
 eval-vit: $(VENV)/.installed

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference-samples", type=int, default=64,
                     help="ancestral samples of the variance-map reference")
     ap.add_argument("--sources", default="ours,deeptrack", help="comma-separated")
+    ap.add_argument("--update-card", action="store_true",
+                    help="also record the results under metrics.report in the weights' card")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/localizer.json")
     ap.add_argument("--report", type=Path, default=ROOT / "docs/localization_report.md")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/img/localizer_report.png")
@@ -157,16 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         single = make(args.frames, 1, 12)
         det = detection(loc, multi, args.samples, args.steps)
         iso = isolated(loc, single, args.samples, args.steps, args.mcmc_frames)
+        zs[multi.name] = np.array(iso.pop("z_scores", []))
         sources[multi.name] = {"detection": det, "isolated": iso}
-        res = loc.localize(single.frames_e, args.samples, n_steps=args.steps)
-        z = []
-        for k, r in enumerate(res):
-            if len(r.emitters.x_px):
-                t = single.positions_px[k][0]
-                j = int(np.argmin(np.hypot(r.emitters.x_px - t[0], r.emitters.y_px - t[1])))
-                z.append([(r.emitters.x_px[j] - t[0]) / r.emitters.x_sd_px[j],
-                          (r.emitters.y_px[j] - t[1]) / r.emitters.y_sd_px[j]])
-        zs[multi.name] = np.array(z)
         print(key, json.dumps(sources[multi.name]), flush=True)
     frames = ours(args.sampler_frames, 1, 13).frames_e
     rows = samplers(loc, frames, args.reference_samples, [8, 32])
@@ -198,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{result['fast_over_ancestral_frames_per_s_at_32_samples']}x.\n\n"
               "![z-scores and samplers](img/localizer_report.png)\n")
     args.report.write_text(report)
+    if args.update_card:
+        from livespt.models.ddpm.localizer import write_card
+
+        card = {k: v for k, v in loc.card.items() if k not in ("format", "sha256")}
+        card.setdefault("metrics", {})["report"] = {
+            "command": result["command"], "sources": sources, "samplers": rows}
+        write_card(weights, card)
     _figure(result, zs, args.figure)
     print(json.dumps(result, indent=2))
 

@@ -20,10 +20,11 @@ def test_console_script_is_installed_and_lists_only_existing_commands() -> None:
     exe = Path(sys.executable).with_name("livespt")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     commands = out.stdout.split("COMMAND", 1)[1].split("options", 1)[0]
-    for present in ("serve", "stream", "tracks", "simulate", "demo", "train", "evaluate"):
+    for present in ("serve", "stream", "tracks", "localize", "simulate", "demo", "train",
+                    "evaluate"):
         assert f"{present} " in commands
     # --help must tell the truth: commands that do not exist yet are not offered.
-    for missing in ("localize", "batch", "bench"):
+    for missing in ("batch", "bench"):
         assert f"    {missing} " not in commands
 
 

@@ -34,7 +34,8 @@ from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parent.parent
-WEIGHT_FILES = {f"{stem}.{ext}" for stem in ("vit-cpu", "vit-cpu-image", "vit-cpu-features")
+WEIGHT_FILES = {f"{stem}.{ext}" for stem in ("vit-cpu", "vit-cpu-image", "vit-cpu-features",
+                                             "localizer/localizer-cpu")
                 for ext in ("pt", "json")}
 # Junk of a working tree that is not part of the source (caches, environments, outputs).
 _TOP_IGNORED = {".git", ".venv", "build", "dist", "demo_out", "out", "livespt_sessions"}
@@ -89,7 +90,7 @@ def test_the_wheel_holds_the_weights_and_only_the_livespt_package(wheel: Path) -
         assert info.file_size == (REPO / "models" / "weights" / name).stat().st_size
         assert (info.external_attr >> 16) & 0o170000 != 0o120000
     assert {c["name"] for c in cards.values()} == {"vit-cpu", "vit-cpu-image",
-                                                   "vit-cpu-features"}
+                                                   "vit-cpu-features", "localizer-cpu"}
     for required in ("livespt/__init__.py", "livespt/models/py.typed", "livespt/server/py.typed",
                      "livespt/server/cli/main.py", "livespt/models/vit/weights.py",
                      "livespt/server/grpc_gen/livespt/v1/livespt_pb2.py",
@@ -195,8 +196,8 @@ def test_installed_serve_loads_the_shipped_models_or_stops_naming_a_missing_one(
 ) -> None:
     weights = _site_packages(venv) / "livespt" / "models" / "weights"
     cards = {json.loads(p.read_text())["name"]: json.loads(p.read_text())
-             for p in weights.glob("*.json")}
-    assert set(cards) == {"vit-cpu", "vit-cpu-image", "vit-cpu-features"}
+             for p in [*weights.glob("*.json"), *weights.glob("localizer/*.json")]}
+    assert set(cards) == {"vit-cpu", "vit-cpu-image", "vit-cpu-features", "localizer-cpu"}
 
     proc = _serve(venv, tmp_path)
     try:
@@ -205,7 +206,8 @@ def test_installed_serve_loads_the_shipped_models_or_stops_naming_a_missing_one(
         assert {mi.name for mi in info.models} == set(cards)
         for mi in info.models:
             assert mi.sha256 == cards[mi.name]["sha256"]
-        assert {u for mi in info.models for u in mi.used_for} == {"stream", "analyze_tracks"}
+        assert {u for mi in info.models for u in mi.used_for} == {"stream", "analyze_tracks",
+                                                                    "localize"}
     finally:
         _stop(proc)
 
@@ -226,6 +228,7 @@ def test_installed_serve_loads_the_shipped_models_or_stops_naming_a_missing_one(
     try:
         line, info = _server_info(proc)
         assert "models: none, CVE only" in line, line
-        assert len(info.models) == 0
+        # No transformer; the localizer is separate (serve --localizer none drops it).
+        assert [mi.kind for mi in info.models] == ["localizer"]
     finally:
         _stop(proc)

@@ -190,7 +190,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         help="transformer weights (.pt with its .json card) to keep resident; "
                              "repeatable (default: every shipped file in models/weights/)")
     models.add_argument("--no-models", action="store_true",
-                        help="load no model: every estimate is a CVE")
+                        help="load no transformer: every estimate is a CVE (the localizer is "
+                             "set by --localizer)")
     p.add_argument("--max-batch", type=int, default=None,
                    help="dynamic batching: most windows per forward pass (default 4096 on CUDA, "
                         "256 on CPU, where larger batches are slower per window)")

@@ -56,6 +56,7 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
     from dataclasses import replace
     from datetime import datetime, timezone
 
+    from livespt.models.ddpm.evaluate import card_check
     from livespt.models.ddpm.localizer import Localizer, save, write_card
     from livespt.models.ddpm.train import PRESETS, train_ddpm, train_phi
 
@@ -97,6 +98,7 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
     loc = Localizer(phi, psi, cfg.schedule, cfg.data.sigma_y_px, cfg.target,
                     h_psi["target_scale"])
     save(loc, out)
+    print("evaluating the card's check (livespt.models.ddpm.evaluate.CARD_CHECK)", flush=True)
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in
               (("phi", phi), ("psi", psi))}
     card = write_card(out, {
@@ -108,7 +110,7 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
         "device": str(device), "torch": torch.__version__, "parameters": params,
         "upsample": loc.upsample, "target": cfg.target,
         "training": cfg.to_dict(), "history": {"phi": h_phi, "ddpm": h_psi},
-        "metrics": {}})
+        "metrics": {"check": card_check(loc)}})
     print(f"wrote {out} and {card} (phi: {h_phi.get('steps', 'kept')} steps, DDPM: "
           f"{h_psi['steps']} steps)")
     return out
