@@ -13,7 +13,10 @@ soon as each is complete, and stops when the acquisition stops:
 * **order**: files by natural sort of their names (``frame_2`` before ``frame_10``);
   pages in file order. Each frame is yielded exactly once.
 * **end**: no new frame for ``idle_timeout_s``, a stop file that appears
-  (``stop_file``), or :meth:`FollowedFrames.stop` (e.g. from a Ctrl-C handler).
+  (``stop_file``), or :meth:`FollowedFrames.stop` (e.g. from a Ctrl-C handler). A stop
+  ends the frames only after every frame already on disk is yielded: a last file (or
+  page) not yet settled is waited for, up to :data:`PENDING_MAX_S` (a frame written just
+  before the stop file was lost when the stop was seen before its size had settled).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ FRAME_SUFFIXES = (".tif", ".tiff")
 
 SETTLE_S = 0.2
 """Seconds a file's size must stay unchanged before its last frame is read."""
+
+PENDING_MAX_S = 10.0
+"""After a stop, seconds a frame already on disk but not yet complete is waited for."""
 
 
 def natural_key(name: str) -> list[Any]:
@@ -76,6 +82,7 @@ class FollowedFrames:
         self.n_yielded = 0
         self.ended_by = ""
         self._stop = threading.Event()
+        self._pending_since: float | None = None
         self._sizes: dict[Path, tuple[int, float]] = {}  # size and since when
 
     def stop(self) -> None:
@@ -95,11 +102,19 @@ class FollowedFrames:
             return False
         return size > 0 and now - last[1] >= SETTLE_S
 
-    def _should_end(self, last_new: float) -> bool:
-        if self._stop.is_set():
+    def _should_end(self, last_new: float, pending: bool = False) -> bool:
+        """Whether to end; ``pending``: a frame on disk is not yet complete."""
+        now = time.monotonic()
+        if not pending:
+            self._pending_since = None
+        elif self._pending_since is None:
+            self._pending_since = now
+        # A stop waits for a frame already on disk, for at most PENDING_MAX_S.
+        wait = pending and now - (self._pending_since or now) < PENDING_MAX_S
+        if self._stop.is_set() and not wait:
             self.ended_by = "stopped"
             return True
-        if self.stop_file is not None and self.stop_file.exists():
+        if self.stop_file is not None and self.stop_file.exists() and not wait:
             self.ended_by = f"stop file {self.stop_file}"
             return True
         if time.monotonic() - last_new > self.idle_timeout_s:
@@ -139,8 +154,8 @@ class FollowedFrames:
                 progressed = True
                 last_new = time.monotonic()
                 yield np.asarray(frame)
-            # A stop request ends the stream only once the frames complete by then are sent.
-            if not progressed and self._should_end(last_new):
+            # A stop request ends the stream only once the frames on disk by then are sent.
+            if not progressed and self._should_end(last_new, pending=done < len(files)):
                 return
             if not progressed:
                 time.sleep(self.poll_s)
@@ -153,6 +168,7 @@ class FollowedFrames:
         last_new = time.monotonic()
         while True:
             progressed = False
+            n = done
             try:
                 with tifffile.TiffFile(self.path) as tf:
                     n = len(tf.pages)
@@ -165,7 +181,7 @@ class FollowedFrames:
                         yield np.asarray(frame)
             except (OSError, ValueError, IndexError, tifffile.TiffFileError):
                 pass  # a page being appended: read it at the next poll
-            if not progressed and self._should_end(last_new):
+            if not progressed and self._should_end(last_new, pending=done < n):
                 return
             if not progressed:
                 time.sleep(self.poll_s)
