@@ -369,9 +369,9 @@ def _add_localize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
                    help="with --server: seconds to wait for it to answer")
     p.add_argument("--weights", default=None, metavar="FILE",
-                   help="in-process: a localizer weights file (default: the shipped one)")
+                   help="in-process: a localizer weights file instead of the shipped one")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                   help="camera pixel in the sample, um (default: the TIFF's calibration)")
+                   help="camera pixel in the sample, um; not given: the TIFF's calibration")
     p.add_argument("--samples", type=int, default=32, help="KDE samples per frame (2-256)")
     p.add_argument("--sampler", default="fast", choices=("fast", "ancestral"),
                    help="fast: --steps DDIM steps; ancestral: the seed's 100 steps")
