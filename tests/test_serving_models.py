@@ -53,8 +53,9 @@ def test_server_info_lists_the_resident_models(server: EmbeddedServer,
                                                weights: dict[str, Path]) -> None:
     with LiveSptClient(server.target) as c:
         info = c.info()
-    by_variant = {m.variant: m for m in info.models}
+    by_variant = {m.variant: m for m in info.models if m.kind == "estimator"}
     assert set(by_variant) == {"image+features", "features"}
+    assert [m.kind for m in info.models if m.kind != "estimator"] == ["localizer"]
     assert list(by_variant["image+features"].used_for) == ["stream"]
     assert list(by_variant["features"].used_for) == ["analyze_tracks"]
     card = json.loads(weights["features"].with_suffix(".json").read_text())

@@ -257,13 +257,13 @@ async def start_server(opts: ServerOptions) -> RunningServer:
     # Loaded before binding: a missing or corrupt weight file fails start-up.
     registry = ModelRegistry(None if opts.models is None else list(opts.models), device,
                              opts.batching)
-    try:
+    block_trackers = (trackmate_factories(opts.fiji_dir, opts.jvm_max_heap) if opts.trackmate
+                      else {})
+    try:  # after the checks above: a refused start-up loads nothing more
         localizer = load_localizer(opts.localizer, device, opts.batching.max_delay_ms)
     except ModelLoadError:
         registry.close()
         raise
-    block_trackers = (trackmate_factories(opts.fiji_dir, opts.jvm_max_heap) if opts.trackmate
-                      else {})
     executor = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="livespt")
     detection = DetectionPool(opts.detect_workers, executor)
     server = grpc.aio.server(
