@@ -63,7 +63,14 @@ def run_localize(args: argparse.Namespace) -> dict[str, Any]:
         from livespt.server.cli.connect import connect
 
         with connect(args, args.server) as client:
-            client.wait_ready(args.connect_timeout)
+            try:
+                client.wait_ready(args.connect_timeout)
+            except ConnectionError:
+                raise ConnectionError(
+                    f"no LiveSPT server answered at {args.server} within "
+                    f"{args.connect_timeout:g} s (start one with `livespt serve`, or drop "
+                    "--server to localize in this process; a TLS server needs --tls-ca; wait "
+                    "longer with --connect-timeout S)") from None
             result = client.localize(frames, settings, frames_per_call=args.frames_per_call,
                                      on_part=_progress)
             model = next((m.name for m in client.info().models if m.kind == "localizer"), "")
