@@ -27,16 +27,20 @@ from livespt.models.ddpm.diffusion import Schedule
 from livespt.models.ddpm.localizer import Localizer, load, save, write_card
 from livespt.models.ddpm.networks import ConditionalUNet, KdeNet, KdeNetConfig, UNetConfig
 from livespt.models.localize.photometry import box_photons
+from livespt.models.simulate import simulate_smlm
 from livespt.server.cli.main import main
 from livespt.server.client import LiveSptClient
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.io.tiff import read_calibration, write_movie
 from livespt.server.pipeline.localize import (
     EMITTER_COLUMNS,
+    PSF_MIN_SPOTS,
     LocalizeSettings,
+    TrainedOn,
     check_frames,
     join_localizations,
     localize_frames,
+    psf_sd_px,
 )
 from livespt.server.service import wire
 from livespt.server.service.app import EmbeddedServer, ServerOptions
@@ -53,7 +57,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                attention_heads=1, time_dim=16)),
                     Schedule())
     path = save(loc, tmp_path_factory.mktemp("w") / "tiny.pt")
-    write_card(path, {"name": "tiny", "training": {"data": {"i0_range": [100.0, 1000.0]}}})
+    write_card(path, {"name": "tiny", "training": {"data": {"i0_range": [100.0, 1000.0],
+                                                             "sigma_x_range": [0.8, 1.2]}}})
     return path
 
 
@@ -170,6 +175,43 @@ def test_request_round_trip_and_the_answers_size_limit() -> None:
 
 
 # ------------------------------------------------------------------ the RPC
+def _smlm_adu(n: int, sigma_px: float, seed: int) -> np.ndarray:
+    """Frames of 1-5 emitters of 200 photons (background 2, read noise 1 e-), offset 100
+    ADU, gain 2 ADU per electron."""
+    b = simulate_smlm(n, n_emitters=(1, 5), sigma_x_px=sigma_px, background_photons=2.0,
+                      read_noise_e=1.0, seed=seed)
+    return (100 + 2 * b.frames.numpy()).astype(np.float32)
+
+
+@pytest.mark.parametrize("sigma_px", [0.6, 0.92, 1.2, 1.5])
+def test_the_psf_width_is_measured_from_the_frames(sigma_px: float) -> None:
+    """16 frames (about 20-40 fits): the median fitted SD within 6 % (a fitted width at
+    200 photons scatters by about 10 %, so the median of 20 by about 3 %)."""
+    sd, n = psf_sd_px(_smlm_adu(16, sigma_px, 3), 100.0, 2.0)
+    assert n >= 15
+    assert sd == pytest.approx(sigma_px, rel=0.06)
+    # unknown camera (the offset taken from the frame, gain 1): within the same tolerance
+    assert psf_sd_px(_smlm_adu(16, sigma_px, 3))[0] == pytest.approx(sigma_px, rel=0.06)
+
+
+def test_a_psf_outside_training_is_warned_of_with_what_to_do(weights: Path) -> None:
+    draw, trained = _draw(load(weights)), TrainedOn(psf_sd_px=(0.8, 1.2))
+
+    def codes(x: np.ndarray) -> dict[str, str]:
+        return dict(localize_frames(draw, x, SETTINGS, 4, 3.0, 0, trained).warnings)
+
+    assert "PSF_WIDTH" not in codes(_smlm_adu(16, 0.92, 4))
+    narrow = codes(_smlm_adu(16, 0.6, 4))["PSF_WIDTH"]
+    assert re.search(r"median PSF SD is 0\.6\d px .*trained on 0\.8 to 1\.2 px", narrow)
+    assert "smaller pixel size" in narrow
+    assert "bin the camera pixels 2 x 2" in codes(_smlm_adu(48, 2.0, 4))["PSF_WIDTH"]
+    # no spots, no verdict; no ranges on the card, no check
+    assert "PSF_WIDTH" not in codes(np.full((2, 20, 20), 100, np.float32))
+    assert "PSF_WIDTH" not in dict(localize_frames(draw, _smlm_adu(16, 0.6, 4), SETTINGS,
+                                                   4, 3.0, 0, TrainedOn()).warnings)
+    assert PSF_MIN_SPOTS >= 10
+
+
 def test_localize_over_a_real_server_equals_in_process(server: EmbeddedServer, weights: Path,
                                                        frames: np.ndarray) -> None:
     # Cut as the client cuts (2 frames a call): the same batch shapes, the same floats.
@@ -188,6 +230,9 @@ def test_localize_over_a_real_server_equals_in_process(server: EmbeddedServer, w
                                atol=1e-4)
     loc_info = [m for m in info.models if m.kind == "localizer"]
     assert [m.name for m in loc_info] == ["tiny"]
+    with LiveSptClient(server.target) as client:  # the card's PSF range is checked there
+        narrow = client.localize(_smlm_adu(16, 0.6, 4), SETTINGS, frames_per_call=16)
+    assert dict(narrow.warnings)["PSF_WIDTH"].startswith("in frames 0-15, the spots' median")
     assert json.loads(loc_info[0].card_json)["upsample"] == 4
 
 

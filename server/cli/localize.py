@@ -23,6 +23,7 @@ from livespt.server.pipeline.localize import (
     EMITTER_COLUMNS,
     Localization,
     LocalizeSettings,
+    TrainedOn,
     join_localizations,
     localize_frames,
 )
@@ -123,7 +124,7 @@ def _in_process(frames: np.ndarray, settings: LocalizeSettings, args: argparse.N
         raise ValueError("--weights: no localizer is installed; train one with livespt train "
                          "localizer and pass its file")
     loc = load(weights)
-    rng = loc.card.get("training", {}).get("data", {}).get("i0_range")
+    trained = TrainedOn.from_card(loc.card)
 
     def draw(x: np.ndarray, s: LocalizeSettings, first: int) -> np.ndarray:
         return loc.sample(torch.from_numpy(x), s.samples, s.sampler, s.steps, s.seed,
@@ -133,6 +134,6 @@ def _in_process(frames: np.ndarray, settings: LocalizeSettings, args: argparse.N
     step = args.frames_per_call
     for start in range(0, len(frames), step):
         parts.append(localize_frames(draw, frames[start:start + step], settings, loc.upsample,
-                                     loc.sigma_y_px, start, tuple(rng) if rng else None))
+                                     loc.sigma_y_px, start, trained))
         _progress(min(start + step, len(frames)), len(frames))
     return join_localizations(parts), str(loc.card.get("name", weights.stem))

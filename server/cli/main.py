@@ -418,6 +418,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phi-from", default=None, metavar="WEIGHTS",
                    help="localizer only: keep the phi of this localizer file and train only "
                         "the DDPM, for all of --minutes")
+    p.add_argument("--kde-sigma", type=float, default=None, metavar="FINE_PX",
+                   help="localizer only: the KDE targets' kernel SD in fine pixels (1/4 "
+                        "camera pixel; default: the preset's, 3). Emitters closer than about "
+                        "2 kernel SDs make one peak")
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="continue training from this weights file (same architecture; a new "
                         "warm-up and cosine schedule over --minutes)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -71,6 +72,11 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
         cfg = replace(cfg, max_steps=args.steps)
+    kde_sigma = getattr(args, "kde_sigma", None)
+    if kde_sigma is not None:
+        if not (math.isfinite(kde_sigma) and 0.5 <= kde_sigma <= 8):
+            raise ValueError(f"--kde-sigma must be in [0.5, 8] fine pixels, got {kde_sigma}")
+        cfg = replace(cfg, data=replace(cfg.data, sigma_y_px=kde_sigma))
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else Path(f"localizer-{args.preset}.pt")
     phi_from = getattr(args, "phi_from", None)
@@ -81,6 +87,10 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
         if src.phi.config != cfg.phi:
             raise ValueError(f"--phi-from {phi_from}: its phi ({src.phi.config}) is not the "
                              f"preset's ({cfg.phi})")
+        if src.sigma_y_px != cfg.data.sigma_y_px:
+            raise ValueError(f"--phi-from {phi_from}: its phi draws KDEs of kernel "
+                             f"{src.sigma_y_px:g} fine px, not {cfg.data.sigma_y_px:g} "
+                             "(set --kde-sigma to match)")
         if args.minutes is not None:
             cfg = replace(cfg, max_minutes=args.minutes)  # all of it for the DDPM
         print(f"training the localizer's DDPM (preset {args.preset}) on {device} with the phi "
@@ -106,6 +116,7 @@ def run_train_localizer(args: argparse.Namespace) -> Path:
         "command": " ".join(["livespt", "train", "localizer", "--preset", args.preset,
                              *(["--minutes", f"{args.minutes:g}"] if args.minutes else []),
                              *(["--phi-from", str(phi_from)] if phi_from else []),
+                             *(["--kde-sigma", f"{kde_sigma:g}"] if kde_sigma else []),
                              "--seed", str(args.seed)]),
         "device": str(device), "torch": torch.__version__, "parameters": params,
         "upsample": loc.upsample, "target": cfg.target,

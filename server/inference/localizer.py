@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from livespt.models.ddpm.localizer import Localizer, frame_generator, load
 from livespt.server.inference.batcher import DynamicBatcher
-from livespt.server.pipeline.localize import LocalizeSettings
+from livespt.server.pipeline.localize import LocalizeSettings, TrainedOn
 
 log = logging.getLogger("livespt.server")
 
@@ -75,10 +75,9 @@ class ResidentLocalizer:
         return int(self.localizer.upsample)
 
     @property
-    def photon_range(self) -> tuple[float, float] | None:
-        """Photons per emitter of the training frames, from the card (None: unknown)."""
-        rng = self.localizer.card.get("training", {}).get("data", {}).get("i0_range")
-        return (float(rng[0]), float(rng[1])) if rng else None
+    def trained_on(self) -> TrainedOn:
+        """What the model was trained on, from its card (users' data are checked against it)."""
+        return TrainedOn.from_card(self.localizer.card)
 
     def draw(self, frames: NDArray[np.float32], settings: LocalizeSettings,
              first_frame: int) -> NDArray[np.float32]:

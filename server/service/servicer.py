@@ -444,7 +444,7 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             result = await asyncio.get_running_loop().run_in_executor(
                 self.localize_executor, lambda: localize_frames(
                     loc.draw, frames, settings, loc.upsample, loc.localizer.sigma_y_px,
-                    first, loc.photon_range))
+                    first, loc.trained_on))
         except ValueError as exc:
             return end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception:
