@@ -64,6 +64,25 @@ def test_livespt_train_localizer_writes_a_loadable_file(tmp_path) -> None:
     assert main(["train", "localizer", "--preset", "cpu", "--phi-from", str(out)]) == 2
 
 
+def test_the_kde_kernel_is_a_training_flag(tmp_path, capsys) -> None:
+    from livespt.models.ddpm.localizer import load
+    from livespt.server.cli.main import main
+
+    out = tmp_path / "k2.pt"
+    assert main(["train", "localizer", "--preset", "tiny", "--device", "cpu",
+                 "--kde-sigma", "2", "--out", str(out)]) == 0
+    loc = load(out)
+    assert loc.sigma_y_px == 2.0 and loc.card["training"]["data"]["sigma_y_px"] == 2.0
+    assert "--kde-sigma 2" in loc.card["command"]
+    capsys.readouterr()
+    assert main(["train", "localizer", "--preset", "tiny", "--kde-sigma", "0.1"]) == 2
+    assert "--kde-sigma must be in [0.5, 8] fine pixels, got 0.1" in capsys.readouterr().err
+    # a phi trained on another kernel is refused, naming the flag
+    assert main(["train", "localizer", "--preset", "tiny", "--phi-from", str(out),
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "set --kde-sigma to match" in capsys.readouterr().err
+
+
 def test_the_target_is_scaled_to_unit_rms() -> None:
     from livespt.models.ddpm.train import target_scale
 
