@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -260,6 +261,42 @@ def test_concurrent_calls_are_batched_and_answered_as_alone(server: EmbeddedServ
     for k in range(4):
         np.testing.assert_allclose(results[k].mean, alone[k].mean,  # type: ignore[attr-defined]
                                    atol=2e-4)
+
+
+def test_a_callers_frames_are_dropped_when_it_leaves_before_they_are_drawn(
+        server: EmbeddedServer, frames: np.ndarray) -> None:
+    """Call A holds the batcher for seconds; B queues behind it and gives up (deadline):
+    B's frames are never drawn (the batcher counts A alone), and the server goes on."""
+    resident = server.running.service.localizer
+    assert resident is not None
+    batcher, sample = resident.batcher, resident.localizer.sample
+    started = threading.Event()
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.set()
+        return sample(*args, **kwargs)
+    resident.localizer.sample = watched  # type: ignore[method-assign]
+    slow = LocalizeSettings(pixel_size_um=0.1, samples=8, steps=100, seed=1)
+    before = batcher.stats
+    got: dict[str, object] = {}
+
+    def call_a() -> None:
+        with LiveSptClient(server.target) as client:
+            got["a"] = client.localize(frames[:2], slow)
+    a = threading.Thread(target=call_a)
+    a.start()
+    try:
+        assert started.wait(30)
+    finally:
+        resident.localizer.sample = sample  # type: ignore[method-assign]
+    with LiveSptClient(server.target) as client, pytest.raises(grpc.RpcError) as err:
+        client.localize(frames[2:3], SETTINGS, timeout_s=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    a.join()
+    assert got["a"].mean.shape == (2, 80, 96)  # type: ignore[attr-defined]
+    with LiveSptClient(server.target) as client:  # C, after A: B would have run before it
+        assert client.localize(frames[2:3], SETTINGS).mean.shape == (1, 80, 96)
+    assert batcher.stats["requests"] - before["requests"] == 2  # A and C: B was not drawn
 
 
 @pytest.mark.parametrize(("mutate", "code", "message"), [

@@ -5,11 +5,18 @@ what arrived within ``max_delay_ms`` and draws the samples of every frame that s
 frame size, sampler, step count and sample count in one batch. Each frame draws its noise
 from its own generator, seeded by the call's seed and the frame's number in its movie, so
 a frame's samples do not depend on which calls it was batched with (tested).
+
+A caller that leaves (cancel, deadline, dropped connection) sets its ``gone`` event; its
+frames are then taken out of the queue if their batch has not started (:class:`CallerGone`
+is raised in its place), so a vanished client's frames cost nothing more. A batch already
+running is finished: it may hold other callers' frames.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,12 @@ log = logging.getLogger("livespt.server")
 
 MAX_BATCH_FRAMES = 64
 """Most frames drawn in one batch (each with its samples)."""
+GONE_POLL_S = 0.1
+"""How often a waiting call looks whether its caller has left, seconds."""
+
+
+class CallerGone(Exception):
+    """The caller left before its frames' batch started; they were not drawn."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,29 @@ class ResidentLocalizer:
         return TrainedOn.from_card(self.localizer.card)
 
     def draw(self, frames: NDArray[np.float32], settings: LocalizeSettings,
-             first_frame: int) -> NDArray[np.float32]:
-        """Samples of ``frames`` (``(T, samples, uH, uW)``), batched with other callers."""
-        return self.batcher([_Job(frames, settings, first_frame)])[0]
+             first_frame: int, gone: threading.Event | None = None) -> NDArray[np.float32]:
+        """Samples of ``frames`` (``(T, samples, uH, uW)``), batched with other callers.
+
+        Parameters
+        ----------
+        frames, settings, first_frame
+            As :data:`~livespt.server.pipeline.localize.Draw`.
+        gone : threading.Event, optional
+            Set when the caller has left: its frames are dropped if not yet drawn.
+
+        Raises
+        ------
+        CallerGone
+            ``gone`` was set before the frames' batch started.
+        """
+        future = self.batcher.submit([_Job(frames, settings, first_frame)])
+        while True:
+            try:
+                return future.result(timeout=GONE_POLL_S if gone is not None else None)[0]
+            except FutureTimeout:
+                assert gone is not None
+                if gone.is_set() and future.cancel():
+                    raise CallerGone("the caller left before its frames were drawn") from None
 
     def _run(self, jobs: list[_Job]) -> list[NDArray[np.float32]]:
         out: list[NDArray[np.float32] | None] = [None] * len(jobs)

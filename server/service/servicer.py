@@ -18,6 +18,7 @@ import asyncio
 import errno
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -30,7 +31,7 @@ import grpc
 from livespt.server import __version__
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2 as pb
 from livespt.server.grpc_gen.livespt.v1 import livespt_pb2_grpc as pb_grpc
-from livespt.server.inference.localizer import ResidentLocalizer
+from livespt.server.inference.localizer import CallerGone, ResidentLocalizer
 from livespt.server.inference.resident import ModelRegistry
 from livespt.server.pipeline.localize import localize_frames
 from livespt.server.service import wire
@@ -440,11 +441,21 @@ class LiveSptService(pb_grpc.LiveSptServicer):
             return end(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:
             return end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        gone = threading.Event()  # the client left: its frames not yet drawn are dropped
+
+        def draw(x: Any, s: Any, f: int) -> Any:
+            return loc.draw(x, s, f, gone)
+
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 self.localize_executor, lambda: localize_frames(
-                    loc.draw, frames, settings, loc.upsample, loc.localizer.sigma_y_px,
+                    draw, frames, settings, loc.upsample, loc.localizer.sigma_y_px,
                     first, loc.trained_on))
+        except asyncio.CancelledError:
+            gone.set()
+            raise
+        except CallerGone:
+            raise asyncio.CancelledError from None
         except ValueError as exc:
             return end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception:
