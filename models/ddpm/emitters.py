@@ -6,11 +6,13 @@ width, local maxima whose mean KDE value passes ``threshold``, refined to sub-pi
 parabola through the log of the 3 x 3 neighbourhood (exact for a sampled Gaussian).
 
 **The ceiling of this read-out.** On the exact KDE targets at the seed's settings (20 x 20,
-1-5 emitters on a disc of radius 7 px, kernel 3 fine px), i.e. with a perfect network,
-it finds 98 % of its peaks at emitters (precision) and 94 % of the emitters (recall):
-emitters closer than about 1.5 px make one peak. A LoG at the kernel's own width (the
-obvious choice) gives 96 % / 88 %. So the issue's precision 0.99 and recall 0.95 cannot
-be reached at these settings by any network read this way (measured in the tests).
+1-5 emitters on a disc of radius 7 px), i.e. with a perfect network, it depends on the
+KDE's kernel: emitters closer than about 2 kernel SDs make one peak. With a kernel of
+3 fine px (0.75 camera px) it finds 98.4 % of its peaks at emitters (precision) and
+94.1 % of the emitters (recall); with 2 fine px, 100 % and 98.3 %; with 1.5, 100 % and
+99.1 % (300 frames; tests/test_ddpm_emitters.py). A LoG at the kernel's own width (the
+obvious choice) gives 96 % / 88 % at 3 fine px. So precision 0.99 and recall 0.95 need a
+kernel under 3 fine px: a network trained on such targets (``--kde-sigma``).
 Each emitter's position is then found again in every sample, near its mean position;
 the standard deviation over samples is its position uncertainty.
 
