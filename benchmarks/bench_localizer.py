@@ -67,6 +67,46 @@ def samplers(loc: Any, frames: np.ndarray, ref_samples: int, counts: list[int]
     return rows
 
 
+def sampler_speedups(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each fast sampler against the ancestral one at the same sample count, and at equal error.
+
+    ``by_samples``: frames/s over the ancestral sampler's, with both errors. ``at_equal_error``:
+    the fastest fast setting whose variance-map error is at most the ancestral sampler's at
+    its largest sample count, over that ancestral setting's frames/s (the issue's
+    criterion); None when no fast setting is that good.
+    """
+    anc = {r["samples"]: r for r in rows if r["sampler"].startswith("ancestral")}
+    by = [{"sampler": r["sampler"], "samples": r["samples"],
+           "speedup": round(r["frames_per_s"] / anc[r["samples"]]["frames_per_s"], 2),
+           "error": r["variance_map_rel_error"],
+           "ancestral_error": anc[r["samples"]]["variance_map_rel_error"]}
+          for r in rows if not r["sampler"].startswith("ancestral") and r["samples"] in anc]
+    top = anc[max(anc)]
+    good = [r for r in rows if not r["sampler"].startswith("ancestral")
+            and r["variance_map_rel_error"] <= top["variance_map_rel_error"]]
+    best = max(good, key=lambda r: r["frames_per_s"], default=None)
+    equal = None if best is None else {
+        "sampler": best["sampler"], "samples": best["samples"],
+        "error": best["variance_map_rel_error"],
+        "ancestral_samples": top["samples"], "ancestral_error": top["variance_map_rel_error"],
+        "speedup": round(best["frames_per_s"] / top["frames_per_s"], 2)}
+    return {"by_samples": by, "at_equal_error": equal}
+
+
+def _speedup_text(sp: dict[str, Any]) -> str:
+    eq = sp["at_equal_error"]
+    head = ("No fast setting reaches the ancestral sampler's variance-map error."
+            if eq is None else
+            f"At equal or lower variance-map error: {eq['sampler']} at {eq['samples']} samples "
+            f"(error {eq['error']}) runs {eq['speedup']}x the frames/s of the ancestral "
+            f"sampler at {eq['ancestral_samples']} (error {eq['ancestral_error']}); target "
+            f">= {TARGETS['fast_over_ancestral_frames_per_s']}x. These errors hold the "
+            "sampling noise of both maps (see the JSON's samplers); timings are of this run.")
+    rows = "; ".join(f"{r['sampler']} at {r['samples']}: {r['speedup']}x "
+                     f"(error {r['error']} vs {r['ancestral_error']})" for r in sp["by_samples"])
+    return f"\n{head}\n\nSame sample count, over the ancestral sampler: {rows}.\n"
+
+
 def _table(result: dict[str, Any]) -> str:
     srcs = result["sources"]
     names = list(srcs)
@@ -173,8 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         print(key, json.dumps(sources[multi.name]), flush=True)
     frames = ours(args.sampler_frames, 1, 13).frames_e
     rows = samplers(loc, frames, args.reference_samples, [8, 32])
-    anc = next(r for r in rows if r["sampler"].startswith("ancestral") and r["samples"] == 32)
-    fast = next(r for r in rows if r["sampler"] == "fast, 20 steps" and r["samples"] == 32)
+    speedups = sampler_speedups(rows)
     result = {
         "benchmark": "localizer",
         "command": "python benchmarks/bench_localizer.py " + " ".join(argv or sys.argv[1:]),
@@ -186,8 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                      "mcmc_frames": args.mcmc_frames, "i0": 200, "psf_px": 0.92,
                      "background": 2.0, "read_noise_e": 1.0},
         "sources": sources, "samplers": rows,
-        "fast_over_ancestral_frames_per_s_at_32_samples": round(
-            fast["frames_per_s"] / anc["frames_per_s"], 2),
+        "sampler_speedups": speedups,
         "targets": TARGETS, "seconds": round(time.perf_counter() - t_start, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,8 +235,7 @@ def main(argv: list[str] | None = None) -> None:
               f"Command: `{result['command']}` ({result['seconds']} s, "
               f"{os.cpu_count()} CPUs). Sources side by side; targets from issue 14.\n\n"
               + _table(result)
-              + f"\nFast (20 steps) over ancestral frames/s at 32 samples: "
-              f"{result['fast_over_ancestral_frames_per_s_at_32_samples']}x.\n\n"
+              + _speedup_text(speedups) + "\n"
               "![z-scores and samplers](img/localizer_report.png)\n")
     args.report.write_text(report)
     if args.update_card:
