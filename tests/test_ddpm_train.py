@@ -77,6 +77,26 @@ def test_the_kde_kernel_is_a_training_flag(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["train", "localizer", "--preset", "tiny", "--kde-sigma", "0.1"]) == 2
     assert "--kde-sigma must be in [0.5, 8] fine pixels, got 0.1" in capsys.readouterr().err
+    # train phi, then train ddpm on it: the two commands
+    phi_file, loc_file = tmp_path / "phi.pt", tmp_path / "from_phi.pt"
+    assert main(["train", "phi", "--preset", "tiny", "--device", "cpu", "--kde-sigma", "2",
+                 "--out", str(phi_file)]) == 0
+    from livespt.models.ddpm.localizer import load_phi
+    phi, kernel, card = load_phi(phi_file)
+    assert kernel == 2.0 and card["format"] == "livespt-phi/1" and "psi" not in card["history"]
+    assert main(["train", "ddpm", "--preset", "tiny", "--device", "cpu", "--kde-sigma", "2",
+                 "--phi-from", str(phi_file), "--out", str(loc_file)]) == 0
+    both = load(loc_file)
+    assert all(torch.equal(a, b) for a, b in zip(both.phi.state_dict().values(),
+                                                 phi.state_dict().values(), strict=True))
+    assert both.card["command"].startswith("livespt train ddpm")
+    capsys.readouterr()
+    assert main(["train", "ddpm", "--preset", "tiny"]) == 2
+    assert "--phi-from is required by train ddpm" in capsys.readouterr().err
+    assert main(["train", "phi", "--preset", "tiny", "--init-from", str(phi_file)]) == 2
+    assert "--init-from is for train vit" in capsys.readouterr().err
+    assert main(["train", "ddpm", "--preset", "tiny", "--phi-from", str(tmp_path / "no.pt")]) == 2
+    assert f"phi weights {tmp_path / 'no.pt'}: no such file" in capsys.readouterr().err
     # a phi trained on another kernel is refused, naming the flag
     assert main(["train", "localizer", "--preset", "tiny", "--phi-from", str(out),
                  "--out", str(tmp_path / "x.pt")]) == 2

@@ -40,6 +40,8 @@ from livespt.models.ddpm.networks import (
 from livespt.models.vit.weights import WEIGHTS_DIR, sha256
 
 WEIGHTS_FORMAT = "livespt-ddpm/1"
+PHI_FORMAT = "livespt-phi/1"
+"""Format of a file holding phi alone (``livespt train phi``), for ``train ddpm --phi-from``."""
 """The ``format`` of localizer weight files."""
 
 SHIPPED_DIR = WEIGHTS_DIR / "localizer"
@@ -287,13 +289,81 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Localizer:
     return loc
 
 
-def read_card(weights: str | Path) -> dict[str, Any]:
+def save_phi(phi: KdeNet, sigma_y_px: float, path: str | Path) -> Path:
+    """Write phi alone (``livespt train phi``): its configuration, KDE kernel and weights.
+
+    Parameters
+    ----------
+    phi : KdeNet
+        The trained network.
+    sigma_y_px : float
+        The kernel of the KDE targets it was trained on, fine pixels.
+    path : str or Path
+        The ``.pt`` file (parent folders created).
+
+    Returns
+    -------
+    Path
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": PHI_FORMAT, "phi_config": asdict(phi.config),
+                "sigma_y_px": float(sigma_y_px),
+                "phi": {k: v.detach().cpu() for k, v in phi.state_dict().items()}}, p)
+    return p
+
+
+def load_phi(path: str | Path) -> tuple[KdeNet, float, dict[str, Any]]:
+    """Phi from a phi file (:func:`save_phi`) or from a localizer file (:func:`save`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.pt`` file.
+
+    Returns
+    -------
+    (KdeNet, float, dict)
+        The network, its KDE kernel (fine pixels) and the file's card.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing, unreadable, of another format, or not matching its card.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"phi weights {p}: no such file")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: not a weights file
+        raise ValueError(f"phi weights {p}: not readable ({type(exc).__name__})") from None
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == WEIGHTS_FORMAT:
+        loc = load(p)
+        return loc.phi, loc.sigma_y_px, loc.card
+    if fmt != PHI_FORMAT:
+        raise ValueError(f"phi weights {p}: neither a {PHI_FORMAT} nor a {WEIGHTS_FORMAT} file")
+    card = read_card(p, PHI_FORMAT)
+    if card and card.get("sha256") != sha256(p):
+        raise ValueError(f"phi weights {p}: sha256 differs from its card "
+                         f"{p.with_suffix('.json').name} (a corrupt or replaced file)")
+    pc = dict(blob["phi_config"])
+    pc["dilations"] = tuple(pc["dilations"])
+    phi = KdeNet(KdeNetConfig(**pc))
+    phi.load_state_dict(blob["phi"])
+    return phi, float(blob["sigma_y_px"]), card
+
+
+def read_card(weights: str | Path, fmt: str = WEIGHTS_FORMAT) -> dict[str, Any]:
     """The card beside a weights file (``.json``), or an empty dict when there is none.
 
     Parameters
     ----------
     weights : str or Path
         The ``.pt`` file.
+    fmt : str
+        The card's format (:data:`WEIGHTS_FORMAT`, or :data:`PHI_FORMAT` for phi alone).
 
     Returns
     -------
@@ -302,7 +372,7 @@ def read_card(weights: str | Path) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        The card is not a JSON object of format :data:`WEIGHTS_FORMAT`.
+        The card is not a JSON object of format ``fmt``.
     """
     path = Path(weights).with_suffix(".json")
     if not path.is_file():
@@ -311,12 +381,12 @@ def read_card(weights: str | Path) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"localizer card {path}: not valid JSON ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"localizer card {path}: not a {WEIGHTS_FORMAT} card")
+    if not isinstance(card, dict) or card.get("format") != fmt:
+        raise ValueError(f"localizer card {path}: not a {fmt} card")
     return card
 
 
-def write_card(weights: str | Path, card: dict[str, Any]) -> Path:
+def write_card(weights: str | Path, card: dict[str, Any], fmt: str = WEIGHTS_FORMAT) -> Path:
     """Write the card of a weights file, with its format and the file's sha256.
 
     Parameters
@@ -325,6 +395,8 @@ def write_card(weights: str | Path, card: dict[str, Any]) -> Path:
         The ``.pt`` file.
     card : dict
         Name, training, metrics (JSON-ready).
+    fmt : str
+        The card's format (:data:`WEIGHTS_FORMAT`, or :data:`PHI_FORMAT` for phi alone).
 
     Returns
     -------
@@ -332,7 +404,7 @@ def write_card(weights: str | Path, card: dict[str, Any]) -> Path:
         The ``.json`` written.
     """
     p = Path(weights)
-    full = {"format": WEIGHTS_FORMAT, **card, "sha256": sha256(p)}
+    full = {"format": fmt, **card, "sha256": sha256(p)}
     out = p.with_suffix(".json")
     out.write_text(json.dumps(full, indent=2) + "\n")
     return out

@@ -398,13 +398,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "weights and their JSON card (architecture, training configuration, simulator "
             "parameters, metrics, sha256, date). Presets: cpu (about 25 min on 2 cores), gpu "
             "(full size, bf16), tiny (a smoke test). MODEL 'localizer' trains the DeepSTORM "
-            "network and then the DDPM on simulated SMLM frames (half of --minutes each) and "
-            "writes one weights file (default ./localizer-<preset>.pt) and its JSON card, for "
-            "livespt localize --weights and livespt serve --localizer."
+            "network (phi) and then the DDPM on simulated SMLM frames (half of --minutes each) "
+            "and writes one weights file (default ./localizer-<preset>.pt) and its JSON card, "
+            "for livespt localize --weights and livespt serve --localizer. MODEL 'phi' trains "
+            "phi alone (all of --minutes; default ./phi-<preset>.pt); MODEL 'ddpm' trains the "
+            "DDPM alone on the phi of --phi-from (a phi or localizer file) and writes a "
+            "localizer file."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", choices=("vit", "localizer"), help="what to train")
+    p.add_argument("model", choices=("vit", "localizer", "phi", "ddpm"), help="what to train")
     p.add_argument("--preset", default="cpu", choices=("cpu", "gpu", "tiny"),
                    help="training configuration")
     p.add_argument("--variant", default="image+features",
@@ -416,17 +419,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--phi-from", default=None, metavar="WEIGHTS",
-                   help="localizer only: keep the phi of this localizer file and train only "
-                        "the DDPM, for all of --minutes")
+                   help="ddpm (required) and localizer: keep the phi of this file (from "
+                        "train phi or train localizer) and train only the DDPM, for all of "
+                        "--minutes")
     p.add_argument("--kde-sigma", type=float, default=None, metavar="FINE_PX",
-                   help="localizer only: the KDE targets' kernel SD in fine pixels (1/4 "
+                   help="localizer, phi, ddpm: the KDE targets' kernel SD in fine pixels (1/4 "
                         "camera pixel; default: the preset's, 3). Emitters closer than about "
                         "2 kernel SDs make one peak")
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="continue training from this weights file (same architecture; a new "
                         "warm-up and cosine schedule over --minutes)")
     p.add_argument("--out", default=None,
-                   help="weights file (default models/weights/vit-<preset>[-<variant>].pt)")
+                   help="weights file (default models/weights/vit-<preset>[-<variant>].pt; "
+                        "./localizer-<preset>.pt or ./phi-<preset>.pt)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -575,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             from livespt.server.cli.train import run_train, run_train_localizer
 
-            if args.model == "localizer":
+            if args.model in ("localizer", "phi", "ddpm"):
                 run_train_localizer(args)
             else:
                 run_train(args)
