@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="ancestral samples of the variance-map reference")
     ap.add_argument("--sources", default="ours,deeptrack", help="comma-separated")
     ap.add_argument("--update-card", action="store_true",
-                    help="also record the results under metrics.report in the weights' card")
+                    help="also record the results under metrics.report in the weights' card, "
+                         "and recompute its metrics.check (what the tests compare)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/localizer.json")
     ap.add_argument("--report", type=Path, default=ROOT / "docs/localization_report.md")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/img/localizer_report.png")
@@ -239,11 +240,14 @@ def main(argv: list[str] | None = None) -> None:
               "![z-scores and samplers](img/localizer_report.png)\n")
     args.report.write_text(report)
     if args.update_card:
+        from livespt.models.ddpm.evaluate import card_check
         from livespt.models.ddpm.localizer import write_card
 
         card = {k: v for k, v in loc.card.items() if k not in ("format", "sha256")}
         card.setdefault("metrics", {})["report"] = {
             "command": result["command"], "sources": sources, "samplers": rows}
+        # the check the tests recompute, with this code's read-out
+        card["metrics"]["check"] = card_check(loc)
         write_card(weights, card)
     _figure(result, zs, args.figure)
     print(json.dumps(result, indent=2))
