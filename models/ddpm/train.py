@@ -39,7 +39,9 @@ class SmlmDistribution:
     Attributes
     ----------
     frame_px, upsample, sigma_y_px, disc_radius_px : int, int, float, float
-        Frame size, KDE refinement and kernel (fine px), emitter disc (seed 004 values).
+        Frame size, KDE refinement and kernel (fine px), emitter disc (seed 004's frame
+        size, refinement and disc; the kernel is 2 fine px, not the first models' 3, whose
+        read-out cannot separate emitters closer than 1.5 px: see ``emitters.py``).
     n_emitters : (int, int)
         Emitters per frame, inclusive range.
     i0_range : (float, float)
@@ -54,7 +56,7 @@ class SmlmDistribution:
 
     frame_px: int = 20
     upsample: int = 4
-    sigma_y_px: float = 3.0
+    sigma_y_px: float = 2.0
     disc_radius_px: float = 7.0
     n_emitters: tuple[int, int] = (1, 5)
     i0_range: tuple[float, float] = (100.0, 1000.0)

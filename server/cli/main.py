@@ -424,7 +424,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "--minutes")
     p.add_argument("--kde-sigma", type=float, default=None, metavar="FINE_PX",
                    help="localizer, phi, ddpm: the KDE targets' kernel SD in fine pixels (1/4 "
-                        "camera pixel; default: the preset's, 3). Emitters closer than about "
+                        "camera pixel; default: the preset's, 2). Emitters closer than about "
                         "2 kernel SDs make one peak")
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="continue training from this weights file (same architecture; a new "
