@@ -43,17 +43,22 @@ def test_the_ceiling_on_exact_kdes_at_the_seeds_settings(kernel: float, precisio
     assert tp / (tp + fn) == pytest.approx(recall, abs=0.005)
 
 
-def test_position_spread_over_samples_is_measured() -> None:
-    """64 samples with the emitter displaced by N(0, 0.1 px): the reported SD is the
-    displacements' SD."""
-    rng = np.random.default_rng(0)
+def _displaced_spots(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """64 KDE samples (80 x 80 fine px, kernel 3) of one emitter at (9.3, 10.1) px displaced
+    by N(0, 0.1 px) per axis; returns the samples and the displacements (px)."""
     shift = rng.normal(0.0, 0.1, (64, 2))
     fine = lambda v: (v + 0.5) * 4 - 0.5  # noqa: E731
     x = torch.tensor(fine(9.3 + shift[:, 0]))[:, None]
     y = torch.tensor(fine(10.1 + shift[:, 1]))[:, None]
     imgs = render_gaussian_spots(x, y, torch.ones(64, 1, dtype=torch.float64), (80, 80), 3.0)
-    imgs = imgs / imgs.amax(dim=(1, 2), keepdim=True)
-    e = locate_emitters(imgs.numpy())
+    return (imgs / imgs.amax(dim=(1, 2), keepdim=True)).numpy(), shift
+
+
+def test_position_spread_over_samples_is_measured() -> None:
+    """64 samples with the emitter displaced by N(0, 0.1 px): the reported SD is the
+    displacements' SD."""
+    imgs, shift = _displaced_spots(np.random.default_rng(0))
+    e = locate_emitters(imgs)
     assert len(e.x_px) == 1
     np.testing.assert_allclose([e.x_sd_px[0], e.y_sd_px[0]], shift.std(axis=0, ddof=1),
                                rtol=0.02)
@@ -68,12 +73,7 @@ def test_pixel_noise_in_the_samples_does_not_pass_for_position_spread() -> None:
     SD's own standard error is 9 %, the same draws on both sides); the first read-out
     (arg-max + parabola) reported about 1.45 times it here (module docstring)."""
     rng = np.random.default_rng(1)
-    shift = rng.normal(0.0, 0.1, (64, 2))
-    fine = lambda v: (v + 0.5) * 4 - 0.5  # noqa: E731
-    x = torch.tensor(fine(9.3 + shift[:, 0]))[:, None]
-    y = torch.tensor(fine(10.1 + shift[:, 1]))[:, None]
-    imgs = render_gaussian_spots(x, y, torch.ones(64, 1, dtype=torch.float64), (80, 80), 3.0)
-    imgs = (imgs / imgs.amax(dim=(1, 2), keepdim=True)).numpy()
+    imgs, shift = _displaced_spots(rng)
     noisy = imgs + rng.normal(0.0, 0.05, imgs.shape)
     e = locate_emitters(noisy)
     assert len(e.x_px) == 1
