@@ -68,12 +68,14 @@ def test_the_kde_kernel_is_a_training_flag(tmp_path, capsys) -> None:
     from livespt.models.ddpm.localizer import load
     from livespt.server.cli.main import main
 
-    out = tmp_path / "k2.pt"
+    out = tmp_path / "k15.pt"
     assert main(["train", "localizer", "--preset", "tiny", "--device", "cpu",
-                 "--kde-sigma", "2", "--out", str(out)]) == 0
+                 "--kde-sigma", "1.5", "--out", str(out)]) == 0
     loc = load(out)
-    assert loc.sigma_y_px == 2.0 and loc.card["training"]["data"]["sigma_y_px"] == 2.0
-    assert "--kde-sigma 2" in loc.card["command"]
+    assert loc.sigma_y_px == 1.5 and loc.card["training"]["data"]["sigma_y_px"] == 1.5
+    assert "--kde-sigma 1.5" in loc.card["command"]
+    from livespt.models.ddpm.train import PRESETS
+    assert PRESETS["tiny"].data.sigma_y_px == 2.0  # the default since the kernel-3 ceiling
     capsys.readouterr()
     assert main(["train", "localizer", "--preset", "tiny", "--kde-sigma", "0.1"]) == 2
     assert "--kde-sigma must be in [0.5, 8] fine pixels, got 0.1" in capsys.readouterr().err
@@ -100,7 +102,7 @@ def test_the_kde_kernel_is_a_training_flag(tmp_path, capsys) -> None:
     # a phi trained on another kernel is refused, naming the flag
     assert main(["train", "localizer", "--preset", "tiny", "--phi-from", str(out),
                  "--out", str(tmp_path / "x.pt")]) == 2
-    assert "set --kde-sigma to match" in capsys.readouterr().err
+    assert "kernel 1.5 fine px, not 2 (set --kde-sigma to match)" in capsys.readouterr().err
 
 
 def test_the_target_is_scaled_to_unit_rms() -> None:
