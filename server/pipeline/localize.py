@@ -24,7 +24,7 @@ the median fitted Gaussian SD (:func:`psf_sd_px`) of the spots the classical det
 finds, at two LoG scales (1 and 2 px, the one with more converged fits), so a PSF twice
 the training width is measured rather than missed; on our simulator it reads 0.61, 0.94,
 1.18 and 1.46 px for PSFs of 0.6, 0.92, 1.2 and 1.5 px (16 frames of 1-5 emitters of 200
-photons; tests/test_localize.py). With fewer than :data:`PSF_MIN_SPOTS` converged fits in
+photons; tests/test_localize_serving.py). With fewer than :data:`PSF_MIN_SPOTS` converged fits in
 a call there is no verdict and no warning.
 """
 
@@ -55,9 +55,9 @@ SAMPLERS = ("fast", "ancestral")
 PSF_MIN_SPOTS = 10
 """Converged spot fits a call needs for a verdict on the PSF width."""
 PSF_TOLERANCE = 1.1
-"""A median PSF SD outside the training range by more than this factor is warned of (the
-median of 10 fits varies by about 3 %; the fitted width of a Gaussian PSF is unbiased to
-2 %: module docstring)."""
+"""A median PSF SD outside the training range by more than this factor is warned of (in
+the tests the median of 20-40 fits reads within 2-4 % of the true width: module
+docstring)."""
 PSF_SCALES_PX = (1.0, 2.0)
 """LoG scales (PSF SD, camera px) at which spots are detected for the width check."""
 
