@@ -81,6 +81,30 @@ def test_pixel_noise_in_the_samples_does_not_pass_for_position_spread() -> None:
                                rtol=0.15)
 
 
+def test_an_estimate_places_the_emitters_and_the_samples_their_spread() -> None:
+    """Emitters found on a given estimate of the mean KDE (a spot 0.2 px right of the
+    samples' mean and a second spot the samples lack): positions and peaks are the
+    estimate's, each SD still the displacements' over the samples."""
+    imgs, shift = _displaced_spots(np.random.default_rng(0))
+    fine = lambda v: torch.tensor([[(v + 0.5) * 4 - 0.5]], dtype=torch.float64)  # noqa: E731
+    x0 = 9.3 + shift[:, 0].mean() + 0.2
+    est = render_gaussian_spots(torch.cat([fine(x0), fine(4.0)], dim=1),
+                                torch.cat([fine(10.1), fine(4.0)], dim=1),
+                                torch.ones(1, 2, dtype=torch.float64), (80, 80), 3.0)[0]
+    est = (est / est.max()).numpy()
+    e = locate_emitters(imgs, estimate=est)
+    assert len(e.x_px) == 2
+    first = int(np.argmin(np.abs(e.x_px - x0)))
+    assert abs(e.x_px[first] - x0) < 0.02 and abs(e.y_px[first] - 10.1) < 0.02
+    np.testing.assert_allclose([e.x_sd_px[first], e.y_sd_px[first]],
+                               shift.std(axis=0, ddof=1), rtol=0.02)
+    np.testing.assert_allclose(e.peak, 1.0, atol=0.05)
+    with pytest.raises(ValueError, match=r"estimate: shape \(80, 79\) is not the samples'"):
+        locate_emitters(imgs, estimate=est[:, :79])
+    with pytest.raises(ValueError, match="estimate contains NaN"):
+        locate_emitters(imgs, estimate=np.full((80, 80), np.nan))
+
+
 def test_matching_is_one_to_one_and_closest_first() -> None:
     truth = np.array([[0.0, 0.0], [1.0, 0.0]])
     found = np.array([[0.9, 0.0], [0.2, 0.0], [5.0, 5.0]])

@@ -34,6 +34,27 @@ def test_samples_shapes_seeds_and_odd_frame_sizes(localizer: Localizer) -> None:
     assert float(out[0].variance.min()) >= 0.0
 
 
+def test_draw_returns_phis_estimate_and_the_emitters_are_read_from_it(
+        localizer: Localizer) -> None:
+    from livespt.models.ddpm.emitters import locate_emitters
+    from livespt.models.ddpm.networks import normalise_frames
+
+    frames = np.random.default_rng(3).poisson(10, (2, 16, 16)).astype(np.float64)
+    smp, est = localizer.draw(frames, 3, n_steps=4, seed=1)
+    assert torch.equal(smp, localizer.sample(frames, 3, n_steps=4, seed=1))
+    with torch.no_grad():
+        phi = localizer.phi(normalise_frames(torch.as_tensor(frames)))[:, 0]
+    assert torch.allclose(est, phi.clamp(0, 1))
+    for source, estimate in (("estimate", est[0].numpy()), ("mean", None)):
+        got = localizer.localize(frames[:1], 3, n_steps=4, seed=1, threshold=0.01,
+                                 emitters_from=source)[0].emitters
+        want = locate_emitters(smp[0].numpy(), localizer.upsample, localizer.sigma_y_px,
+                               0.01, estimate)
+        np.testing.assert_allclose(got.x_px, want.x_px, atol=1e-4)  # batch of 1 vs 2
+    with pytest.raises(ValueError, match="emitters_from must be one of"):
+        localizer.localize(frames, 2, n_steps=2, emitters_from="phi")
+
+
 @pytest.mark.parametrize(("frames", "kwargs", "message"), [
     (np.full((1, 20, 20), np.nan), {}, "frames contains NaN"),
     (np.zeros((20, 20)), {}, "frames must have 3 dimension"),

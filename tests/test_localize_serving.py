@@ -27,6 +27,7 @@ from livespt.models.ddpm.diffusion import Schedule
 from livespt.models.ddpm.localizer import Localizer, load, save, write_card
 from livespt.models.ddpm.networks import ConditionalUNet, KdeNet, KdeNetConfig, UNetConfig
 from livespt.models.localize.photometry import box_photons
+from livespt.models.psf import render_gaussian_spots
 from livespt.models.simulate import simulate_smlm
 from livespt.server.cli.main import main
 from livespt.server.client import LiveSptClient
@@ -78,9 +79,9 @@ def server(weights: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _draw(loc: Localizer):
-    def draw(x: np.ndarray, s: LocalizeSettings, first: int) -> np.ndarray:
-        return loc.sample(torch.from_numpy(x), s.samples, s.sampler, s.steps, s.seed,
-                          first).numpy()
+    def draw(x: np.ndarray, s: LocalizeSettings, first: int):
+        smp, est = loc.draw(torch.from_numpy(x), s.samples, s.sampler, s.steps, s.seed, first)
+        return smp.numpy(), est.numpy()
     return draw
 
 
@@ -135,6 +136,30 @@ def test_a_frames_samples_do_not_depend_on_how_the_movie_is_cut(weights: Path,
 
 
 # ------------------------------------------------------------------ photometry
+def test_emitters_are_found_on_phis_estimate_with_the_samples_spread() -> None:
+    """Samples with a spot at camera px (5, 6) jittered by 0.1 px, an estimate with it at
+    (5.5, 6): the row is at the estimate's place, with the samples' SD."""
+    rng = np.random.default_rng(4)
+    shift = rng.normal(0.0, 0.1, (16, 2))
+    fine = lambda v: torch.as_tensor(np.asarray(v, np.float64) * 4 + 1.5)[:, None]  # noqa: E731
+    smp = render_gaussian_spots(fine(5 + shift[:, 0]), fine(6 + shift[:, 1]),
+                                torch.ones(16, 1, dtype=torch.float64), (64, 64), 2.0)
+    est = render_gaussian_spots(fine([5.5]), fine([6.0]), torch.ones(1, 1, dtype=torch.float64),
+                                (64, 64), 2.0)
+
+    def draw(x: np.ndarray, s: LocalizeSettings, first: int):  # type: ignore[no-untyped-def]
+        return ((smp / smp.amax(dim=(1, 2), keepdim=True)).numpy()[None].astype(np.float32),
+                (est / est.max()).numpy().astype(np.float32))
+
+    out = localize_frames(draw, np.zeros((1, 16, 16), np.uint16),
+                          LocalizeSettings(pixel_size_um=0.1), 4, 2.0)
+    assert len(out.emitters) == 1
+    row = out.emitters.iloc[0]
+    assert row["x_um"] == pytest.approx(0.55, abs=2e-3)
+    assert row["y_um"] == pytest.approx(0.60, abs=2e-3)
+    assert row["x_sd_um"] == pytest.approx(0.1 * shift[:, 0].std(ddof=1), rel=0.05)
+
+
 def test_box_photons_is_unbiased_on_a_gaussian_spot() -> None:
     from livespt.models.localize import expected_image, pack
 
@@ -268,13 +293,13 @@ def test_a_callers_frames_are_dropped_when_it_leaves_before_they_are_drawn(
     B's frames are never drawn (the batcher counts A alone), and the server goes on."""
     resident = server.running.service.localizer
     assert resident is not None
-    batcher, sample = resident.batcher, resident.localizer.sample
+    batcher, draw = resident.batcher, resident.localizer.draw
     started = threading.Event()
 
     def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
         started.set()
-        return sample(*args, **kwargs)
-    resident.localizer.sample = watched  # type: ignore[method-assign]
+        return draw(*args, **kwargs)
+    resident.localizer.draw = watched  # type: ignore[method-assign]
     slow = LocalizeSettings(pixel_size_um=0.1, samples=8, steps=100, seed=1)
     before = batcher.stats
     got: dict[str, object] = {}
@@ -287,7 +312,7 @@ def test_a_callers_frames_are_dropped_when_it_leaves_before_they_are_drawn(
     try:
         assert started.wait(30)
     finally:
-        resident.localizer.sample = sample  # type: ignore[method-assign]
+        resident.localizer.draw = draw  # type: ignore[method-assign]
     with LiveSptClient(server.target) as client, pytest.raises(grpc.RpcError) as err:
         client.localize(frames[2:3], SETTINGS, timeout_s=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1,9 +1,13 @@
 """Emitters from KDE maps: peaks of the mean, and each position's spread over posterior samples.
 
-The localizer returns many KDE samples of one frame. Emitters are found on their mean
-(seed 004: a Laplacian-of-Gaussian on the mean KDE): a LoG of 0.4 times the KDE's kernel
-width, local maxima whose mean KDE value passes ``threshold``, refined to sub-pixel by a
-parabola through the log of the 3 x 3 neighbourhood (exact for a sampled Gaussian).
+The localizer returns many KDE samples of one frame. Emitters are found on an estimate of
+the posterior mean KDE (seed 004: a Laplacian-of-Gaussian on the mean KDE): the samples'
+mean, or, given as ``estimate``, phi's direct estimate of it (trained on the squared error,
+it estimates the same mean without sampling noise; the localizer's default, see
+:data:`~livespt.models.ddpm.localizer.EMITTERS_FROM`). A LoG of 0.4 times the KDE's kernel
+width, local maxima whose KDE value passes ``threshold`` (one per group of tied pixels),
+refined to sub-pixel by a parabola through the log of the 3 x 3 neighbourhood (exact for a
+sampled Gaussian).
 
 **The ceiling of this read-out.** On the exact KDE targets at the seed's settings (20 x 20,
 1-5 emitters on a disc of radius 7 px), i.e. with a perfect network, it depends on the
@@ -48,11 +52,11 @@ class Emitters:
     Attributes
     ----------
     x_px, y_px : ndarray, shape (K,)
-        Positions from the mean KDE.
+        Positions from the map read (the samples' mean, or the estimate given).
     x_sd_px, y_sd_px : ndarray, shape (K,)
         Standard deviation of each position over the samples (NaN with fewer than 2).
     peak : ndarray, shape (K,)
-        Mean KDE value at the peak (the KDE's units, 0 to 1).
+        The read map's value at the peak (the KDE's units, 0 to 1).
     """
 
     x_px: NDArray[np.float64]
@@ -133,14 +137,18 @@ def find_peaks(mean_kde: Any, sigma_y_px: float = 3.0, threshold: float = 0.3
     response = -ndimage.gaussian_laplace(kde, scale) * scale * scale
     size = 2 * math.ceil(scale) + 1
     peaks = (response == ndimage.maximum_filter(response, size=size)) & (kde >= thr)
-    ii, jj = np.nonzero(peaks)
+    # A peak centred between pixels ties on 2 or 4 of them: one per touching group.
+    labels, n = ndimage.label(peaks, structure=np.ones((3, 3)))
+    first = ndimage.minimum_position(-kde, labels, np.arange(1, n + 1)) if n else []
+    ii = np.array([p[0] for p in first], dtype=np.intp)
+    jj = np.array([p[1] for p in first], dtype=np.intp)
     order = np.argsort(-kde[ii, jj])
     out = [(_refine(kde, int(ii[k]), int(jj[k]))[::-1]) for k in order]
     return np.asarray(out, np.float64).reshape(-1, 2)
 
 
 def locate_emitters(samples: Any, upsample: int = 4, sigma_y_px: float = 3.0,
-                    threshold: float = 0.3) -> Emitters:
+                    threshold: float = 0.3, estimate: Any = None) -> Emitters:
     """Emitters of one frame from its KDE samples (module docstring).
 
     Parameters
@@ -153,6 +161,9 @@ def locate_emitters(samples: Any, upsample: int = 4, sigma_y_px: float = 3.0,
         KDE kernel width in fine pixels.
     threshold : float
         Smallest mean KDE value at a peak.
+    estimate : array_like, shape (H, W), optional
+        A direct estimate of the posterior mean KDE (phi's) to find the emitters on instead
+        of the samples' mean; the samples still give each position's SD.
 
     Returns
     -------
@@ -160,7 +171,13 @@ def locate_emitters(samples: Any, upsample: int = 4, sigma_y_px: float = 3.0,
     """
     arr = _validate.finite_array("samples", samples, ndim=3)
     up = _validate.positive_int("upsample", upsample)
-    mean = arr.mean(axis=0)
+    if estimate is None:
+        mean = arr.mean(axis=0)
+    else:
+        mean = _validate.finite_array("estimate", estimate, ndim=2)
+        if mean.shape != arr.shape[1:]:
+            raise ValueError(f"estimate: shape {mean.shape} is not the samples' "
+                             f"{arr.shape[1:]}")
     peaks = find_peaks(mean, sigma_y_px, threshold)
     per_sample = np.full((arr.shape[0], len(peaks), 2), np.nan)
     for k, (x, y) in enumerate(peaks):

@@ -21,6 +21,7 @@ from livespt.server.io import strict_json
 from livespt.server.io.tiff import read_movie, write_maps
 from livespt.server.pipeline.localize import (
     EMITTER_COLUMNS,
+    Drawn,
     Localization,
     LocalizeSettings,
     TrainedOn,
@@ -126,9 +127,9 @@ def _in_process(frames: np.ndarray, settings: LocalizeSettings, args: argparse.N
     loc = load(weights)
     trained = TrainedOn.from_card(loc.card)
 
-    def draw(x: np.ndarray, s: LocalizeSettings, first: int) -> np.ndarray:
-        return loc.sample(torch.from_numpy(x), s.samples, s.sampler, s.steps, s.seed,
-                          first).numpy()
+    def draw(x: np.ndarray, s: LocalizeSettings, first: int) -> Drawn:
+        smp, est = loc.draw(torch.from_numpy(x), s.samples, s.sampler, s.steps, s.seed, first)
+        return smp.numpy(), est.numpy()
 
     parts = []
     step = args.frames_per_call

@@ -378,7 +378,7 @@ def _add_localize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps of the fast sampler (1-100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples")
     p.add_argument("--threshold", type=float, default=0.3,
-                   help="smallest mean KDE value of an emitter, (0, 1]")
+                   help="smallest mean KDE value of an emitter (phi's estimate of it), (0, 1]")
     p.add_argument("--camera-offset", type=float, default=None, metavar="ADU",
                    help="camera offset; with --camera-gain, photons are reported")
     p.add_argument("--camera-gain", type=float, default=None, metavar="ADU_PER_E",

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from livespt.models.ddpm.localizer import Localizer, frame_generator, load
 from livespt.server.inference.batcher import DynamicBatcher
-from livespt.server.pipeline.localize import LocalizeSettings, TrainedOn
+from livespt.server.pipeline.localize import Drawn, LocalizeSettings, TrainedOn
 
 log = logging.getLogger("livespt.server")
 
@@ -71,7 +71,7 @@ class ResidentLocalizer:
         self.path = Path(path)
         self.localizer: Localizer = load(self.path, device)
         self.device = device
-        self.batcher: DynamicBatcher[list[_Job], list[NDArray[np.float32]]] = DynamicBatcher(
+        self.batcher: DynamicBatcher[list[_Job], list[Drawn]] = DynamicBatcher(
             self._run, concat=lambda jobs: [j for part in jobs for j in part],
             split=_split, size=lambda jobs: sum(len(j.frames) for j in jobs),
             max_batch=MAX_BATCH_FRAMES, max_delay_ms=max_delay_ms, name="batcher[localizer]")
@@ -93,8 +93,8 @@ class ResidentLocalizer:
         return TrainedOn.from_card(self.localizer.card)
 
     def draw(self, frames: NDArray[np.float32], settings: LocalizeSettings,
-             first_frame: int, gone: threading.Event | None = None) -> NDArray[np.float32]:
-        """Samples of ``frames`` (``(T, samples, uH, uW)``), batched with other callers.
+             first_frame: int, gone: threading.Event | None = None) -> Drawn:
+        """Samples of ``frames`` and phi's estimate (:data:`Drawn`), batched with others.
 
         Parameters
         ----------
@@ -117,8 +117,8 @@ class ResidentLocalizer:
                 if gone.is_set() and future.cancel():
                     raise CallerGone("the caller left before its frames were drawn") from None
 
-    def _run(self, jobs: list[_Job]) -> list[NDArray[np.float32]]:
-        out: list[NDArray[np.float32] | None] = [None] * len(jobs)
+    def _run(self, jobs: list[_Job]) -> list[Drawn]:
+        out: list[Drawn | None] = [None] * len(jobs)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for k, job in enumerate(jobs):
             groups.setdefault(job.key, []).append(k)
@@ -127,12 +127,13 @@ class ResidentLocalizer:
             frames = np.concatenate([jobs[k].frames for k in members])
             gens = [frame_generator(jobs[k].settings.seed, jobs[k].first_frame + i)
                     for k in members for i in range(len(jobs[k].frames))]
-            smp = self.localizer.sample(torch.from_numpy(frames), s.samples, s.sampler,
-                                        s.steps, generators=gens).numpy()
+            smp, est = self.localizer.draw(torch.from_numpy(frames), s.samples, s.sampler,
+                                           s.steps, generators=gens)
+            smp_a, est_a = smp.numpy(), est.numpy()
             start = 0
             for k in members:
                 n = len(jobs[k].frames)
-                out[k] = smp[start:start + n]
+                out[k] = (smp_a[start:start + n], est_a[start:start + n])
                 start += n
         return [o for o in out if o is not None]
 
@@ -151,6 +152,6 @@ class ResidentLocalizer:
         self.batcher.close()
 
 
-def _split(out: list[NDArray[np.float32]], sizes: list[int]) -> list[list[NDArray[np.float32]]]:
+def _split(out: list[Drawn], sizes: list[int]) -> list[list[Drawn]]:
     """One part per call: each call was one job, so one array each."""
     return [[o] for o in out]

@@ -7,11 +7,12 @@ conversion of the localizer's samples (:mod:`livespt.models.ddpm`) to what users
 * the mean and the per-pixel variance of the KDE samples, on the localizer's grid
   (``upsample`` fine pixels per camera pixel; fine pixel ``k`` centred at
   ``((k + 1/2) / upsample - 1/2)`` camera pixels);
-* emitters, one row each (:data:`EMITTER_COLUMNS`): frame, position and its standard
-  deviation over the samples in micrometres (pixel ``(i, j)`` centred at
+* emitters, one row each (:data:`EMITTER_COLUMNS`), found on phi's estimate of the mean
+  KDE (:data:`~livespt.models.ddpm.localizer.EMITTERS_FROM`): frame, position and its
+  standard deviation over the samples in micrometres (pixel ``(i, j)`` centred at
   ``(j, i) * pixel_size_um``), photons above the background in a 5 x 5 px box
   (:func:`~livespt.models.localize.photometry.box_photons`; only with the camera's offset
-  and gain, else empty and a warning), and the mean KDE value at the peak.
+  and gain, else empty and a warning), and the estimated mean KDE value at the peak.
 
 How the samples are drawn is given as a function, so the same code runs on a model held
 in this process or on the server's resident, batched one.
@@ -174,8 +175,10 @@ def output_bytes(n_frames: int, height: int, width: int, upsample: int) -> int:
     return 2 * 4 * n_frames * height * width * upsample * upsample
 
 
-Draw = Callable[[NDArray[np.float32], LocalizeSettings, int], NDArray[np.float32]]
-"""``draw(frames, settings, first_frame)`` -> samples ``(T, samples, uH, uW)``."""
+Drawn = tuple[NDArray[np.float32], NDArray[np.float32]]
+"""KDE samples ``(T, samples, uH, uW)`` and phi's estimate of their mean ``(T, uH, uW)``."""
+Draw = Callable[[NDArray[np.float32], LocalizeSettings, int], Drawn]
+"""``draw(frames, settings, first_frame)`` -> :data:`Drawn`."""
 
 
 @dataclass(frozen=True)
@@ -314,12 +317,12 @@ def localize_frames(draw: Draw, frames: Any, settings: LocalizeSettings, upsampl
     Localization
     """
     x = check_frames(frames)
-    samples = draw(x, settings, first_frame)
+    samples, estimate = draw(x, settings, first_frame)
     px = settings.pixel_size_um
     rows: list[dict[str, float]] = []
     calibrated = settings.gain_adu_per_e is not None and settings.offset_adu is not None
     for k, smp in enumerate(samples):
-        em = locate_emitters(smp, upsample, sigma_y_px, settings.threshold)
+        em = locate_emitters(smp, upsample, sigma_y_px, settings.threshold, estimate[k])
         if calibrated and len(em.x_px):
             assert settings.gain_adu_per_e is not None and settings.offset_adu is not None
             frame_e = (x[k].astype(np.float64) - settings.offset_adu) / settings.gain_adu_per_e
