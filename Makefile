@@ -92,7 +92,7 @@ train-vit: $(VENV)/.installed
 	$(BIN)/livespt train vit --preset $(PRESET) --variant image --minutes 12
 
 ## Evaluate the shipped localizer on our simulator and deeptrack's frames, side by side
-## (docs/localization_report.md, docs/img/localizer_report.png; 30 min or more on 2 cores).
+## (docs/localization_report.md, docs/img/localizer_report.png; about 35 min on 2 cores).
 localizer-report: $(VENV)/.installed-validation
 	$(BIN)/python benchmarks/bench_localizer.py
 

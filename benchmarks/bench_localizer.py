@@ -136,6 +136,11 @@ def _table(result: dict[str, Any]) -> str:
     iso_mean = lambda k: (lambda s: s["isolated"].get("mean", {}).get(k))  # noqa: E731
     row("precision (emitters on phi's estimate)", ">= 0.99", det("precision"))
     row("recall (emitters on phi's estimate)", ">= 0.95", det("recall"))
+    for gap in ("0-1", "1-1.5", "1.5-2", "2-3", "3-inf"):
+        row(f"found / emitters, nearest neighbour {gap} px", "",
+            lambda s, g=gap: "{found} / {emitters}".format(
+                **s["detection"].get("recall_by_neighbour_px", {}).get(
+                    g, {"found": "-", "emitters": "-"})))
     row("precision (on the samples' mean)", "", det("mean_precision"))
     row("recall (on the samples' mean)", "", det("mean_recall"))
     row("isolated: CRLB (px, rms)", "", iso("crlb_rms_px"))
@@ -193,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", type=Path, nargs="?", default=None,
                     help="a file from livespt train localizer (default: the shipped one)")
-    ap.add_argument("--frames", type=int, default=100, help="frames per experiment")
+    ap.add_argument("--frames", type=int, default=150, help="frames per experiment")
     ap.add_argument("--samples", type=int, default=16, help="DDPM samples per frame")
     ap.add_argument("--steps", type=int, default=20, help="steps of the fast sampler")
     ap.add_argument("--mcmc-frames", type=int, default=20,
                     help="isolated frames also sampled by MCMC (slow)")
-    ap.add_argument("--sampler-frames", type=int, default=2,
+    ap.add_argument("--sampler-frames", type=int, default=6,
                     help="frames of the sampler comparison")
-    ap.add_argument("--reference-samples", type=int, default=64,
+    ap.add_argument("--reference-samples", type=int, default=128,
                     help="ancestral samples of the variance-map reference")
     ap.add_argument("--sources", default="ours,deeptrack", help="comma-separated")
     ap.add_argument("--update-card", action="store_true",

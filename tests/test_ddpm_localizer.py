@@ -107,3 +107,16 @@ def test_the_target_scale_is_undone_when_sampling(localizer: Localizer) -> None:
         assert smp.min() >= 0 and smp.max() <= 1
         spread.append(float(smp.std(axis=1).mean()))
     assert spread[1] < spread[0]
+
+
+def test_detection_counts_every_emitter_once_by_its_neighbours_distance(
+        localizer: Localizer) -> None:
+    from livespt.models.ddpm.evaluate import detection, ours
+
+    data = ours(3, (2, 5), 0)
+    det = detection(localizer, data, samples=2, steps=2, threshold=0.01)
+    bins = det["recall_by_neighbour_px"]
+    assert sum(b["emitters"] for b in bins.values()) == det["emitters"] == sum(
+        len(p) for p in data.positions_px)
+    assert sum(b["found"] for b in bins.values()) == round(det["recall"] * det["emitters"])
+    assert bins["3-inf"]["emitters"] < det["emitters"]  # 2-5 emitters on a 7 px disc

@@ -94,6 +94,10 @@ CHUNK_FRAMES = 8
 of 16 samples at once drew 0.41 frames/s, in chunks of 8 0.63 (1-4: 0.63-0.96, noisy)."""
 
 
+NEIGHBOUR_BINS_PX = ((0.0, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, float("inf")))
+"""Bins of the distance from an emitter to its nearest neighbour (px) for the recall."""
+
+
 def _read(loc: Localizer, frames: NDArray[np.float64], samples: int, steps: int,
           threshold: float) -> dict[str, list[Emitters]]:
     """Each frame's emitters from both read-outs of the same samples (fast sampler, seed 0)."""
@@ -126,17 +130,30 @@ def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
     dict
         ``precision``, ``recall``, ``emitters``, ``found`` of the emitters found on phi's
         estimate (what users get), and ``mean_precision``, ``mean_recall``, ``mean_found``
-        of those found on the samples' mean (the seed's read-out).
+        of those found on the samples' mean (the seed's read-out); and
+        ``recall_by_neighbour_px``: on phi's estimate, emitters found and emitters in each
+        bin of the distance to their nearest neighbour (:data:`NEIGHBOUR_BINS_PX`).
     """
     read = _read(loc, data.frames_e, samples, steps, threshold)
     counts = {r: [0, 0, 0] for r in READOUTS}
+    by_gap: dict[str, list[int]] = {f"{lo:g}-{hi:g}": [0, 0] for lo, hi in NEIGHBOUR_BINS_PX}
     for r in READOUTS:
         for k, em in enumerate(read[r]):
             truth = data.positions_px[k]
             found = np.stack([em.x_px, em.y_px], axis=1)
-            m = len(match_positions(truth, found))
+            pairs = match_positions(truth, found)
+            m = len(pairs)
             c = counts[r]
             c[0], c[1], c[2] = c[0] + m, c[1] + len(found) - m, c[2] + len(truth) - m
+            if r == "estimate":
+                hit = {i for i, _ in pairs}
+                d = np.linalg.norm(truth[:, None] - truth[None], axis=2)
+                d[np.diag_indices(len(truth))] = np.inf
+                for i, gap in enumerate(d.min(axis=1)):
+                    for (lo, hi), key in zip(NEIGHBOUR_BINS_PX, by_gap, strict=True):
+                        if lo <= gap < hi:
+                            by_gap[key][0] += i in hit
+                            by_gap[key][1] += 1
 
     def ratio(a: int, b: int) -> float:
         return round(a / b, 4) if b else float("nan")
@@ -146,7 +163,9 @@ def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
     return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
             "emitters": tp + fn, "found": tp + fp,
             "mean_precision": ratio(mtp, mtp + mfp), "mean_recall": ratio(mtp, mtp + mfn),
-            "mean_found": mtp + mfp}
+            "mean_found": mtp + mfp,
+            "recall_by_neighbour_px": {k: {"found": v[0], "emitters": v[1]}
+                                       for k, v in by_gap.items()}}
 
 
 def _errors(ems: list[Emitters], data: SmlmSet) -> tuple[list[int], NDArray[np.float64],
