@@ -72,9 +72,9 @@ def frame_generator(seed: int, frame: int) -> torch.Generator:
 EMITTERS_FROM = ("estimate", "mean")
 """Maps the emitters can be found on (:meth:`Localizer.localize`). Both estimate the
 posterior mean KDE: phi's directly, the samples' mean with sampling noise and the DDPM's
-own errors. On 150 isolated emitters per source phi's gave positions 1.02 x the CRLB on our
-frames (the samples' mean 1.12 x, with a bias of 0.02-0.03 px) and 1.21 x on DeepTrack2's
-(1.24 x); precision and recall also favour it on both (docs/localization.md)."""
+own errors. In the report (150 isolated emitters per source) phi's gave positions 1.05 x
+the CRLB on our frames (the samples' mean 1.14 x, with a bias of 0.03 px) and 1.17 x on
+DeepTrack2's (1.22 x); precision and recall also favour it on both (docs/localization.md)."""
 
 
 @dataclass(frozen=True)
