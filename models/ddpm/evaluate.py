@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livespt.models.ddpm.emitters import Emitters, locate_emitters, match_positions
-from livespt.models.ddpm.localizer import Localizer
+from livespt.models.ddpm.localizer import EMITTERS_FROM, Localizer
 from livespt.models.localize import crlb, fit_emitters, pack, sample_posterior
 
 
@@ -85,10 +85,6 @@ def ours(n_frames: int, n_emitters: int | tuple[int, int], seed: int, i0: float 
                    background, read_noise_e, sigma_px, True)
 
 
-READOUTS = ("estimate", "mean")
-"""The two maps emitters can be read from (:data:`~livespt.models.ddpm.localizer.EMITTERS_FROM`);
-each evaluation reads both from the same samples."""
-
 CHUNK_FRAMES = 8
 """Frames drawn per call (one batch of ``frames x samples`` images). On 2 CPUs, 48 frames
 of 16 samples at once drew 0.41 frames/s, in chunks of 8 0.63 (1-4: 0.63-0.96, noisy)."""
@@ -100,16 +96,28 @@ NEIGHBOUR_BINS_PX = ((0.0, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, float
 
 def _read(loc: Localizer, frames: NDArray[np.float64], samples: int, steps: int,
           threshold: float) -> dict[str, list[Emitters]]:
-    """Each frame's emitters from both read-outs of the same samples (fast sampler, seed 0)."""
-    out: dict[str, list[Emitters]] = {r: [] for r in READOUTS}
+    """Each frame's emitters by every read-out (:data:`EMITTERS_FROM`), same samples."""
+    out: dict[str, list[Emitters]] = {r: [] for r in EMITTERS_FROM}
     for start in range(0, len(frames), CHUNK_FRAMES):
         smp, est = loc.draw(frames[start:start + CHUNK_FRAMES], samples, n_steps=steps,
                             first_frame=start)
         for sm, es in zip(smp.numpy(), est.numpy(), strict=True):
-            for r in READOUTS:
+            for r in EMITTERS_FROM:
                 out[r].append(locate_emitters(sm, loc.upsample, loc.sigma_y_px, threshold,
                                               es if r == "estimate" else None))
     return out
+
+
+def _count_by_neighbour(truth: NDArray[np.float64], hit: set[int],
+                        by_gap: dict[str, list[int]]) -> None:
+    """Add each true emitter (found or not) to its bin of :data:`NEIGHBOUR_BINS_PX`."""
+    d = np.linalg.norm(truth[:, None] - truth[None], axis=2)
+    d[np.diag_indices(len(truth))] = np.inf
+    gaps = d.min(axis=1)
+    for (lo, hi), key in zip(NEIGHBOUR_BINS_PX, by_gap, strict=True):
+        inside = np.nonzero((gaps >= lo) & (gaps < hi))[0]
+        by_gap[key][0] += sum(int(i) in hit for i in inside)
+        by_gap[key][1] += len(inside)
 
 
 def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
@@ -135,9 +143,9 @@ def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
         bin of the distance to their nearest neighbour (:data:`NEIGHBOUR_BINS_PX`).
     """
     read = _read(loc, data.frames_e, samples, steps, threshold)
-    counts = {r: [0, 0, 0] for r in READOUTS}
+    counts = {r: [0, 0, 0] for r in EMITTERS_FROM}
     by_gap: dict[str, list[int]] = {f"{lo:g}-{hi:g}": [0, 0] for lo, hi in NEIGHBOUR_BINS_PX}
-    for r in READOUTS:
+    for r in EMITTERS_FROM:
         for k, em in enumerate(read[r]):
             truth = data.positions_px[k]
             found = np.stack([em.x_px, em.y_px], axis=1)
@@ -146,14 +154,7 @@ def detection(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
             c = counts[r]
             c[0], c[1], c[2] = c[0] + m, c[1] + len(found) - m, c[2] + len(truth) - m
             if r == "estimate":
-                hit = {i for i, _ in pairs}
-                d = np.linalg.norm(truth[:, None] - truth[None], axis=2)
-                d[np.diag_indices(len(truth))] = np.inf
-                for i, gap in enumerate(d.min(axis=1)):
-                    for (lo, hi), key in zip(NEIGHBOUR_BINS_PX, by_gap, strict=True):
-                        if lo <= gap < hi:
-                            by_gap[key][0] += i in hit
-                            by_gap[key][1] += 1
+                _count_by_neighbour(truth, {i for i, _ in pairs}, by_gap)
 
     def ratio(a: int, b: int) -> float:
         return round(a / b, 4) if b else float("nan")
@@ -222,7 +223,7 @@ def isolated(loc: Localizer, data: SmlmSet, samples: int = 16, steps: int = 20,
                                      n_samples=4000, burn_in=1000, seed=k)
             mcmc_sd[k] = chain.sd()[:2]
     out: dict[str, Any] = {}
-    for r in READOUTS:
+    for r in EMITTERS_FROM:
         frames, err_a, sd_a = _errors(read[r], data)
         if not frames:
             out[r] = {"frames_with_a_detection": 0}
